@@ -1,0 +1,252 @@
+//! Domain events, the envelope a store records around them, and their metadata.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::ids::{EventId, Position, StreamId, StreamVersion};
+
+/// A domain event type: usually an enum with one variant per thing that happened, in the past tense.
+///
+/// The persisted name of each variant is its serde name, so give every variant an explicit
+/// `#[serde(rename = "...")]` (or keep the variant name stable): it is written next to every stored event and
+/// must never change. The enum must use serde's default (externally tagged) representation; the payload
+/// stored for a variant is the variant's content alone.
+///
+/// # Implementing
+/// Derive `Serialize` and `Deserialize`, then write an empty `impl`. Override [`Event::schema_version`] when a
+/// variant's payload shape changes, so upcasters can tell old payloads from new ones.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// enum AccountEvent {
+///     #[serde(rename = "AccountOpened")]
+///     Opened { owner: String },
+///     #[serde(rename = "MoneyDeposited")]
+///     Deposited { amount: u64 },
+/// }
+/// impl annals::Event for AccountEvent {}
+///
+/// use annals::Event;
+/// let (name, payload) = AccountEvent::Deposited { amount: 5 }.encode().unwrap();
+/// assert_eq!(name, "MoneyDeposited");
+/// assert_eq!(payload, serde_json::json!({"amount": 5}));
+/// assert_eq!(AccountEvent::decode(&name, payload).unwrap(), AccountEvent::Deposited { amount: 5 });
+/// ```
+pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The schema version of this event's payload. Defaults to 1.
+    fn schema_version(&self) -> u32 {
+        1
+    }
+
+    /// Splits the event into its persisted name and payload.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] when serialization fails or the type is not an externally tagged enum.
+    fn encode(&self) -> Result<(String, Value)> {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(map)) if map.len() == 1 => {
+                let Some((name, payload)) = map.into_iter().next() else {
+                    return Err(encode_shape_error::<Self>());
+                };
+                Ok((name, payload))
+            }
+            Ok(Value::String(name)) => Ok((name, Value::Null)),
+            Ok(_) => Err(encode_shape_error::<Self>()),
+            Err(source) => Err(Error::Encode {
+                reason: format!(
+                    "cannot serialize a value of {}: {source}",
+                    std::any::type_name::<Self>()
+                ),
+            }),
+        }
+    }
+
+    /// Rebuilds an event from its persisted name and payload.
+    ///
+    /// # Errors
+    /// The serde error when `event_type` is not a variant of this type or `payload` does not fit it.
+    fn decode(event_type: &str, payload: Value) -> std::result::Result<Self, serde_json::Error> {
+        let mut map = serde_json::Map::with_capacity(1);
+        map.insert(event_type.to_owned(), payload);
+        serde_json::from_value(Value::Object(map))
+    }
+}
+
+fn encode_shape_error<E>() -> Error {
+    Error::Encode {
+        reason: format!(
+            "{} must serialize as an externally tagged enum (serde's default), so each variant has a persisted name",
+            std::any::type_name::<E>()
+        ),
+    }
+}
+
+/// Metadata recorded with every event: where it came from and why.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// Ties together every event and message of one business transaction (for example one HTTP request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// The id of the command or event that directly caused this event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+    /// Free-form key/values (user id, tenant, client version, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, Value>,
+}
+
+impl Metadata {
+    /// Metadata with the given correlation id.
+    pub fn correlated(correlation_id: impl Into<String>) -> Self {
+        Self {
+            correlation_id: Some(correlation_id.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Metadata for something caused by `event`: same correlation id (or the event's id when it had none),
+    /// and the event's id as causation id.
+    pub fn caused_by(event: &RecordedEvent) -> Self {
+        Self {
+            correlation_id: Some(
+                event
+                    .metadata
+                    .correlation_id
+                    .clone()
+                    .unwrap_or_else(|| event.event_id.to_string()),
+            ),
+            causation_id: Some(event.event_id.to_string()),
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// Sets the causation id.
+    pub fn with_causation_id(mut self, causation_id: impl Into<String>) -> Self {
+        self.causation_id = Some(causation_id.into());
+        self
+    }
+
+    /// Adds one free-form key/value.
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// An event ready to be appended: the store assigns its stream version, position and timestamp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// Unique id; appending the same id again at the same expected version is a no-op (idempotent append).
+    pub event_id: EventId,
+    /// Persisted event name, for example `"MoneyDeposited"`.
+    pub event_type: String,
+    /// Schema version of `payload`.
+    pub schema_version: u32,
+    /// The event's data.
+    pub payload: Value,
+    /// Correlation, causation and free-form metadata.
+    pub metadata: Metadata,
+}
+
+impl NewEvent {
+    /// A new event with a fresh id, schema version 1 and empty metadata.
+    pub fn new(event_type: impl Into<String>, payload: Value) -> Self {
+        Self {
+            event_id: EventId::new(),
+            event_type: event_type.into(),
+            schema_version: 1,
+            payload,
+            metadata: Metadata::default(),
+        }
+    }
+
+    /// Encodes a domain event (see [`Event::encode`]) with a fresh id.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] when the event cannot be serialized.
+    pub fn from_event<E: Event>(event: &E) -> Result<Self> {
+        let (event_type, payload) = event.encode()?;
+        Ok(Self {
+            event_id: EventId::new(),
+            event_type,
+            schema_version: event.schema_version(),
+            payload,
+            metadata: Metadata::default(),
+        })
+    }
+
+    /// Replaces the event id.
+    pub fn with_id(mut self, event_id: EventId) -> Self {
+        self.event_id = event_id;
+        self
+    }
+
+    /// Replaces the metadata.
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Replaces the schema version.
+    pub fn with_schema_version(mut self, schema_version: u32) -> Self {
+        self.schema_version = schema_version;
+        self
+    }
+}
+
+/// An event as the store recorded it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    /// Unique id across the store.
+    pub event_id: EventId,
+    /// The stream it belongs to.
+    pub stream_id: StreamId,
+    /// 1-based, gapless version within its stream.
+    pub stream_version: StreamVersion,
+    /// Store-wide position; grows with every append, may have gaps.
+    pub position: Position,
+    /// When the store recorded it.
+    pub recorded_at: DateTime<Utc>,
+    /// Persisted event name.
+    pub event_type: String,
+    /// Schema version of `payload`.
+    pub schema_version: u32,
+    /// The event's data.
+    pub payload: Value,
+    /// Correlation, causation and free-form metadata.
+    pub metadata: Metadata,
+}
+
+impl RecordedEvent {
+    /// Decodes the payload into a domain event.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] naming the stream, version, position and event type when the payload does not fit `E`
+    /// or `E` has no variant of this name.
+    pub fn decode<E: Event>(&self) -> Result<E> {
+        E::decode(&self.event_type, self.payload.clone())
+            .map_err(|source| self.decode_error(source))
+    }
+
+    /// Builds the [`Error::Decode`] for this event with the given cause.
+    pub fn decode_error(
+        &self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Error {
+        Error::Decode {
+            stream: self.stream_id.clone(),
+            version: self.stream_version,
+            position: self.position,
+            event_type: self.event_type.clone(),
+            schema_version: self.schema_version,
+            source: source.into(),
+        }
+    }
+}

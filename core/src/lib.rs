@@ -1,0 +1,80 @@
+//! Event sourcing for Rust.
+//!
+//! Every change is an immutable event appended to a stream; an aggregate's state is the fold of its events;
+//! a [`Repository`] loads an aggregate, lets it decide on a command, and appends the new events with optimistic
+//! concurrency. Stores implement one small trait, [`EventStore`], and prove themselves against one conformance
+//! suite ([`testkit`], feature `testkit`).
+//!
+//! ```
+//! use annals::{Aggregate, Event, Repository, StreamId};
+//! use annals_memory::MemoryStore;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, Default)]
+//! struct Counter { value: u64 }
+//!
+//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+//! enum CounterEvent {
+//!     #[serde(rename = "CounterIncremented")]
+//!     Incremented { by: u64 },
+//! }
+//! impl Event for CounterEvent {}
+//!
+//! #[derive(Debug, thiserror::Error)]
+//! #[error("cannot increment by zero")]
+//! struct ZeroIncrement;
+//!
+//! impl Aggregate for Counter {
+//!     type Command = u64;
+//!     type Event = CounterEvent;
+//!     type Error = ZeroIncrement;
+//!
+//!     fn decide(&self, by: &u64) -> Result<Vec<CounterEvent>, ZeroIncrement> {
+//!         if *by == 0 { return Err(ZeroIncrement) }
+//!         Ok(vec![CounterEvent::Incremented { by: *by }])
+//!     }
+//!
+//!     fn apply(&mut self, CounterEvent::Incremented { by }: &CounterEvent) {
+//!         self.value += by;
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let counters = Repository::<Counter, _>::new(MemoryStore::new());
+//! let id = StreamId::new("counter-1")?;
+//! counters.execute(&id, &2).await?;
+//! let done = counters.execute(&id, &3).await?;
+//! assert_eq!(done.state.value, 5);
+//! assert_eq!(done.version.get(), 2);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The guide in `docs/` walks through aggregates, testing, stores and projections; `ARCHITECTURE.md` maps the
+//! workspace.
+
+mod aggregate;
+mod error;
+mod event;
+mod expected;
+mod ids;
+mod repository;
+mod store;
+pub mod testing;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use aggregate::Aggregate;
+pub use error::{BoxError, Error, Result};
+pub use event::{Event, Metadata, NewEvent, RecordedEvent};
+pub use expected::ExpectedVersion;
+pub use ids::{
+    EventId, InvalidStreamId, InvalidStreamIdReason, MAX_STREAM_ID_LEN, Position, StreamId,
+    StreamVersion,
+};
+pub use repository::{CommandError, DEFAULT_MAX_RETRIES, Executed, Loaded, Repository};
+pub use store::{AppendResult, EventStore, check_append, resolve_replayed_append};
+
+/// Re-exported so that store implementations and users name the same `async_trait`.
+pub use async_trait::async_trait;

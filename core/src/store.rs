@@ -1,0 +1,214 @@
+//! The [`EventStore`] trait every store implements.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::event::{NewEvent, RecordedEvent};
+use crate::expected::ExpectedVersion;
+use crate::ids::{Position, StreamId, StreamVersion};
+
+/// What an append recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    /// The stream's version after the append (the version of its last event).
+    pub stream_version: StreamVersion,
+    /// Position of the first appended event.
+    pub first_position: Position,
+    /// Position of the last appended event.
+    pub last_position: Position,
+}
+
+/// An append-only store of event streams with a store-wide order.
+///
+/// Hold one as `Arc<dyn EventStore>` or as a generic parameter; `Arc<S>` implements the trait too.
+///
+/// # Implementing
+/// Run the conformance suite (`annals::store_conformance!`, feature `testkit`) against the implementation;
+/// it pins every rule below. In short:
+/// - [`append`](EventStore::append) writes all events or none, at consecutive stream versions starting after the
+///   current one, at increasing positions, only if `expected` matches the stream's version. Appending events whose
+///   ids are already stored (same stream, same order, same types and payloads) at the same expected version
+///   writes nothing and returns the original result.
+/// - [`read_all`](EventStore::read_all) never returns a position while an append that could still be given a
+///   lower position is in flight: a reader that checkpoints the last position it saw never skips an event.
+/// - [`wait_for_events`](EventStore::wait_for_events) wakes up without busy polling.
+///
+/// # Errors
+/// Every method returns [`enum@crate::Error`]; see its variants for what each means to a caller.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends `events` to `stream` if its version matches `expected`, atomically.
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult>;
+
+    /// Reads up to `limit` events of `stream` with versions `>= from`, in version order. A stream with no events
+    /// reads as empty.
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>>;
+
+    /// Reads up to `limit` events with positions `> after`, in position order (one page of the global stream).
+    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>>;
+
+    /// The position of the last event that [`read_all`](EventStore::read_all) would return now
+    /// ([`Position::START`] for an empty store).
+    async fn head(&self) -> Result<Position>;
+
+    /// Waits until an event after `after` can be read, or until `timeout` has passed, and returns the head
+    /// then. Returns at once when the head is already past `after`.
+    async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<Position>;
+
+    /// Reads every event of `stream`, in version order.
+    async fn load_stream(&self, stream: &StreamId) -> Result<Vec<RecordedEvent>> {
+        self.read_stream(stream, StreamVersion::FIRST, usize::MAX)
+            .await
+    }
+}
+
+#[async_trait]
+impl<S: EventStore + ?Sized> EventStore for Arc<S> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult> {
+        (**self).append(stream, expected, events).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        (**self).read_stream(stream, from, limit).await
+    }
+
+    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>> {
+        (**self).read_all(after, limit).await
+    }
+
+    async fn head(&self) -> Result<Position> {
+        (**self).head().await
+    }
+
+    async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<Position> {
+        (**self).wait_for_events(after, timeout).await
+    }
+
+    async fn load_stream(&self, stream: &StreamId) -> Result<Vec<RecordedEvent>> {
+        (**self).load_stream(stream).await
+    }
+}
+
+/// Checks the shape of an append before any I/O: at least one event, no empty event type, no event id twice.
+/// Stores call this first so every store rejects the same input with the same error.
+///
+/// # Errors
+/// [`Error::InvalidAppend`](crate::Error::InvalidAppend) naming the offending event's index.
+pub fn check_append(stream: &StreamId, events: &[NewEvent]) -> Result<()> {
+    let invalid = |reason: String| crate::Error::InvalidAppend {
+        stream: stream.clone(),
+        reason,
+    };
+    if events.is_empty() {
+        return Err(invalid("the batch has no events".to_owned()));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        if event.event_type.is_empty() {
+            return Err(invalid(format!("event #{index} has an empty event type")));
+        }
+        if !seen.insert(event.event_id) {
+            return Err(invalid(format!(
+                "event #{index} repeats the event id {} of an earlier event in the batch",
+                event.event_id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Decides what an append whose event ids are (partly) stored already means, given the stored events that carry
+/// any of those ids (`stored`, in any order) and the stream's current version.
+///
+/// It is a retry of an earlier append, and succeeds with that append's result, when every id is stored, in this
+/// stream, in the same order at consecutive versions, with the same types and payloads, and `expected` matches the
+/// version the stream had before them. Anything else is an error.
+///
+/// # Errors
+/// [`Error::EventIdReused`](crate::Error::EventIdReused) when the stored events are not a faithful copy of this
+/// append; [`Error::Conflict`](crate::Error::Conflict) when they are, but `expected` does not match where they were
+/// written.
+pub fn resolve_replayed_append(
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+    stored: &[RecordedEvent],
+    current: StreamVersion,
+) -> Result<AppendResult> {
+    let by_id: std::collections::HashMap<_, _> = stored.iter().map(|e| (e.event_id, e)).collect();
+    let first_stored = events.iter().find_map(|e| by_id.get(&e.event_id)).copied();
+    let Some(first_stored) = first_stored else {
+        return Err(crate::Error::Backend {
+            operation: "append",
+            source: "resolve_replayed_append called without any stored event".into(),
+        });
+    };
+    let base = first_stored.stream_version.get().saturating_sub(1);
+    for (index, event) in events.iter().enumerate() {
+        let faithful = by_id.get(&event.event_id).filter(|s| {
+            s.stream_id == *stream
+                && s.stream_version.get() == base + 1 + index as u64
+                && s.event_type == event.event_type
+                && s.payload == event.payload
+        });
+        if faithful.is_none() {
+            // Name the first id of the batch that is stored: either this one (stored elsewhere or differently) or,
+            // when this one is missing, the stored one that makes the batch a partial replay.
+            let (index, culprit) = match by_id.get(&event.event_id) {
+                Some(s) => (index, *s),
+                None => events
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, e)| by_id.get(&e.event_id).map(|s| (i, *s)))
+                    .unwrap_or((index, first_stored)),
+            };
+            return Err(crate::Error::EventIdReused {
+                event_id: culprit.event_id,
+                index,
+                stream: stream.clone(),
+                existing_stream: culprit.stream_id.clone(),
+                existing_version: culprit.stream_version,
+            });
+        }
+    }
+    if !expected.matches(StreamVersion(base)) {
+        return Err(crate::Error::Conflict {
+            stream: stream.clone(),
+            expected,
+            actual: current,
+        });
+    }
+    let last = events
+        .last()
+        .and_then(|e| by_id.get(&e.event_id))
+        .copied()
+        .unwrap_or(first_stored);
+    Ok(AppendResult {
+        stream_version: last.stream_version,
+        first_position: first_stored.position,
+        last_position: last.position,
+    })
+}

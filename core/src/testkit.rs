@@ -1,0 +1,744 @@
+//! The store conformance suite: every [`EventStore`] implementation must pass it.
+//!
+//! Each case is an `async fn` taking a fresh, empty store. Run them all with one macro call in the store's tests;
+//! it generates one test function per case, with the test attribute and setup you give it:
+//!
+//! ```text
+//! // A store built without arguments:
+//! annals::store_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 4)] fn() -> MyStore::new());
+//! // A store built from a per-test fixture, for example a fresh database:
+//! annals::store_conformance!(#[sqlx::test(migrations = false)] fn(pool: PgPool) -> PgStore::setup(pool).await.unwrap());
+//! ```
+//!
+//! The cases use a multi-threaded runtime's real tasks to race writers, so give the test attribute a
+//! multi-threaded flavor.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::{
+    AppendResult, Error, EventId, EventStore, ExpectedVersion, Metadata, NewEvent, Position,
+    StreamId, StreamVersion,
+};
+
+/// Generates one test per conformance case. See the [module docs](crate::testkit).
+#[macro_export]
+macro_rules! store_conformance {
+    ($(#[$attr:meta])* fn($($arg:ident : $ty:ty),* $(,)?) -> $store:expr) => {
+        $crate::__store_conformance_cases! {
+            [$(#[$attr])*] [$($arg: $ty),*] [$store]
+            head_of_empty_store_is_start,
+            append_records_the_envelope,
+            expected_version_any,
+            expected_version_no_stream,
+            expected_version_stream_exists,
+            expected_version_exact,
+            concurrent_appends_have_exactly_one_winner,
+            idempotent_reappend_writes_nothing,
+            reappend_at_another_version_conflicts,
+            event_id_reuse_is_rejected,
+            malformed_appends_are_rejected,
+            read_stream_pages,
+            read_all_pages,
+            global_order_is_consistent_with_stream_order,
+            wait_for_events_wakes_up,
+            stream_ids_are_validated_and_kept_verbatim,
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_conformance_cases {
+    ($attrs:tt $args:tt $store:tt $(,)?) => {};
+    ($attrs:tt $args:tt $store:tt $case:ident $(, $rest:ident)* $(,)?) => {
+        $crate::__store_conformance_case! { $attrs $args $store $case }
+        $crate::__store_conformance_cases! { $attrs $args $store $($rest),* }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_conformance_case {
+    ([$($attr:tt)*] [$($args:tt)*] [$store:expr] $case:ident) => {
+        $($attr)*
+        async fn $case($($args)*) {
+            let store: ::std::sync::Arc<dyn $crate::EventStore> = ::std::sync::Arc::new($store);
+            $crate::testkit::$case(store).await;
+        }
+    };
+}
+
+/// Runs every case, each against a fresh store from `make_store`, and panics naming the first failing case.
+pub async fn run_all<F, Fut>(mut make_store: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn EventStore>>,
+{
+    macro_rules! run {
+        ($($case:ident),*) => {$(
+            tracing::info!(case = stringify!($case), "conformance case");
+            $case(make_store().await).await;
+        )*};
+    }
+    run!(
+        head_of_empty_store_is_start,
+        append_records_the_envelope,
+        expected_version_any,
+        expected_version_no_stream,
+        expected_version_stream_exists,
+        expected_version_exact,
+        concurrent_appends_have_exactly_one_winner,
+        idempotent_reappend_writes_nothing,
+        reappend_at_another_version_conflicts,
+        event_id_reuse_is_rejected,
+        malformed_appends_are_rejected,
+        read_stream_pages,
+        read_all_pages,
+        global_order_is_consistent_with_stream_order,
+        wait_for_events_wakes_up,
+        stream_ids_are_validated_and_kept_verbatim
+    );
+}
+
+fn stream(name: &str) -> StreamId {
+    StreamId::new(name).unwrap()
+}
+
+fn event(n: u64) -> NewEvent {
+    NewEvent::new(
+        "ThingHappened",
+        json!({"n": n, "text": "a payload of about a hundred bytes", "nested": {"ok": true, "list": [1, 2, 3]}}),
+    )
+}
+
+fn events(range: std::ops::Range<u64>) -> Vec<NewEvent> {
+    range.map(event).collect()
+}
+
+async fn stream_len(store: &Arc<dyn EventStore>, id: &StreamId) -> usize {
+    store.load_stream(id).await.unwrap().len()
+}
+
+async fn all_events(store: &Arc<dyn EventStore>) -> Vec<crate::RecordedEvent> {
+    store.read_all(Position::START, usize::MAX).await.unwrap()
+}
+
+#[track_caller]
+fn assert_conflict(
+    result: Result<AppendResult, Error>,
+    id: &StreamId,
+    expected: ExpectedVersion,
+    actual: u64,
+) {
+    match result {
+        Err(Error::Conflict {
+            stream,
+            expected: e,
+            actual: a,
+        }) => {
+            assert_eq!(&stream, id, "conflict names the stream");
+            assert_eq!(e, expected, "conflict carries the expected version");
+            assert_eq!(
+                a,
+                StreamVersion(actual),
+                "conflict carries the actual version"
+            );
+        }
+        other => {
+            panic!("expected a conflict (expected {expected}, actual {actual}), got {other:?}")
+        }
+    }
+}
+
+pub async fn head_of_empty_store_is_start(store: Arc<dyn EventStore>) {
+    assert_eq!(store.head().await.unwrap(), Position::START);
+    assert!(all_events(&store).await.is_empty());
+    assert!(
+        store
+            .load_stream(&stream("nothing-here"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn append_records_the_envelope(store: Arc<dyn EventStore>) {
+    let id = stream("envelope-1");
+    let metadata = Metadata::correlated("corr-1")
+        .with_causation_id("cause-1")
+        .with("user", "zoë")
+        .with("quote", "it's \"quoted\"");
+    let batch: Vec<NewEvent> = events(0..3)
+        .into_iter()
+        .map(|e| e.with_metadata(metadata.clone()).with_schema_version(2))
+        .collect();
+    let before = chrono::Utc::now() - chrono::Duration::seconds(60);
+    let result = store
+        .append(&id, ExpectedVersion::NoStream, batch.clone())
+        .await
+        .unwrap();
+    assert_eq!(result.stream_version, StreamVersion(3));
+    assert!(result.first_position > Position::START);
+    assert!(result.last_position > result.first_position);
+
+    let stored = store.load_stream(&id).await.unwrap();
+    assert_eq!(stored.len(), 3);
+    for (i, (new, rec)) in batch.iter().zip(&stored).enumerate() {
+        assert_eq!(rec.event_id, new.event_id);
+        assert_eq!(rec.stream_id, id);
+        assert_eq!(
+            rec.stream_version,
+            StreamVersion(i as u64 + 1),
+            "versions are 1-based and gapless"
+        );
+        assert_eq!(rec.event_type, new.event_type);
+        assert_eq!(rec.schema_version, 2);
+        assert_eq!(rec.payload, new.payload);
+        assert_eq!(rec.metadata, metadata);
+        assert!(
+            rec.recorded_at > before,
+            "recorded_at is the time of the append"
+        );
+    }
+    assert_eq!(stored[0].position, result.first_position);
+    assert_eq!(stored[2].position, result.last_position);
+    assert!(stored.windows(2).all(|w| w[0].position < w[1].position));
+    assert_eq!(store.head().await.unwrap(), result.last_position);
+    assert_eq!(
+        all_events(&store).await,
+        stored,
+        "the global read returns the same envelopes"
+    );
+}
+
+pub async fn expected_version_any(store: Arc<dyn EventStore>) {
+    let id = stream("any-1");
+    store
+        .append(&id, ExpectedVersion::Any, vec![event(1)])
+        .await
+        .unwrap();
+    let r = store
+        .append(&id, ExpectedVersion::Any, vec![event(2), event(3)])
+        .await
+        .unwrap();
+    assert_eq!(r.stream_version, StreamVersion(3));
+    assert_eq!(stream_len(&store, &id).await, 3);
+}
+
+pub async fn expected_version_no_stream(store: Arc<dyn EventStore>) {
+    let id = stream("no-stream-1");
+    let r = store
+        .append(&id, ExpectedVersion::NoStream, vec![event(1)])
+        .await
+        .unwrap();
+    assert_eq!(r.stream_version, StreamVersion(1));
+    let again = store
+        .append(&id, ExpectedVersion::NoStream, vec![event(2)])
+        .await;
+    assert_conflict(again, &id, ExpectedVersion::NoStream, 1);
+    assert_eq!(
+        stream_len(&store, &id).await,
+        1,
+        "a conflict writes nothing"
+    );
+}
+
+pub async fn expected_version_stream_exists(store: Arc<dyn EventStore>) {
+    let id = stream("exists-1");
+    let missing = store
+        .append(&id, ExpectedVersion::StreamExists, vec![event(1)])
+        .await;
+    assert_conflict(missing, &id, ExpectedVersion::StreamExists, 0);
+    assert_eq!(stream_len(&store, &id).await, 0);
+    store
+        .append(&id, ExpectedVersion::NoStream, vec![event(1)])
+        .await
+        .unwrap();
+    let r = store
+        .append(&id, ExpectedVersion::StreamExists, vec![event(2)])
+        .await
+        .unwrap();
+    assert_eq!(r.stream_version, StreamVersion(2));
+}
+
+pub async fn expected_version_exact(store: Arc<dyn EventStore>) {
+    let id = stream("exact-1");
+    let r = store
+        .append(
+            &id,
+            ExpectedVersion::Exact(StreamVersion::NONE),
+            vec![event(1)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.stream_version, StreamVersion(1));
+    let r = store
+        .append(&id, ExpectedVersion::Exact(StreamVersion(1)), events(2..4))
+        .await
+        .unwrap();
+    assert_eq!(r.stream_version, StreamVersion(3));
+    for wrong in [0, 1, 2, 4, 99] {
+        let e = ExpectedVersion::Exact(StreamVersion(wrong));
+        assert_conflict(store.append(&id, e, vec![event(9)]).await, &id, e, 3);
+    }
+    let other = stream("exact-2");
+    let e = ExpectedVersion::Exact(StreamVersion(1));
+    assert_conflict(store.append(&other, e, vec![event(1)]).await, &other, e, 0);
+    assert_eq!(stream_len(&store, &id).await, 3);
+    assert_eq!(stream_len(&store, &other).await, 0);
+}
+
+pub async fn concurrent_appends_have_exactly_one_winner(store: Arc<dyn EventStore>) {
+    const ROUNDS: u64 = 25;
+    const WRITERS: usize = 8;
+    let id = stream("contended-1");
+    for round in 0..ROUNDS {
+        let barrier = Arc::new(tokio::sync::Barrier::new(WRITERS));
+        let expected = ExpectedVersion::Exact(StreamVersion(round));
+        let tasks: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (store, barrier, id) = (store.clone(), barrier.clone(), id.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store
+                        .append(&id, expected, vec![event(round * 100 + w as u64)])
+                        .await
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(r) => {
+                    winners += 1;
+                    assert_eq!(r.stream_version, StreamVersion(round + 1));
+                }
+                Err(e) => assert_conflict(Err(e), &id, expected, round + 1),
+            }
+        }
+        assert_eq!(winners, 1, "round {round}: exactly one writer wins");
+    }
+    let stored = store.load_stream(&id).await.unwrap();
+    assert_eq!(stored.len() as u64, ROUNDS);
+    assert!(
+        stored
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.stream_version == StreamVersion(i as u64 + 1))
+    );
+}
+
+pub async fn idempotent_reappend_writes_nothing(store: Arc<dyn EventStore>) {
+    let id = stream("idem-1");
+    store
+        .append(&id, ExpectedVersion::NoStream, vec![event(0)])
+        .await
+        .unwrap();
+    let batch = events(1..4);
+    let first = store
+        .append(&id, ExpectedVersion::Exact(StreamVersion(1)), batch.clone())
+        .await
+        .unwrap();
+    let head = store.head().await.unwrap();
+    for _ in 0..2 {
+        let again = store
+            .append(&id, ExpectedVersion::Exact(StreamVersion(1)), batch.clone())
+            .await
+            .unwrap();
+        assert_eq!(again, first, "a retried append returns the original result");
+    }
+    let any = store
+        .append(&id, ExpectedVersion::Any, batch.clone())
+        .await
+        .unwrap();
+    assert_eq!(any, first, "a retried append with Any is idempotent too");
+    let exists = store
+        .append(&id, ExpectedVersion::StreamExists, batch.clone())
+        .await
+        .unwrap();
+    assert_eq!(exists, first);
+    assert_eq!(stream_len(&store, &id).await, 4, "nothing new was written");
+    assert_eq!(store.head().await.unwrap(), head);
+    // The first append of a stream, retried with NoStream.
+    let fresh = stream("idem-2");
+    let one = vec![event(7)];
+    let a = store
+        .append(&fresh, ExpectedVersion::NoStream, one.clone())
+        .await
+        .unwrap();
+    let b = store
+        .append(&fresh, ExpectedVersion::NoStream, one)
+        .await
+        .unwrap();
+    assert_eq!(a, b);
+    assert_eq!(stream_len(&store, &fresh).await, 1);
+}
+
+pub async fn reappend_at_another_version_conflicts(store: Arc<dyn EventStore>) {
+    let id = stream("idem-3");
+    let batch = events(0..2);
+    store
+        .append(&id, ExpectedVersion::NoStream, batch.clone())
+        .await
+        .unwrap();
+    let e = ExpectedVersion::Exact(StreamVersion(5));
+    assert_conflict(store.append(&id, e, batch).await, &id, e, 2);
+    assert_eq!(stream_len(&store, &id).await, 2);
+}
+
+pub async fn event_id_reuse_is_rejected(store: Arc<dyn EventStore>) {
+    let id = stream("reuse-1");
+    let original = events(0..2);
+    store
+        .append(&id, ExpectedVersion::NoStream, original.clone())
+        .await
+        .unwrap();
+    let head = store.head().await.unwrap();
+
+    #[track_caller]
+    fn assert_reused(
+        result: Result<AppendResult, Error>,
+        reused: EventId,
+        index: usize,
+        existing: &StreamId,
+    ) {
+        match result {
+            Err(Error::EventIdReused {
+                event_id,
+                index: i,
+                existing_stream,
+                ..
+            }) => {
+                assert_eq!(event_id, reused);
+                assert_eq!(i, index);
+                assert_eq!(&existing_stream, existing);
+            }
+            other => panic!("expected EventIdReused for {reused}, got {other:?}"),
+        }
+    }
+
+    // Same id in another stream.
+    let elsewhere = stream("reuse-2");
+    let copy = original[0].clone();
+    assert_reused(
+        store
+            .append(&elsewhere, ExpectedVersion::Any, vec![copy])
+            .await,
+        original[0].event_id,
+        0,
+        &id,
+    );
+    // Same id, same stream, different payload.
+    let mut changed = original.clone();
+    changed[1].payload = json!({"n": "changed"});
+    assert_reused(
+        store.append(&id, ExpectedVersion::NoStream, changed).await,
+        original[1].event_id,
+        1,
+        &id,
+    );
+    // Same id, different event type.
+    let mut retyped = original.clone();
+    retyped[0].event_type = "SomethingElse".into();
+    assert_reused(
+        store.append(&id, ExpectedVersion::NoStream, retyped).await,
+        original[0].event_id,
+        0,
+        &id,
+    );
+    // A partial replay: one stored id and one fresh.
+    let partial = vec![original[0].clone(), event(9)];
+    assert_reused(
+        store.append(&id, ExpectedVersion::Any, partial).await,
+        original[0].event_id,
+        0,
+        &id,
+    );
+    // Stored ids in another order.
+    let swapped = vec![original[1].clone(), original[0].clone()];
+    assert!(matches!(
+        store.append(&id, ExpectedVersion::Any, swapped).await,
+        Err(Error::EventIdReused { .. })
+    ));
+
+    assert_eq!(store.head().await.unwrap(), head, "nothing was written");
+    assert_eq!(stream_len(&store, &id).await, 2);
+    assert_eq!(stream_len(&store, &elsewhere).await, 0);
+}
+
+pub async fn malformed_appends_are_rejected(store: Arc<dyn EventStore>) {
+    let id = stream("malformed-1");
+    let invalid = |r: Result<AppendResult, Error>, needle: &str| match r {
+        Err(Error::InvalidAppend { stream, reason }) => {
+            assert_eq!(stream, id);
+            assert!(
+                reason.contains(needle),
+                "{reason:?} should mention {needle:?}"
+            );
+        }
+        other => panic!("expected InvalidAppend mentioning {needle:?}, got {other:?}"),
+    };
+    invalid(
+        store.append(&id, ExpectedVersion::Any, vec![]).await,
+        "no events",
+    );
+    let mut untyped = events(0..2);
+    untyped[1].event_type.clear();
+    invalid(
+        store.append(&id, ExpectedVersion::Any, untyped).await,
+        "event #1",
+    );
+    let twice = event(1);
+    invalid(
+        store
+            .append(&id, ExpectedVersion::Any, vec![twice.clone(), twice])
+            .await,
+        "event #1 repeats",
+    );
+    assert_eq!(store.head().await.unwrap(), Position::START);
+}
+
+pub async fn read_stream_pages(store: Arc<dyn EventStore>) {
+    let id = stream("paged-1");
+    let other = stream("paged-2");
+    for chunk in 0..5 {
+        store
+            .append(&id, ExpectedVersion::Any, events(chunk * 5..chunk * 5 + 5))
+            .await
+            .unwrap();
+        store
+            .append(&other, ExpectedVersion::Any, vec![event(1000 + chunk)])
+            .await
+            .unwrap();
+    }
+    let mut from = StreamVersion::FIRST;
+    let mut seen = Vec::new();
+    loop {
+        let page = store.read_stream(&id, from, 10).await.unwrap();
+        assert!(page.len() <= 10);
+        if page.is_empty() {
+            break;
+        }
+        from = page.last().unwrap().stream_version.next();
+        seen.extend(page);
+    }
+    assert_eq!(seen.len(), 25);
+    for (i, e) in seen.iter().enumerate() {
+        assert_eq!(e.stream_id, id);
+        assert_eq!(e.stream_version, StreamVersion(i as u64 + 1));
+        assert_eq!(e.payload["n"], json!(i));
+    }
+    assert_eq!(
+        store
+            .read_stream(&id, StreamVersion(21), 100)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+    assert!(
+        store
+            .read_stream(&id, StreamVersion(26), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .read_stream(&id, StreamVersion(3), 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .read_stream(&id, StreamVersion::NONE, 3)
+            .await
+            .unwrap()[0]
+            .stream_version,
+        StreamVersion(1)
+    );
+    assert!(
+        store
+            .read_stream(&stream("paged-3"), StreamVersion::FIRST, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn read_all_pages(store: Arc<dyn EventStore>) {
+    let streams: Vec<StreamId> = (0..4).map(|i| stream(&format!("all-{i}"))).collect();
+    let mut appended = 0u64;
+    for round in 0..6 {
+        for s in &streams {
+            let n = 1 + (round % 3);
+            store
+                .append(s, ExpectedVersion::Any, events(appended..appended + n))
+                .await
+                .unwrap();
+            appended += n;
+        }
+    }
+    let mut after = Position::START;
+    let mut seen = Vec::new();
+    loop {
+        let page = store.read_all(after, 7).await.unwrap();
+        assert!(page.len() <= 7);
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        seen.extend(page);
+    }
+    assert_eq!(seen.len() as u64, appended, "every event read exactly once");
+    assert!(
+        seen.windows(2).all(|w| w[0].position < w[1].position),
+        "strictly increasing positions"
+    );
+    let ns: Vec<u64> = seen
+        .iter()
+        .map(|e| e.payload["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ns,
+        (0..appended).collect::<Vec<_>>(),
+        "global order is append order"
+    );
+    assert_eq!(store.head().await.unwrap(), seen.last().unwrap().position);
+    assert!(store.read_all(after, 10).await.unwrap().is_empty());
+    assert!(store.read_all(Position::START, 0).await.unwrap().is_empty());
+    let mid = seen[10].position;
+    assert_eq!(store.read_all(mid, 3).await.unwrap(), seen[11..14].to_vec());
+}
+
+pub async fn global_order_is_consistent_with_stream_order(store: Arc<dyn EventStore>) {
+    const WRITERS: u64 = 8;
+    const APPENDS: u64 = 20;
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..APPENDS {
+                    // Writers share streams so that appends to one stream race.
+                    let id = stream(&format!("order-{}", (w + i) % 3));
+                    let batch = events(i * 10..i * 10 + 1 + (i % 3));
+                    store
+                        .append(&id, ExpectedVersion::Any, batch)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let all = all_events(&store).await;
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+    let mut last_version: HashMap<StreamId, u64> = HashMap::new();
+    for e in &all {
+        let v = last_version.entry(e.stream_id.clone()).or_default();
+        assert_eq!(
+            e.stream_version.get(),
+            *v + 1,
+            "stream {} is gapless and ordered globally",
+            e.stream_id
+        );
+        *v += 1;
+    }
+    for (id, v) in last_version {
+        assert_eq!(stream_len(&store, &id).await as u64, v);
+    }
+}
+
+pub async fn wait_for_events_wakes_up(store: Arc<dyn EventStore>) {
+    let id = stream("wait-1");
+    // Nothing to wait for: returns after the timeout with the unchanged head.
+    let head = store
+        .wait_for_events(Position::START, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert_eq!(head, Position::START);
+
+    // A waiter parked before the append is woken by it, long before its timeout.
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let head = store
+                .wait_for_events(Position::START, Duration::from_secs(30))
+                .await
+                .unwrap();
+            (head, started.elapsed())
+        })
+    };
+    tokio::task::yield_now().await;
+    let appended = store
+        .append(&id, ExpectedVersion::NoStream, vec![event(1)])
+        .await
+        .unwrap();
+    let (head, waited) = tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .expect("the waiter was not woken by the append")
+        .unwrap();
+    assert!(head >= appended.last_position, "woken with the new head");
+    assert!(waited < Duration::from_secs(20));
+
+    // Already past: returns at once.
+    let head = tokio::time::timeout(
+        Duration::from_secs(5),
+        store.wait_for_events(Position::START, Duration::from_secs(60)),
+    )
+    .await
+    .expect("wait_for_events must return at once when events are readable")
+    .unwrap();
+    assert_eq!(head, appended.last_position);
+}
+
+pub async fn stream_ids_are_validated_and_kept_verbatim(store: Arc<dyn EventStore>) {
+    for bad in [
+        "",
+        "line\nbreak",
+        "nul\u{0}",
+        "tab\there",
+        &"x".repeat(crate::MAX_STREAM_ID_LEN + 1),
+    ] {
+        let err = StreamId::new(bad).unwrap_err();
+        assert_eq!(err.id, bad);
+        assert!(err.to_string().contains("invalid stream id"), "{err}");
+    }
+    let tricky = [
+        "it's",
+        "\"double\"",
+        "Ωμέγα-λ-😀",
+        "'; DROP TABLE events; --",
+        "select * from",
+        "back\\slash",
+        "%_wild%",
+        &"y".repeat(crate::MAX_STREAM_ID_LEN),
+    ];
+    let mut metadata_extra = BTreeMap::new();
+    metadata_extra.insert("sql".to_owned(), json!("'; DELETE FROM events; --"));
+    for (i, raw) in tricky.iter().enumerate() {
+        let id = stream(raw);
+        let metadata = Metadata {
+            correlation_id: Some(format!("corr-'{raw}'")),
+            causation_id: Some("ünïcödé \"cause\"".to_owned()),
+            extra: metadata_extra.clone(),
+        };
+        let new = event(i as u64).with_metadata(metadata.clone());
+        store
+            .append(&id, ExpectedVersion::NoStream, vec![new])
+            .await
+            .unwrap();
+        let back = store.load_stream(&id).await.unwrap();
+        assert_eq!(back.len(), 1, "stream {raw:?}");
+        assert_eq!(back[0].stream_id.as_str(), *raw);
+        assert_eq!(back[0].metadata, metadata);
+    }
+    assert_eq!(all_events(&store).await.len(), tricky.len());
+}

@@ -1,0 +1,2 @@
+//! The bank-account example (work in progress).
+fn main() {}

@@ -1,0 +1,2 @@
+//! The Annals benchmark harness (work in progress).
+fn main() {}

@@ -1,0 +1,1 @@
+//! Projection runners for Annals. (work in progress)

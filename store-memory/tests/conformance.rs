@@ -1,0 +1,8 @@
+//! The memory store passes the store conformance suite.
+
+use annals_memory::MemoryStore;
+
+annals::store_conformance!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    fn() -> MemoryStore::new()
+);
