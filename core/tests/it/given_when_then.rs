@@ -1,0 +1,67 @@
+//! The given/when/then fixture on the inventory domain.
+
+use annals::testing::given;
+
+use crate::domain::{Item, ItemCommand, ItemError, ItemEvent};
+
+fn registered() -> ItemEvent {
+    ItemEvent::Registered {
+        sku: "sku-1".into(),
+    }
+}
+
+#[test]
+fn registering_a_new_item() {
+    let state = given::<Item>([])
+        .when(ItemCommand::Register {
+            sku: "sku-1".into(),
+        })
+        .then([registered()]);
+    assert_eq!(state.quantity(), 0);
+}
+
+#[test]
+fn registering_twice_is_refused() {
+    given::<Item>([registered()])
+        .when(ItemCommand::Register {
+            sku: "sku-1".into(),
+        })
+        .then_error(ItemError::AlreadyRegistered);
+}
+
+#[test]
+fn commands_on_a_missing_item_are_refused() {
+    given::<Item>([])
+        .when(ItemCommand::Ship { quantity: 1 })
+        .then_error(ItemError::NotRegistered);
+}
+
+#[test]
+fn shipping_more_than_in_stock_is_refused() {
+    given::<Item>([registered(), ItemEvent::Restocked { quantity: 3 }])
+        .when(ItemCommand::Ship { quantity: 4 })
+        .then_error_matches(|e| {
+            matches!(
+                e,
+                ItemError::OutOfStock {
+                    available: 3,
+                    requested: 4
+                }
+            )
+        });
+}
+
+#[test]
+fn shipping_from_stock() {
+    let state = given::<Item>([registered(), ItemEvent::Restocked { quantity: 3 }])
+        .when(ItemCommand::Ship { quantity: 2 })
+        .then([ItemEvent::Shipped { quantity: 2 }]);
+    assert_eq!(state.quantity(), 1);
+}
+
+#[test]
+fn a_command_may_produce_no_events() {
+    given::<Item>([registered()])
+        .when(ItemCommand::Touch)
+        .then([]);
+}

@@ -1,0 +1,6 @@
+//! Integration tests of the `annals` core on the memory store.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod domain;
+mod given_when_then;
+mod repository;
