@@ -78,3 +78,16 @@ pub use store::{AppendResult, EventStore, check_append, resolve_replayed_append}
 
 /// Re-exported so that store implementations and users name the same `async_trait`.
 pub use async_trait::async_trait;
+
+// The guide's pages are compiled and run as doc tests, so their code cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/getting-started.md")]
+struct GuideGettingStarted;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/testing.md")]
+struct GuideTesting;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct Readme;
