@@ -68,6 +68,21 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
         }
     }
 
+    /// Brings a stored payload written under an older schema version up to date, before [`Event::decode`].
+    /// Receives the stored name, schema version and payload; returns the name and payload to decode (a rename
+    /// is allowed). The default changes nothing. See `docs/event-versioning.md`.
+    ///
+    /// # Errors
+    /// A message saying why the payload cannot be upgraded; it surfaces as [`Error::Decode`] naming the event.
+    fn upcast(
+        event_type: &str,
+        schema_version: u32,
+        payload: Value,
+    ) -> std::result::Result<(String, Value), String> {
+        let _ = schema_version;
+        Ok((event_type.to_owned(), payload))
+    }
+
     /// Rebuilds an event from its persisted name and payload.
     ///
     /// # Errors
@@ -228,11 +243,13 @@ impl RecordedEvent {
     /// Decodes the payload into a domain event.
     ///
     /// # Errors
-    /// [`Error::Decode`] naming the stream, version, position and event type when the payload does not fit `E`
-    /// or `E` has no variant of this name.
+    /// [`Error::Decode`] naming the stream, version, position and event type when [`Event::upcast`] refuses the
+    /// payload, the payload does not fit `E`, or `E` has no variant of this name.
     pub fn decode<E: Event>(&self) -> Result<E> {
-        E::decode(&self.event_type, self.payload.clone())
-            .map_err(|source| self.decode_error(source))
+        let (event_type, payload) =
+            E::upcast(&self.event_type, self.schema_version, self.payload.clone())
+                .map_err(|reason| self.decode_error(format!("upcasting failed: {reason}")))?;
+        E::decode(&event_type, payload).map_err(|source| self.decode_error(source))
     }
 
     /// Builds the [`Error::Decode`] for this event with the given cause.

@@ -91,3 +91,7 @@ struct GuideTesting;
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct Readme;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/event-versioning.md")]
+struct GuideEventVersioning;
