@@ -1,1 +1,42 @@
-//! The PostgreSQL event store for Annals. (work in progress)
+//! The PostgreSQL [`EventStore`](annals::EventStore) for Annals: durable, shared by many processes, one
+//! round trip per append, and a global order that never skips an event (ADR 0001).
+//!
+//! ```no_run
+//! use annals::{EventStore, ExpectedVersion, NewEvent, Position, StreamId};
+//! use annals_postgres::PostgresStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> anyhow::Result<()> {
+//! let store = PostgresStore::connect("postgres://postgres@127.0.0.1:5432/postgres")
+//!     .await?
+//!     .with_schema("orders")?;
+//! store.migrate().await?;
+//! let stream = StreamId::new("order-7")?;
+//! let event = NewEvent::new("OrderPlaced", serde_json::json!({"total": 1250}));
+//! store.append(&stream, ExpectedVersion::NoStream, vec![event]).await?;
+//! let page = store.read_all(Position::START, 100).await?;
+//! assert_eq!(page.last().map(|e| e.stream_id.as_str()), Some("order-7"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The [guide] covers connecting, schemas per tenant, migrations, appending inside your own transaction,
+//! waiting for events, the ordering guarantee and which failures are retryable.
+
+mod append;
+mod connect;
+mod error;
+mod failure;
+mod migrate;
+mod read;
+mod schema;
+mod store;
+mod wait;
+
+pub use error::{Error, Result};
+pub use schema::DEFAULT_SCHEMA;
+pub use sqlx::PgPool;
+pub use store::{DEFAULT_POLL_INTERVAL, PostgresStore};
+
+#[doc = include_str!("../../docs/postgres.md")]
+pub mod guide {}

@@ -1,0 +1,327 @@
+//! Appending: one call of the schema's `append_events` function per batch, on the store's pool or inside the
+//! caller's transaction.
+
+use std::time::Instant;
+
+use annals::{
+    AppendResult, ExpectedVersion, Metadata, NewEvent, Position, StreamId, StreamVersion,
+    check_append, resolve_replayed_append,
+};
+use sqlx::types::Json;
+use sqlx::{PgConnection, Row};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::failure::{EVENT_ID_KEY, STREAM_VERSION_KEY, sqlstate, store_error, violated_unique};
+use crate::store::PostgresStore;
+
+/// Whose transaction an append runs in, which decides how its failures can be examined.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transaction {
+    /// The store's own single-statement transaction: after an error the connection is still usable.
+    Own,
+    /// The caller's transaction: an error aborts it, so follow-up reads go through the pool.
+    Callers,
+}
+
+/// The batch as the column arrays `append_events` takes.
+struct Columns<'a> {
+    ids: Vec<Uuid>,
+    types: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<Json<&'a serde_json::Value>>,
+    metadata: Vec<Option<Json<&'a Metadata>>>,
+}
+
+impl<'a> Columns<'a> {
+    fn new(stream: &StreamId, events: &'a [NewEvent]) -> annals::Result<Self> {
+        let mut columns = Self {
+            ids: Vec::with_capacity(events.len()),
+            types: Vec::with_capacity(events.len()),
+            schema_versions: Vec::with_capacity(events.len()),
+            payloads: Vec::with_capacity(events.len()),
+            metadata: Vec::with_capacity(events.len()),
+        };
+        for (index, event) in events.iter().enumerate() {
+            let schema_version = i32::try_from(event.schema_version).map_err(|_| annals::Error::InvalidAppend {
+                stream: stream.clone(),
+                reason: format!(
+                    "event #{index} has schema version {}, the PostgreSQL store keeps at most {}",
+                    event.schema_version,
+                    i32::MAX
+                ),
+            })?;
+            columns.ids.push(event.event_id.0);
+            columns.types.push(&event.event_type);
+            columns.schema_versions.push(schema_version);
+            columns.payloads.push(Json(&event.payload));
+            let m = &event.metadata;
+            let empty =
+                m.correlation_id.is_none() && m.causation_id.is_none() && m.extra.is_empty();
+            columns.metadata.push((!empty).then_some(Json(m)));
+        }
+        Ok(columns)
+    }
+}
+
+/// `append_events`' expected-version encoding: `>= 0` exact, `-1` any, `-2` stream exists.
+fn expected_code(expected: ExpectedVersion) -> i64 {
+    match expected {
+        ExpectedVersion::Any => -1,
+        ExpectedVersion::StreamExists => -2,
+        ExpectedVersion::NoStream => 0,
+        // A version beyond i64 can never match: the append conflicts, reporting the real version.
+        ExpectedVersion::Exact(version) => i64::try_from(version.get()).unwrap_or(i64::MAX),
+    }
+}
+
+fn position(raw: Option<i64>) -> Position {
+    Position(raw.and_then(|p| u64::try_from(p).ok()).unwrap_or(0))
+}
+
+impl PostgresStore {
+    /// Appends `events` to `stream` inside the caller's transaction on `conn`, with the same expected-version and
+    /// idempotency rules as [`EventStore::append`](annals::EventStore::append). The events become visible, and
+    /// waiters are notified, only when the caller commits; a rollback leaves nothing behind. Use it to write
+    /// events together with your own rows atomically (an outbox message, an idempotency key, a read model).
+    ///
+    /// The transaction must run at READ COMMITTED (PostgreSQL's default). Until it ends, global readers of this
+    /// schema stop just below its events, so keep it short. A conflict or a replay is reported without aborting
+    /// the transaction; any other error aborts it, as PostgreSQL errors do.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: annals_postgres::PostgresStore) -> anyhow::Result<()> {
+    /// use annals::{ExpectedVersion, NewEvent, StreamId};
+    ///
+    /// let mut tx = store.pool().begin().await?;
+    /// let stream = StreamId::new("order-7")?;
+    /// let placed = NewEvent::new("OrderPlaced", serde_json::json!({"total": 1250}));
+    /// store.append_in(&mut tx, &stream, ExpectedVersion::NoStream, vec![placed]).await?;
+    /// sqlx::query("INSERT INTO outbox (topic, body) VALUES ('orders', 'order-7 placed')")
+    ///     .execute(&mut *tx)
+    ///     .await?;
+    /// tx.commit().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`EventStore::append`](annals::EventStore::append). An event id that a concurrent transaction stored
+    /// while this one ran is reported as a [`Conflict`](annals::Error::Conflict): roll back and retry.
+    pub async fn append_in(
+        &self,
+        conn: &mut PgConnection,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> annals::Result<AppendResult> {
+        self.append_traced(conn, Transaction::Callers, stream, expected, events)
+            .await
+    }
+
+    pub(crate) async fn append_with_pool(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> annals::Result<AppendResult> {
+        check_append(stream, &events)?;
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| store_error("append", e))?;
+        let result = self
+            .append_traced(&mut conn, Transaction::Own, stream, expected, events)
+            .await;
+        drop(conn);
+        match &result {
+            Ok(_) => self.appended(true),
+            // A failure after reaching the database may have left a gap; let local waiters look again.
+            Err(annals::Error::Unavailable { .. } | annals::Error::Backend { .. }) => {
+                self.appended(false)
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn append_traced(
+        &self,
+        conn: &mut PgConnection,
+        transaction: Transaction,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> annals::Result<AppendResult> {
+        let span = tracing::debug_span!(
+            "annals_postgres.append",
+            schema = %self.schema(),
+            stream = %stream,
+            count = events.len(),
+            expected = %expected,
+            version = tracing::field::Empty,
+            first_position = tracing::field::Empty,
+            last_position = tracing::field::Empty,
+            elapsed_us = tracing::field::Empty,
+        );
+        async {
+            check_append(stream, &events)?;
+            let started = Instant::now();
+            let result = self
+                .append_on(conn, transaction, stream, expected, &events)
+                .await;
+            let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let span = tracing::Span::current();
+            span.record("elapsed_us", elapsed_us);
+            match &result {
+                Ok(done) => {
+                    span.record("version", done.stream_version.get());
+                    span.record("first_position", done.first_position.get());
+                    span.record("last_position", done.last_position.get());
+                    tracing::trace!(count = events.len(), elapsed_us, "appended");
+                }
+                Err(error) => tracing::debug!(%error, elapsed_us, "append failed"),
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn append_on(
+        &self,
+        conn: &mut PgConnection,
+        transaction: Transaction,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> annals::Result<AppendResult> {
+        let columns = Columns::new(stream, events)?;
+        let notify_channel = (transaction == Transaction::Callers && self.inner.config.notify)
+            .then(|| self.inner.signals.channel());
+        let called = sqlx::query(self.inner.statements.append.clone())
+            .bind(stream.as_str())
+            .bind(expected_code(expected))
+            .bind(transaction == Transaction::Callers)
+            .bind(&columns.ids)
+            .bind(&columns.types)
+            .bind(&columns.schema_versions)
+            .bind(&columns.payloads)
+            .bind(&columns.metadata)
+            .bind(notify_channel)
+            .fetch_one(&mut *conn)
+            .await;
+        let row = match called {
+            Ok(row) => row,
+            Err(error) => {
+                return self
+                    .append_failed(
+                        conn,
+                        transaction,
+                        stream,
+                        expected,
+                        events,
+                        &columns.ids,
+                        error,
+                    )
+                    .await;
+            }
+        };
+        let read = |e| store_error("append", e);
+        let outcome: i16 = row.try_get(0).map_err(read)?;
+        let version: i64 = row.try_get(1).map_err(read)?;
+        let version = StreamVersion(u64::try_from(version).unwrap_or(0));
+        match outcome {
+            0 => Ok(AppendResult {
+                stream_version: version,
+                first_position: position(row.try_get(2).map_err(read)?),
+                last_position: position(row.try_get(3).map_err(read)?),
+            }),
+            1 => Err(annals::Error::Conflict {
+                stream: stream.clone(),
+                expected,
+                actual: version,
+            }),
+            // Some ids are stored: a retry of an earlier append, or ids reused. The transaction is intact.
+            _ => {
+                let stored = self.events_by_ids(&mut *conn, &columns.ids).await?;
+                resolve_replayed_append(stream, expected, events, &stored, version)
+            }
+        }
+    }
+
+    /// Turns a failed `append_events` call into the error (or, for a retried append, the result) it means.
+    #[allow(clippy::too_many_arguments)]
+    async fn append_failed(
+        &self,
+        conn: &mut PgConnection,
+        transaction: Transaction,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        ids: &[Uuid],
+        error: sqlx::Error,
+    ) -> annals::Result<AppendResult> {
+        match violated_unique(&error) {
+            Some(EVENT_ID_KEY) => {
+                let (stored, current) = match transaction {
+                    Transaction::Own => (
+                        self.events_by_ids(&mut *conn, ids).await?,
+                        self.stream_version(&mut *conn, stream).await?,
+                    ),
+                    Transaction::Callers => (
+                        self.events_by_ids(&self.pool, ids).await?,
+                        self.stream_version(&self.pool, stream).await?,
+                    ),
+                };
+                let resolved = resolve_replayed_append(stream, expected, events, &stored, current);
+                match (transaction, resolved) {
+                    // The caller's transaction is aborted: it must roll back and retry, which will then find
+                    // the replay.
+                    (Transaction::Callers, Ok(_)) => Err(annals::Error::Conflict {
+                        stream: stream.clone(),
+                        expected,
+                        actual: current,
+                    }),
+                    (_, resolved) => resolved,
+                }
+            }
+            // Only possible when the caller's transaction reads an old snapshot (REPEATABLE READ or stricter).
+            Some(STREAM_VERSION_KEY) => Err(annals::Error::Conflict {
+                stream: stream.clone(),
+                expected,
+                actual: match transaction {
+                    Transaction::Own => self.stream_version(&mut *conn, stream).await?,
+                    Transaction::Callers => self.stream_version(&self.pool, stream).await?,
+                },
+            }),
+            _ => match sqlstate(&error).as_deref() {
+                // untranslatable character (a \u0000 in JSON) or a NUL byte in text
+                Some("22P05" | "22021") => Err(unstorable(stream, events, &error)),
+                _ => Err(store_error("append", error)),
+            },
+        }
+    }
+}
+
+/// The error for a batch PostgreSQL cannot store because of a NUL character, naming the first event that has
+/// one.
+fn unstorable(stream: &StreamId, events: &[NewEvent], error: &sqlx::Error) -> annals::Error {
+    let has_nul = |event: &NewEvent| {
+        event.event_type.contains('\0')
+            || serde_json::to_string(&event.payload).is_ok_and(|s| s.contains("\\u0000"))
+            || serde_json::to_string(&event.metadata).is_ok_and(|s| s.contains("\\u0000"))
+    };
+    let culprit = events
+        .iter()
+        .position(has_nul)
+        .map_or_else(|| "an event".to_owned(), |index| format!("event #{index}"));
+    annals::Error::InvalidAppend {
+        stream: stream.clone(),
+        reason: format!(
+            "{culprit} contains a NUL character (\\u0000) in its event type, payload or metadata, which \
+             PostgreSQL cannot store: {error}"
+        ),
+    }
+}

@@ -1,0 +1,78 @@
+//! How driver errors become [`annals::Error`]s: by SQLSTATE and constraint name, never by message text.
+
+use std::borrow::Cow;
+
+/// The unique constraint on event ids (see the migration).
+pub(crate) const EVENT_ID_KEY: &str = "events_event_id_key";
+/// The unique constraint on (stream id, stream version).
+pub(crate) const STREAM_VERSION_KEY: &str = "events_stream_version_key";
+
+/// Maps a driver error of `operation` to the store error a caller can act on.
+pub(crate) fn store_error(operation: &'static str, error: sqlx::Error) -> annals::Error {
+    if is_transient(&error) {
+        annals::Error::Unavailable {
+            operation,
+            source: Box::new(error),
+        }
+    } else {
+        annals::Error::Backend {
+            operation,
+            source: Box::new(error),
+        }
+    }
+}
+
+/// The SQLSTATE of a database error, if it is one.
+pub(crate) fn sqlstate(error: &sqlx::Error) -> Option<Cow<'_, str>> {
+    match error {
+        sqlx::Error::Database(db) => db.code(),
+        _ => None,
+    }
+}
+
+/// The unique constraint a unique violation broke, if `error` is one.
+pub(crate) fn violated_unique(error: &sqlx::Error) -> Option<&str> {
+    match error {
+        sqlx::Error::Database(db) if sqlstate(error).as_deref() == Some("23505") => db.constraint(),
+        _ => None,
+    }
+}
+
+/// Whether retrying the operation may succeed: the connection broke or could not be had, the server is
+/// shutting down or out of resources, or the transaction lost a serialization race or a deadlock.
+fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => true,
+        sqlx::Error::Database(_) => sqlstate(error).is_some_and(|code| {
+            let code = code.as_ref();
+            code.starts_with("08") // connection exception
+                || code.starts_with("53") // insufficient resources (too many connections, out of memory, disk full)
+                || code.starts_with("57P") // admin/crash shutdown, cannot connect now, database dropped
+                || code == "57014" // query canceled (statement timeout)
+                || code == "40001" // serialization failure
+                || code == "40P01" // deadlock detected
+                || code == "55P03" // lock not available (lock timeout)
+                || code == "25006" // read-only transaction (a standby during fail-over)
+        }),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_and_pool_failures_are_retryable() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(store_error("append", sqlx::Error::Io(io)).is_retryable());
+        assert!(store_error("append", sqlx::Error::PoolTimedOut).is_retryable());
+        assert!(!store_error("append", sqlx::Error::RowNotFound).is_retryable());
+    }
+}

@@ -1,0 +1,196 @@
+//! Reading: one stream (one query), the global order (one query per page, gap-safe), and the head.
+
+use std::time::Instant;
+
+use annals::{EventId, Metadata, Position, RecordedEvent, StreamId, StreamVersion};
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{PgExecutor, Row};
+use tracing::Instrument;
+
+use crate::failure::store_error;
+use crate::store::PostgresStore;
+
+/// A page size or count as the `bigint` PostgreSQL wants (`usize::MAX` means "no limit").
+pub(crate) fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+impl PostgresStore {
+    pub(crate) async fn read_stream_page(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        limit: usize,
+    ) -> annals::Result<Vec<RecordedEvent>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let span = tracing::debug_span!(
+            "annals_postgres.read_stream",
+            schema = %self.schema(),
+            stream = %stream,
+            from = from.get(),
+            count = tracing::field::Empty,
+            elapsed_us = tracing::field::Empty,
+        );
+        async {
+            let started = Instant::now();
+            let rows = sqlx::query(self.inner.statements.load.clone())
+                .bind(stream.as_str())
+                .bind(i64::try_from(from.get()).unwrap_or(i64::MAX))
+                .bind(sql_limit(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| store_error("read_stream", e))?;
+            let events = rows
+                .iter()
+                .map(|row| decode_row(row, Some(stream)))
+                .collect::<annals::Result<Vec<_>>>()?;
+            record_done(events.len(), started);
+            Ok(events)
+        }
+        .instrument(span)
+        .await
+    }
+
+    pub(crate) async fn read_all_page(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> annals::Result<Vec<RecordedEvent>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let span = tracing::debug_span!(
+            "annals_postgres.read_all",
+            schema = %self.schema(),
+            after = after.get(),
+            count = tracing::field::Empty,
+            elapsed_us = tracing::field::Empty,
+        );
+        async {
+            let started = Instant::now();
+            let rows = sqlx::query(self.inner.statements.read_all.clone())
+                .bind(i64::try_from(after.get()).unwrap_or(i64::MAX))
+                .bind(sql_limit(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| store_error("read_all", e))?;
+            let events = rows
+                .iter()
+                .map(|row| decode_row(row, None))
+                .collect::<annals::Result<Vec<_>>>()?;
+            record_done(events.len(), started);
+            Ok(events)
+        }
+        .instrument(span)
+        .await
+    }
+
+    pub(crate) async fn safe_head(&self) -> annals::Result<Position> {
+        let head: i64 = sqlx::query_scalar(self.inner.statements.head.clone())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| store_error("head", e))?;
+        Ok(Position(u64::try_from(head).unwrap_or(0)))
+    }
+
+    /// The stored events carrying any of `ids`, read through `executor`.
+    pub(crate) async fn events_by_ids<'c>(
+        &self,
+        executor: impl PgExecutor<'c>,
+        ids: &[uuid::Uuid],
+    ) -> annals::Result<Vec<RecordedEvent>> {
+        let rows = sqlx::query(self.inner.statements.by_ids.clone())
+            .bind(ids)
+            .fetch_all(executor)
+            .await
+            .map_err(|e| store_error("append", e))?;
+        rows.iter().map(|row| decode_row(row, None)).collect()
+    }
+
+    /// The current version of `stream`, read through `executor`.
+    pub(crate) async fn stream_version<'c>(
+        &self,
+        executor: impl PgExecutor<'c>,
+        stream: &StreamId,
+    ) -> annals::Result<StreamVersion> {
+        let version: i64 = sqlx::query_scalar(self.inner.statements.version.clone())
+            .bind(stream.as_str())
+            .fetch_one(executor)
+            .await
+            .map_err(|e| store_error("append", e))?;
+        Ok(StreamVersion(u64::try_from(version).unwrap_or(0)))
+    }
+}
+
+fn record_done(count: usize, started: Instant) {
+    let span = tracing::Span::current();
+    let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    span.record("count", count);
+    span.record("elapsed_us", elapsed_us);
+    tracing::trace!(count, elapsed_us, "read");
+}
+
+/// Turns one row (the columns of `schema::EVENT_COLUMNS`, then `stream_id` unless `stream` is given) into an
+/// event. A row that does not fit (corrupt metadata, an impossible number) is an [`annals::Error::Decode`]
+/// naming the event, or a backend error naming its position when even its identity is unreadable.
+pub(crate) fn decode_row(row: &PgRow, stream: Option<&StreamId>) -> annals::Result<RecordedEvent> {
+    let corrupt = |what: String| annals::Error::Backend {
+        operation: "read",
+        source: what.into(),
+    };
+    let position: i64 = row
+        .try_get(0)
+        .map_err(|e| corrupt(format!("unreadable position: {e}")))?;
+    let at = |what: &str, e: &dyn std::fmt::Display| {
+        corrupt(format!("stored event at position {position}: {what}: {e}"))
+    };
+    let stream_id = match stream {
+        Some(stream) => stream.clone(),
+        None => {
+            let raw: String = row.try_get(8).map_err(|e| at("unreadable stream id", &e))?;
+            StreamId::new(raw).map_err(|e| at("invalid stream id", &e))?
+        }
+    };
+    let version: i64 = row
+        .try_get(1)
+        .map_err(|e| at("unreadable stream version", &e))?;
+    let event_type: String = row
+        .try_get(5)
+        .map_err(|e| at("unreadable event type", &e))?;
+    let schema_version: i32 = row
+        .try_get(4)
+        .map_err(|e| at("unreadable schema version", &e))?;
+    let mut event = RecordedEvent {
+        event_id: EventId(uuid::Uuid::nil()),
+        stream_id,
+        stream_version: StreamVersion(u64::try_from(version).unwrap_or(0)),
+        position: Position(u64::try_from(position).unwrap_or(0)),
+        recorded_at: DateTime::<Utc>::MIN_UTC,
+        event_type,
+        schema_version: u32::try_from(schema_version).unwrap_or(0),
+        payload: serde_json::Value::Null,
+        metadata: Metadata::default(),
+    };
+    if position <= 0 || version <= 0 || schema_version < 0 {
+        return Err(event.decode_error(format!(
+            "impossible envelope: position {position}, stream version {version}, schema version {schema_version}"
+        )));
+    }
+    let fields = (|| -> Result<(), sqlx::Error> {
+        event.event_id = EventId(row.try_get(2)?);
+        event.recorded_at = row.try_get(3)?;
+        event.payload = row.try_get(6)?;
+        if let Some(Json(metadata)) = row.try_get::<Option<Json<Metadata>>, _>(7)? {
+            event.metadata = metadata;
+        }
+        Ok(())
+    })();
+    match fields {
+        Ok(()) => Ok(event),
+        Err(source) => Err(event.decode_error(source)),
+    }
+}

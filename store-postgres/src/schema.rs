@@ -1,0 +1,130 @@
+//! The store's PostgreSQL schema (namespace): name validation and the statements that name it.
+
+use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
+
+use crate::error::Error;
+
+/// The schema a store uses unless told otherwise.
+pub const DEFAULT_SCHEMA: &str = "annals";
+
+/// The longest identifier PostgreSQL keeps (NAMEDATALEN - 1).
+const MAX_IDENTIFIER_LEN: usize = 63;
+
+/// Checks that `schema` is a plain identifier, so it can be quoted into statements without surprises.
+pub(crate) fn validate(schema: &str) -> Result<(), Error> {
+    let invalid = |reason| {
+        Err(Error::InvalidSchema {
+            schema: schema.to_owned(),
+            reason,
+        })
+    };
+    let Some(first) = schema.chars().next() else {
+        return invalid("it is empty");
+    };
+    if schema.len() > MAX_IDENTIFIER_LEN {
+        return invalid("it is longer than 63 bytes");
+    }
+    if !(first.is_ascii_alphabetic() || first == '_') {
+        return invalid("it must start with an ASCII letter or an underscore");
+    }
+    if !schema
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return invalid("it may contain only ASCII letters, digits and underscores");
+    }
+    if schema.to_ascii_lowercase().starts_with("pg_") {
+        return invalid("names starting with pg_ are reserved by PostgreSQL");
+    }
+    Ok(())
+}
+
+/// `schema` as a quoted identifier. Only called on validated names, which contain no quotes.
+pub(crate) fn quoted(schema: &str) -> String {
+    format!("\"{schema}\"")
+}
+
+/// The NOTIFY channel of a schema: one per schema, so tenants sharing a database wake only their own waiters.
+/// Cut to PostgreSQL's identifier length; two long names sharing a prefix share a channel, which costs only
+/// spurious wake-ups.
+pub(crate) fn channel(schema: &str) -> String {
+    let mut channel = format!("annals.{schema}");
+    channel.truncate(MAX_IDENTIFIER_LEN);
+    channel
+}
+
+/// Every statement the store runs at runtime, with the schema's name spliced in once.
+#[derive(Debug, Clone)]
+pub(crate) struct Statements {
+    pub(crate) append: SqlStr,
+    pub(crate) load: SqlStr,
+    pub(crate) read_all: SqlStr,
+    pub(crate) head: SqlStr,
+    pub(crate) by_ids: SqlStr,
+    pub(crate) version: SqlStr,
+}
+
+/// The columns of a stream read; `read::decode_row` reads them by index in this order.
+const EVENT_COLUMNS: &str = "position, stream_version, event_id, recorded_at, schema_version, event_type, payload, metadata";
+
+impl Statements {
+    pub(crate) fn new(schema: &str) -> Self {
+        let s = quoted(schema);
+        let sql = |text: String| AssertSqlSafe(text).into_sql_str();
+        Self {
+            append: sql(format!(
+                "SELECT o_outcome, o_stream_version, o_first_position, o_last_position \
+                 FROM {s}.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            )),
+            load: sql(format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events \
+                 WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3"
+            )),
+            read_all: sql(format!(
+                "SELECT {EVENT_COLUMNS}, stream_id FROM {s}.read_all($1, $2)"
+            )),
+            head: sql(format!("SELECT {s}.head_position()")),
+            by_ids: sql(format!(
+                "SELECT {EVENT_COLUMNS}, stream_id FROM {s}.events WHERE event_id = ANY($1)"
+            )),
+            version: sql(format!(
+                "SELECT coalesce(max(stream_version), 0) FROM {s}.events WHERE stream_id = $1"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_validated() {
+        for ok in [
+            "annals",
+            "tenant_42",
+            "_private",
+            "Mixed_Case",
+            &"a".repeat(63),
+        ] {
+            assert!(validate(ok).is_ok(), "{ok}");
+        }
+        for (bad, needle) in [
+            ("", "empty"),
+            ("1tenant", "start with"),
+            ("has space", "only ASCII"),
+            ("quo\"te", "only ASCII"),
+            ("ünï", "start with"),
+            ("pg_catalog", "reserved"),
+            (&"a".repeat(64), "63 bytes"),
+        ] {
+            match validate(bad) {
+                Err(Error::InvalidSchema { schema, reason }) => {
+                    assert_eq!(schema, bad);
+                    assert!(reason.contains(needle), "{bad:?}: {reason}");
+                }
+                other => panic!("{bad:?} accepted: {other:?}"),
+            }
+        }
+    }
+}

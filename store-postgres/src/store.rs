@@ -1,0 +1,192 @@
+//! [`PostgresStore`]: construction, configuration and the [`EventStore`] implementation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use annals::{
+    AppendResult, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId,
+    StreamVersion, async_trait,
+};
+use sqlx::PgPool;
+
+use crate::error::Error;
+use crate::schema::{self, DEFAULT_SCHEMA, Statements};
+use crate::wait::Signals;
+
+/// How long a waiter sleeps at most before it looks again when no notification arrives.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The PostgreSQL event store. Cheap to clone: clones share one connection pool and one set of background tasks
+/// (the notification listener and sender), which stop when the last clone is dropped.
+///
+/// Build it with [`PostgresStore::connect`] or [`PostgresStore::from_pool`], pick a schema with
+/// [`with_schema`](PostgresStore::with_schema), and call [`migrate`](PostgresStore::migrate) once at start-up.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pub(crate) pool: PgPool,
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// What a store's settings are; rebuilt by every builder method.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) schema: String,
+    pub(crate) poll_interval: Duration,
+    pub(crate) notify: bool,
+}
+
+/// The state clones share.
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) statements: Statements,
+    pub(crate) signals: Arc<Signals>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.signals.shut_down();
+    }
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.inner.config.schema)
+            .field("poll_interval", &self.inner.config.poll_interval)
+            .field("notify", &self.inner.config.notify)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects a new pool (sqlx's default options, at most 10 connections) to `url`, for example
+    /// `postgres://app:secret@db.internal:5432/orders`. The store uses the schema `annals`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] when the URL does not parse; [`Error::Connect`] naming the host, port, database and
+    /// user (never the password) when the server cannot be reached or refuses the login.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Ok(Self::from_pool(crate::connect::connect_pool(url).await?))
+    }
+
+    /// A store on an existing pool, in the schema `annals`. Size the pool for your writers plus one connection
+    /// for the notification listener (taken on the first [`wait_for_events`](EventStore::wait_for_events)).
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self::build(
+            pool,
+            Config {
+                schema: DEFAULT_SCHEMA.to_owned(),
+                poll_interval: DEFAULT_POLL_INTERVAL,
+                notify: true,
+            },
+        )
+    }
+
+    fn build(pool: PgPool, config: Config) -> Self {
+        let statements = Statements::new(&config.schema);
+        let signals = Arc::new(Signals::new(&config.schema));
+        Self {
+            pool,
+            inner: Arc::new(Inner {
+                config,
+                statements,
+                signals,
+            }),
+        }
+    }
+
+    fn reconfigure(self, change: impl FnOnce(&mut Config)) -> Self {
+        let mut config = self.inner.config.clone();
+        change(&mut config);
+        Self::build(self.pool, config)
+    }
+
+    /// Uses the PostgreSQL schema (namespace) `schema` instead of `annals`: several applications or tenants can
+    /// share one database, each with its own events, positions, migrations and notification channel.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSchema`] unless `schema` is ASCII letters, digits and underscores, at most 63 bytes, not
+    /// starting with a digit or `pg_`.
+    pub fn with_schema(self, schema: &str) -> Result<Self, Error> {
+        schema::validate(schema)?;
+        Ok(self.reconfigure(|config| config.schema = schema.to_owned()))
+    }
+
+    /// Sets how long [`wait_for_events`](EventStore::wait_for_events) waits at most before it checks the head
+    /// again when no notification arrives (default [`DEFAULT_POLL_INTERVAL`]). This bounds the delay a lost
+    /// notification can cause; it is not a busy poll. Values below 10 ms are raised to 10 ms.
+    pub fn with_poll_interval(self, interval: Duration) -> Self {
+        self.reconfigure(|config| config.poll_interval = interval.max(Duration::from_millis(10)))
+    }
+
+    /// Whether appends made through this store send a NOTIFY so that waiters in other processes wake at once
+    /// (default `true`). The NOTIFY is sent by a background task after the append committed, coalescing bursts,
+    /// so it never slows an append down. Waiters in this process are woken directly either way; with `false`,
+    /// other processes see new events within their poll interval.
+    pub fn with_notify(self, notify: bool) -> Self {
+        self.reconfigure(|config| config.notify = notify)
+    }
+
+    /// Creates the schema if it is missing and applies the embedded migrations inside it, recording them in the
+    /// schema's own `_sqlx_migrations` table. Safe to call from many processes at once (the migrator takes an
+    /// advisory lock) and on every start-up (applied migrations are skipped).
+    ///
+    /// # Errors
+    /// [`Error::Migrate`] naming the schema when a migration fails or the schema holds unknown migrations.
+    pub async fn migrate(&self) -> Result<(), Error> {
+        crate::migrate::migrate(&self.pool, &self.inner.config.schema).await
+    }
+
+    /// The connection pool, for your own queries (for example beginning a transaction for
+    /// [`append_in`](PostgresStore::append_in)).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The schema the store lives in.
+    pub fn schema(&self) -> &str {
+        &self.inner.config.schema
+    }
+
+    /// How long a waiter waits at most before checking again without a notification.
+    pub fn poll_interval(&self) -> Duration {
+        self.inner.config.poll_interval
+    }
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> annals::Result<AppendResult> {
+        self.append_with_pool(stream, expected, events).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        limit: usize,
+    ) -> annals::Result<Vec<RecordedEvent>> {
+        self.read_stream_page(stream, from, limit).await
+    }
+
+    async fn read_all(&self, after: Position, limit: usize) -> annals::Result<Vec<RecordedEvent>> {
+        self.read_all_page(after, limit).await
+    }
+
+    async fn head(&self) -> annals::Result<Position> {
+        self.safe_head().await
+    }
+
+    async fn wait_for_events(
+        &self,
+        after: Position,
+        timeout: Duration,
+    ) -> annals::Result<Position> {
+        self.wait_until_past(after, timeout).await
+    }
+}
