@@ -8,4 +8,5 @@
 )]
 
 mod conformance;
+mod gap_safe_global_order;
 mod support;
