@@ -1,1 +1,80 @@
-//! Projection runners for Annals. (work in progress)
+//! Projections for Annals: read models built from the event log, with checkpoints committed together with the
+//! read-model writes, exclusive runners, failure policies, blue/green rebuilds and a CLI to operate them.
+//!
+//! Write a [`Projection`] against [`Documents`] (JSON documents addressed by collection and key) and it runs
+//! unchanged in memory and on PostgreSQL; or write a [`SqlProjection`] that owns its PostgreSQL tables. Register
+//! projections in a [`Projections`] set, [`run`](Projections::run) it next to your service, query through a
+//! [`DocumentReader`], and mount [`ProjectionsCommand`] into your CLI.
+//!
+//! ```
+//! use std::time::Duration;
+//! use annals::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
+//! use annals_memory::MemoryStore;
+//! use annals_projections::{BoxError, Documents, Projection, Projections, async_trait};
+//!
+//! /// Counts events per stream.
+//! struct Counts;
+//!
+//! #[async_trait]
+//! impl Projection for Counts {
+//!     fn name(&self) -> &str { "counts" }
+//!
+//!     async fn apply(&self, event: &RecordedEvent, docs: &mut Documents<'_>) -> Result<(), BoxError> {
+//!         let n = docs.get::<u64>("streams", &event.stream_id).await?.unwrap_or(0);
+//!         docs.put("streams", &event.stream_id, &(n + 1))?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MemoryStore::new();
+//! let projections = Projections::memory(store.clone()).with(Counts);
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let runner = tokio::spawn({
+//!     let projections = projections.clone();
+//!     async move { projections.run(async { let _ = stopped.await; }).await }
+//! });
+//!
+//! let stream = StreamId::new("order-1")?;
+//! let event = NewEvent::new("OrderPlaced", serde_json::json!({}));
+//! let appended = store.append(&stream, ExpectedVersion::Any, vec![event]).await?;
+//!
+//! let counts = projections.documents("counts")?;
+//! counts.wait_for_position(appended.last_position, Duration::from_secs(5)).await?;
+//! assert_eq!(counts.get::<u64>("streams", "order-1").await?, Some(1));
+//!
+//! let _ = stop.send(());
+//! runner.await??;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The guide is `docs/projections.md`; the design decisions are in `docs/adr/0002-projections.md`.
+
+mod backend;
+mod cli;
+mod documents;
+mod error;
+mod policy;
+mod projection;
+mod projections;
+mod reader;
+mod runner;
+mod sql;
+mod status;
+
+pub use cli::{ProjectionsCommand, exit, exit_code};
+pub use documents::Documents;
+pub use error::{BoxError, Error, Result};
+pub use policy::{FailurePolicy, ProjectionOptions};
+pub use projection::{Projection, SqlProjection};
+pub use projections::{Projections, RebuildOptions};
+pub use reader::DocumentReader;
+pub use sql::SqlTx;
+pub use status::{
+    ParkedEvent, Progress, RebuildOutcome, RebuildReport, ReplayReport, State, Status,
+};
+
+/// Re-exported so projections implement the traits with the same `async_trait`.
+pub use annals::async_trait;

@@ -1,0 +1,709 @@
+//! The PostgreSQL backend.
+//!
+//! Metadata lives in one schema (default `annals_projections`): `slots` (one row per generation of each
+//! projection: checkpoint, state, lease) and `dead_letters`. Each generation's read model has its own schema:
+//! `<prefix><name>` for the live one, `<prefix><name>__g<generation>` for a rebuild in progress; a swap drops the
+//! live schema and renames the rebuilt one, in the transaction that marks it live. Document projections keep
+//! their documents in the table `documents` of that schema.
+//!
+//! Every batch runs in one transaction that first locks its slot row (`FOR UPDATE`, checking this runner still
+//! holds the lease and the checkpoint is the one it read), then applies the events, writes the documents and
+//! moves the checkpoint. The row lock fences out any other runner; the lease (owner and expiry) says who may
+//! take the row.
+
+use std::time::Duration;
+
+use annals::{EventId, Position, StreamId, async_trait};
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use super::{Acquired, Backend, BatchTx, Commit, Slot};
+use crate::documents::DocSource;
+use crate::error::{Error, Result};
+use crate::runner::{Kind, Registered};
+use crate::sql::{SqlTx, quote_ident};
+use crate::status::{ParkedEvent, SlotState};
+
+/// The PostgreSQL backend.
+#[derive(Debug, Clone)]
+pub(crate) struct PostgresBackend {
+    pool: PgPool,
+    /// Quoted metadata schema.
+    meta: String,
+    /// Unquoted prefix of read-model schemas.
+    prefix: String,
+}
+
+fn secs(ttl: Duration) -> f64 {
+    ttl.as_secs_f64()
+}
+
+fn to_i64(p: Position) -> i64 {
+    i64::try_from(p.get()).unwrap_or(i64::MAX)
+}
+
+fn to_pos(v: i64) -> Position {
+    Position(u64::try_from(v).unwrap_or(0))
+}
+
+impl PostgresBackend {
+    pub(crate) fn new(pool: PgPool, schema: &str, prefix: &str) -> Self {
+        Self {
+            pool,
+            meta: quote_ident(schema),
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The unquoted schema of a generation.
+    fn schema(&self, name: &str, generation: u64, live: bool) -> String {
+        if live {
+            format!("{}{name}", self.prefix)
+        } else {
+            format!("{}{name}__g{generation}", self.prefix)
+        }
+    }
+
+    fn slot_from(&self, row: &PgRow, fresh: bool) -> Result<Slot> {
+        let get = |e| Error::Database {
+            operation: "read slot",
+            source: e,
+        };
+        Ok(Slot {
+            name: row.try_get("name").map_err(get)?,
+            generation: u64::try_from(row.try_get::<i64, _>("generation").map_err(get)?)
+                .unwrap_or(0),
+            version: u32::try_from(row.try_get::<i32, _>("version").map_err(get)?).unwrap_or(0),
+            live: row.try_get("live").map_err(get)?,
+            checkpoint: to_pos(row.try_get("checkpoint").map_err(get)?),
+            state: SlotState::parse(row.try_get::<&str, _>("state").map_err(get)?),
+            error: row.try_get("error").map_err(get)?,
+            throughput: row.try_get("throughput").map_err(get)?,
+            owned: row.try_get("owned").map_err(get)?,
+            fresh,
+        })
+    }
+
+    fn columns(&self) -> &'static str {
+        "name, generation, version, live, checkpoint, state, error, throughput, \
+         (owner IS NOT NULL AND lease_until > clock_timestamp()) AS owned"
+    }
+
+    /// Creates a generation's storage inside `tx`.
+    async fn create_storage(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        p: &Registered,
+        schema: &str,
+    ) -> Result<()> {
+        let q = quote_ident(schema);
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {q} CASCADE; CREATE SCHEMA {q};"
+        )))
+        .execute(&mut **tx)
+        .await
+        .map_err(Error::db("create read-model schema"))?;
+        match &p.kind {
+            Kind::Docs(_) => {
+                sqlx::raw_sql(AssertSqlSafe(format!(
+                    "CREATE TABLE {q}.documents (collection text COLLATE \"C\" NOT NULL, \
+                     key text COLLATE \"C\" NOT NULL, doc jsonb NOT NULL, PRIMARY KEY (collection, key))"
+                )))
+                .execute(&mut **tx)
+                .await
+                .map_err(Error::db("create documents table"))?;
+            }
+            Kind::Sql(projection) => {
+                let mut sql = SqlTx { conn: tx, schema };
+                projection
+                    .setup(&mut sql)
+                    .await
+                    .map_err(|e| Error::Config {
+                        reason: format!("projection {:?}: setup failed: {e}", p.name),
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn acquire(
+        &self,
+        p: &Registered,
+        owner: Uuid,
+        ttl: Duration,
+        live: bool,
+    ) -> Result<Acquired> {
+        let meta = &self.meta;
+        let mut tx = self.pool.begin().await.map_err(Error::db("begin"))?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT generation, version, owner, lease_until > clock_timestamp() AS unexpired \
+             FROM {meta}.slots WHERE name = $1 AND live = $2 FOR UPDATE"
+        )))
+        .bind(&p.name)
+        .bind(live)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(Error::db("acquire"))?;
+        let mut fresh = false;
+        let generation = match row {
+            Some(row) => {
+                let generation: i64 = row.get("generation");
+                let version: i32 = row.get("version");
+                let current: Option<Uuid> = row.get("owner");
+                let unexpired: Option<bool> = row.get("unexpired");
+                if current.is_some_and(|o| o != owner) && unexpired == Some(true) {
+                    return Ok(Acquired::Busy);
+                }
+                if !live && i64::from(p.version) != i64::from(version) {
+                    // A rebuild of another version: drop it and start a new one.
+                    let schema =
+                        self.schema(&p.name, u64::try_from(generation).unwrap_or(0), false);
+                    sqlx::raw_sql(AssertSqlSafe(format!(
+                        "DROP SCHEMA IF EXISTS {} CASCADE",
+                        quote_ident(&schema)
+                    )))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(Error::db("drop stale rebuild"))?;
+                    sqlx::query(AssertSqlSafe(format!(
+                        "DELETE FROM {meta}.slots WHERE name = $1 AND generation = $2"
+                    )))
+                    .bind(&p.name)
+                    .bind(generation)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(Error::db("drop stale rebuild"))?;
+                    None
+                } else {
+                    Some(generation)
+                }
+            }
+            None => None,
+        };
+        let generation = match generation {
+            Some(g) => g,
+            None => {
+                let inserted = sqlx::query(AssertSqlSafe(format!(
+                    "INSERT INTO {meta}.slots (name, generation, version, live, state) \
+                     SELECT $1, coalesce(max(generation), 0) + 1, $2, $3, $4 FROM {meta}.slots WHERE name = $1 \
+                     ON CONFLICT DO NOTHING RETURNING generation"
+                )))
+                .bind(&p.name)
+                .bind(i32::try_from(p.version).unwrap_or(i32::MAX))
+                .bind(live)
+                .bind(if live { "catching_up" } else { "rebuilding" })
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(Error::db("create slot"))?;
+                let Some(row) = inserted else {
+                    return Ok(Acquired::Busy);
+                };
+                let generation: i64 = row.get(0);
+                let schema = self.schema(&p.name, u64::try_from(generation).unwrap_or(0), live);
+                self.create_storage(&mut tx, p, &schema).await?;
+                fresh = true;
+                generation
+            }
+        };
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {meta}.slots SET owner = $3, lease_until = clock_timestamp() + make_interval(secs => $4), \
+             state = CASE WHEN live THEN (CASE WHEN state = 'failed' THEN 'catching_up' ELSE state END) \
+             ELSE 'rebuilding' END, error = NULL, updated_at = now() \
+             WHERE name = $1 AND generation = $2 RETURNING {}",
+            self.columns()
+        )))
+        .bind(&p.name)
+        .bind(generation)
+        .bind(owner)
+        .bind(secs(ttl))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(Error::db("take lease"))?;
+        let slot = self.slot_from(&row, fresh)?;
+        tx.commit().await.map_err(Error::db("take lease"))?;
+        Ok(Acquired::Slot(slot))
+    }
+}
+
+fn i64_gen(g: u64) -> i64 {
+    i64::try_from(g).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl Backend for PostgresBackend {
+    async fn migrate(&self) -> Result<()> {
+        let meta = &self.meta;
+        let mut tx = self.pool.begin().await.map_err(Error::db("migrate"))?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('annals_projections_migrate'))")
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::db("migrate"))?;
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS {meta};
+             CREATE TABLE IF NOT EXISTS {meta}.slots (
+                 name text NOT NULL,
+                 generation bigint NOT NULL,
+                 version integer NOT NULL,
+                 live boolean NOT NULL,
+                 checkpoint bigint NOT NULL DEFAULT 0,
+                 state text NOT NULL,
+                 error text,
+                 throughput double precision NOT NULL DEFAULT 0,
+                 owner uuid,
+                 lease_until timestamptz,
+                 updated_at timestamptz NOT NULL DEFAULT now(),
+                 PRIMARY KEY (name, generation)
+             );
+             CREATE UNIQUE INDEX IF NOT EXISTS slots_one_live ON {meta}.slots (name) WHERE live;
+             CREATE UNIQUE INDEX IF NOT EXISTS slots_one_rebuild ON {meta}.slots (name) WHERE NOT live;
+             CREATE TABLE IF NOT EXISTS {meta}.dead_letters (
+                 name text NOT NULL,
+                 generation bigint NOT NULL,
+                 position bigint NOT NULL,
+                 event_id uuid NOT NULL,
+                 stream_id text NOT NULL,
+                 event_type text NOT NULL,
+                 error text NOT NULL,
+                 attempts integer NOT NULL,
+                 parked_at timestamptz NOT NULL DEFAULT now(),
+                 PRIMARY KEY (name, generation, position)
+             );"
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(Error::db("migrate"))?;
+        tx.commit().await.map_err(Error::db("migrate"))
+    }
+
+    async fn acquire_live(&self, p: &Registered, owner: Uuid, ttl: Duration) -> Result<Acquired> {
+        self.acquire(p, owner, ttl, true).await
+    }
+
+    async fn acquire_building(
+        &self,
+        p: &Registered,
+        owner: Uuid,
+        ttl: Duration,
+    ) -> Result<Acquired> {
+        self.acquire(p, owner, ttl, false).await
+    }
+
+    async fn release(&self, slot: &Slot, owner: Uuid) -> Result<()> {
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {}.slots SET owner = NULL, lease_until = NULL, throughput = 0, \
+             state = CASE WHEN state IN ('live', 'catching_up') THEN 'stopped' ELSE state END, updated_at = now() \
+             WHERE name = $1 AND generation = $2 AND owner = $3",
+            self.meta
+        )))
+        .bind(&slot.name)
+        .bind(i64_gen(slot.generation))
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(Error::db("release lease"))?;
+        Ok(())
+    }
+
+    async fn renew(&self, slot: &Slot, owner: Uuid, ttl: Duration, state: SlotState) -> Result<()> {
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {}.slots SET lease_until = clock_timestamp() + make_interval(secs => $4), state = $5, \
+             throughput = CASE WHEN $5 = 'live' THEN 0 ELSE throughput END, updated_at = now() \
+             WHERE name = $1 AND generation = $2 AND owner = $3",
+            self.meta
+        )))
+        .bind(&slot.name)
+        .bind(i64_gen(slot.generation))
+        .bind(owner)
+        .bind(secs(ttl))
+        .bind(state.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(Error::db("renew lease"))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::LostOwnership {
+                projection: slot.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn fail(&self, slot: &Slot, owner: Uuid, error: &str) -> Result<()> {
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {}.slots SET state = 'failed', error = $4, owner = NULL, lease_until = NULL, throughput = 0, \
+             updated_at = now() WHERE name = $1 AND generation = $2 AND owner = $3",
+            self.meta
+        )))
+        .bind(&slot.name)
+        .bind(i64_gen(slot.generation))
+        .bind(owner)
+        .bind(error)
+        .execute(&self.pool)
+        .await
+        .map_err(Error::db("record failure"))?;
+        Ok(())
+    }
+
+    async fn begin(
+        &self,
+        slot: &Slot,
+        owner: Uuid,
+        ttl: Duration,
+        expected: Option<Position>,
+        swap: bool,
+    ) -> Result<Box<dyn BatchTx>> {
+        let meta = &self.meta;
+        let lost = || Error::LostOwnership {
+            projection: slot.name.clone(),
+        };
+        let mut tx = self.pool.begin().await.map_err(Error::db("begin batch"))?;
+        let mut live_checkpoint = None;
+        if swap {
+            // Lock order: the live generation first, then the rebuild (as a live runner never locks both).
+            let row = sqlx::query(AssertSqlSafe(format!(
+                "SELECT checkpoint FROM {meta}.slots WHERE name = $1 AND live FOR UPDATE"
+            )))
+            .bind(&slot.name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(Error::db("lock live generation"))?;
+            live_checkpoint = Some(row.map_or(Position::START, |r| to_pos(r.get(0))));
+        }
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {meta}.slots SET lease_until = clock_timestamp() + make_interval(secs => $4) \
+             WHERE name = $1 AND generation = $2 AND owner = $3 RETURNING checkpoint, live"
+        )))
+        .bind(&slot.name)
+        .bind(i64_gen(slot.generation))
+        .bind(owner)
+        .bind(secs(ttl))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(Error::db("lock slot"))?
+        .ok_or_else(lost)?;
+        let checkpoint = to_pos(row.get(0));
+        let live: bool = row.get(1);
+        if expected.is_some_and(|e| e != checkpoint) {
+            return Err(lost());
+        }
+        Ok(Box::new(PgTx {
+            tx,
+            meta: self.meta.clone(),
+            name: slot.name.clone(),
+            generation: slot.generation,
+            schema: self.schema(&slot.name, slot.generation, live),
+            live_schema: self.schema(&slot.name, slot.generation, true),
+            live_checkpoint,
+        }))
+    }
+
+    async fn slots(&self) -> Result<Vec<Slot>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {} FROM {}.slots ORDER BY name, generation",
+            self.columns(),
+            self.meta
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::db("read status"))?;
+        rows.iter().map(|r| self.slot_from(r, false)).collect()
+    }
+
+    async fn parked(&self, name: &str) -> Result<Vec<ParkedEvent>> {
+        let meta = &self.meta;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT d.position, d.event_id, d.stream_id, d.event_type, d.error, d.attempts \
+             FROM {meta}.dead_letters d JOIN {meta}.slots s ON s.name = d.name AND s.generation = d.generation \
+             WHERE d.name = $1 AND s.live ORDER BY d.position"
+        )))
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::db("list parked events"))?;
+        rows.iter()
+            .map(|r| {
+                let stream: String = r.get(2);
+                Ok(ParkedEvent {
+                    position: to_pos(r.get(0)),
+                    event_id: EventId(r.get(1)),
+                    stream: StreamId::new(stream).map_err(annals::Error::from)?,
+                    event_type: r.get(3),
+                    error: r.get(4),
+                    attempts: u32::try_from(r.get::<i32, _>(5)).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    async fn reset(&self, name: &str) -> Result<()> {
+        let meta = &self.meta;
+        let mut tx = self.pool.begin().await.map_err(Error::db("reset"))?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT generation, live FROM {meta}.slots WHERE name = $1 FOR UPDATE"
+        )))
+        .bind(name)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(Error::db("reset"))?;
+        for row in rows {
+            let generation: i64 = row.get(0);
+            let schema = self.schema(name, u64::try_from(generation).unwrap_or(0), row.get(1));
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                quote_ident(&schema)
+            )))
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::db("reset"))?;
+        }
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {meta}.slots WHERE name = $1"
+        )))
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .map_err(Error::db("reset"))?;
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {meta}.dead_letters WHERE name = $1"
+        )))
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .map_err(Error::db("reset"))?;
+        tx.commit().await.map_err(Error::db("reset"))
+    }
+
+    async fn checkpoint(&self, name: &str) -> Result<Position> {
+        let row: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT checkpoint FROM {}.slots WHERE name = $1 AND live",
+            self.meta
+        )))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(Error::db("read checkpoint"))?;
+        Ok(row.map_or(Position::START, to_pos))
+    }
+
+    async fn get_doc(&self, name: &str, collection: &str, key: &str) -> Result<Option<Value>> {
+        let schema = quote_ident(&self.schema(name, 0, true));
+        let result = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT doc FROM {schema}.documents WHERE collection = $1 AND key = $2"
+        )))
+        .bind(collection)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await;
+        match result {
+            Ok(v) => Ok(v),
+            // Not built yet: reads as empty.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Ok(None),
+            Err(e) => Err(Error::Database {
+                operation: "read document",
+                source: e,
+            }),
+        }
+    }
+
+    async fn list_docs(
+        &self,
+        name: &str,
+        collection: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Value)>> {
+        let schema = quote_ident(&self.schema(name, 0, true));
+        let result = sqlx::query_as::<_, (String, Value)>(AssertSqlSafe(format!(
+            "SELECT key, doc FROM {schema}.documents WHERE collection = $1 AND starts_with(key, $2) \
+             ORDER BY key LIMIT $3"
+        )))
+        .bind(collection)
+        .bind(prefix)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await;
+        match result {
+            Ok(v) => Ok(v),
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Ok(Vec::new()),
+            Err(e) => Err(Error::Database {
+                operation: "list documents",
+                source: e,
+            }),
+        }
+    }
+
+    fn schema_of(&self, name: &str) -> Option<String> {
+        Some(self.schema(name, 0, true))
+    }
+}
+
+struct PgTx {
+    tx: Transaction<'static, Postgres>,
+    meta: String,
+    name: String,
+    generation: u64,
+    /// Unquoted schema of this generation.
+    schema: String,
+    /// Unquoted schema of the live generation.
+    live_schema: String,
+    live_checkpoint: Option<Position>,
+}
+
+#[async_trait]
+impl DocSource for PgTx {
+    async fn load(&mut self, collection: &str, key: &str) -> Result<Option<Value>> {
+        sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT doc FROM {}.documents WHERE collection = $1 AND key = $2",
+            quote_ident(&self.schema)
+        )))
+        .bind(collection)
+        .bind(key)
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(Error::db("read document"))
+    }
+}
+
+#[async_trait]
+impl BatchTx for PgTx {
+    fn docs(&mut self) -> &mut dyn DocSource {
+        self
+    }
+
+    fn sql(&mut self) -> Option<SqlTx<'_>> {
+        Some(SqlTx {
+            conn: &mut self.tx,
+            schema: &self.schema,
+        })
+    }
+
+    fn live_checkpoint(&self) -> Option<Position> {
+        self.live_checkpoint
+    }
+
+    async fn commit(mut self: Box<Self>, commit: Commit) -> Result<()> {
+        let meta = &self.meta;
+        let docs = format!("{}.documents", quote_ident(&self.schema));
+        let (mut put_c, mut put_k, mut put_v, mut del_c, mut del_k) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (c, k, v) in commit.writes {
+            match v {
+                Some(v) => {
+                    put_c.push(c);
+                    put_k.push(k);
+                    put_v.push(v);
+                }
+                None => {
+                    del_c.push(c);
+                    del_k.push(k);
+                }
+            }
+        }
+        if !put_c.is_empty() {
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO {docs} (collection, key, doc) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[]) \
+                 ON CONFLICT (collection, key) DO UPDATE SET doc = EXCLUDED.doc"
+            )))
+            .bind(&put_c)
+            .bind(&put_k)
+            .bind(&put_v)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(Error::db("write documents"))?;
+        }
+        if !del_c.is_empty() {
+            sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {docs} d USING unnest($1::text[], $2::text[]) AS x(c, k) \
+                 WHERE d.collection = x.c AND d.key = x.k"
+            )))
+            .bind(&del_c)
+            .bind(&del_k)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(Error::db("delete documents"))?;
+        }
+        let generation = i64_gen(self.generation);
+        for parked in &commit.park {
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO {meta}.dead_letters \
+                 (name, generation, position, event_id, stream_id, event_type, error, attempts) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name, generation, position) \
+                 DO UPDATE SET error = EXCLUDED.error, attempts = EXCLUDED.attempts, parked_at = now()"
+            )))
+            .bind(&self.name)
+            .bind(generation)
+            .bind(to_i64(parked.position))
+            .bind(parked.event_id.0)
+            .bind(parked.stream.as_str())
+            .bind(&parked.event_type)
+            .bind(&parked.error)
+            .bind(i32::try_from(parked.attempts).unwrap_or(i32::MAX))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(Error::db("park event"))?;
+        }
+        if !commit.unpark.is_empty() {
+            let positions: Vec<i64> = commit.unpark.iter().map(|p| to_i64(*p)).collect();
+            sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {meta}.dead_letters WHERE name = $1 AND generation = $2 AND position = ANY($3)"
+            )))
+            .bind(&self.name)
+            .bind(generation)
+            .bind(&positions)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(Error::db("unpark events"))?;
+        }
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {meta}.slots SET checkpoint = coalesce($3, checkpoint), state = coalesce($4, state), \
+             throughput = coalesce($5, throughput), updated_at = now() WHERE name = $1 AND generation = $2"
+        )))
+        .bind(&self.name)
+        .bind(generation)
+        .bind(commit.checkpoint.map(to_i64))
+        .bind(commit.state.map(SlotState::as_str))
+        .bind(commit.throughput)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(Error::db("move checkpoint"))?;
+        if commit.swap {
+            let old: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+                "DELETE FROM {meta}.slots WHERE name = $1 AND live RETURNING generation"
+            )))
+            .bind(&self.name)
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(Error::db("swap"))?;
+            if let Some(old) = old {
+                sqlx::query(AssertSqlSafe(format!(
+                    "DELETE FROM {meta}.dead_letters WHERE name = $1 AND generation = $2"
+                )))
+                .bind(&self.name)
+                .bind(old)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(Error::db("swap"))?;
+            }
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {live} CASCADE; ALTER SCHEMA {new} RENAME TO {live};",
+                live = quote_ident(&self.live_schema),
+                new = quote_ident(&self.schema),
+            )))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(Error::db("swap"))?;
+            sqlx::query(AssertSqlSafe(format!(
+                "UPDATE {meta}.slots SET live = true, owner = NULL, lease_until = NULL, state = 'stopped', \
+                 throughput = 0 WHERE name = $1 AND generation = $2"
+            )))
+            .bind(&self.name)
+            .bind(generation)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(Error::db("swap"))?;
+        }
+        self.tx.commit().await.map_err(Error::db("commit batch"))
+    }
+}

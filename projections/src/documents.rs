@@ -1,0 +1,153 @@
+//! [`Documents`]: the backend-neutral read model a [`Projection`](crate::Projection) writes through.
+
+use std::collections::HashMap;
+
+use annals::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Reads a document's committed JSON inside the batch's transaction (implemented by each backend).
+#[async_trait]
+pub(crate) trait DocSource: Send {
+    async fn load(&mut self, collection: &str, key: &str) -> Result<Option<Value>>;
+}
+
+/// One entry of a batch's write-back buffer.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    /// The current value in this batch (`None`: absent or deleted).
+    pub(crate) value: Option<Value>,
+    /// Whether this batch changed it.
+    pub(crate) dirty: bool,
+}
+
+/// The documents read and written by one batch, keyed by `(collection, key)`.
+#[derive(Debug, Default)]
+pub(crate) struct DocBuffer {
+    pub(crate) entries: HashMap<(String, String), Entry>,
+}
+
+impl DocBuffer {
+    /// The changed documents: `Some` to upsert, `None` to delete.
+    pub(crate) fn into_writes(self) -> Vec<(String, String, Option<Value>)> {
+        self.entries
+            .into_iter()
+            .filter(|(_, e)| e.dirty)
+            .map(|((c, k), e)| (c, k, e.value))
+            .collect()
+    }
+}
+
+/// The documents of one projection, inside one batch: `get`, `put` and `delete` JSON documents addressed by
+/// `(collection, key)`.
+///
+/// Writes are buffered and committed together with the projection's checkpoint when the batch ends; reads see the
+/// batch's own writes. Keys sort bytewise (so zero-pad numbers in keys you want listed in numeric order).
+pub struct Documents<'a> {
+    pub(crate) source: &'a mut dyn DocSource,
+    pub(crate) buffer: &'a mut DocBuffer,
+}
+
+impl std::fmt::Debug for Documents<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Documents")
+            .field("buffered", &self.buffer.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Documents<'_> {
+    /// The document at `(collection, key)`, or `None`.
+    ///
+    /// # Errors
+    /// [`Error::Document`] when the stored JSON does not fit `T`; [`Error::Database`] when the read fails.
+    pub async fn get<T: DeserializeOwned>(
+        &mut self,
+        collection: &str,
+        key: impl AsRef<str>,
+    ) -> Result<Option<T>> {
+        let key = key.as_ref();
+        match self.get_json(collection, key).await? {
+            None => Ok(None),
+            Some(value) => {
+                serde_json::from_value(value)
+                    .map(Some)
+                    .map_err(|source| Error::Document {
+                        collection: collection.to_owned(),
+                        key: key.to_owned(),
+                        source,
+                    })
+            }
+        }
+    }
+
+    /// The raw JSON of the document at `(collection, key)`, or `None`.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when the read fails.
+    pub async fn get_json(
+        &mut self,
+        collection: &str,
+        key: impl AsRef<str>,
+    ) -> Result<Option<Value>> {
+        let key = key.as_ref();
+        let id = (collection.to_owned(), key.to_owned());
+        if let Some(entry) = self.buffer.entries.get(&id) {
+            return Ok(entry.value.clone());
+        }
+        let value = self.source.load(collection, key).await?;
+        self.buffer.entries.insert(
+            id,
+            Entry {
+                value: value.clone(),
+                dirty: false,
+            },
+        );
+        Ok(value)
+    }
+
+    /// Stores `value` at `(collection, key)`, replacing any document there.
+    ///
+    /// # Errors
+    /// [`Error::Document`] when `value` cannot be serialized to JSON.
+    pub fn put<T: Serialize + ?Sized>(
+        &mut self,
+        collection: &str,
+        key: impl AsRef<str>,
+        value: &T,
+    ) -> Result<()> {
+        let key = key.as_ref();
+        let value = serde_json::to_value(value).map_err(|source| Error::Document {
+            collection: collection.to_owned(),
+            key: key.to_owned(),
+            source,
+        })?;
+        self.put_json(collection, key, value);
+        Ok(())
+    }
+
+    /// Stores raw JSON at `(collection, key)`.
+    pub fn put_json(&mut self, collection: &str, key: impl AsRef<str>, value: Value) {
+        self.buffer.entries.insert(
+            (collection.to_owned(), key.as_ref().to_owned()),
+            Entry {
+                value: Some(value),
+                dirty: true,
+            },
+        );
+    }
+
+    /// Deletes the document at `(collection, key)` (nothing happens when there is none).
+    pub fn delete(&mut self, collection: &str, key: impl AsRef<str>) {
+        self.buffer.entries.insert(
+            (collection.to_owned(), key.as_ref().to_owned()),
+            Entry {
+                value: None,
+                dirty: true,
+            },
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! Per-projection options: batch size and failure policy.
+
+use std::time::Duration;
+
+/// What the runner does when a projection fails to apply an event.
+///
+/// ```
+/// use std::time::Duration;
+/// use annals_projections::FailurePolicy;
+///
+/// let stop = FailurePolicy::stop(); // the default
+/// let park = FailurePolicy::park();
+/// let retry = FailurePolicy::retry(5, Duration::from_millis(100)); // then stop
+/// let retry_then_park = FailurePolicy::retry(5, Duration::from_millis(100)).then_park();
+/// # let _ = (stop, park, retry, retry_then_park);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailurePolicy {
+    pub(crate) retries: u32,
+    pub(crate) backoff: Duration,
+    pub(crate) park: bool,
+}
+
+impl Default for FailurePolicy {
+    fn default() -> Self {
+        Self::stop()
+    }
+}
+
+impl FailurePolicy {
+    /// Stop the projection at the failing event (the default). Its status shows the error; the error names the
+    /// projection, position, stream, event type and cause.
+    pub const fn stop() -> Self {
+        Self {
+            retries: 0,
+            backoff: Duration::ZERO,
+            park: false,
+        }
+    }
+
+    /// Park the failing event in the dead-letter list and continue with the next one.
+    pub const fn park() -> Self {
+        Self {
+            retries: 0,
+            backoff: Duration::ZERO,
+            park: true,
+        }
+    }
+
+    /// Retry the failing event up to `retries` more times, waiting `backoff`, then twice as long each time (at
+    /// most 30 s); then stop (or park, with [`then_park`](Self::then_park)).
+    pub const fn retry(retries: u32, backoff: Duration) -> Self {
+        Self {
+            retries,
+            backoff,
+            park: false,
+        }
+    }
+
+    /// After the retries are exhausted, park the event instead of stopping.
+    pub const fn then_park(mut self) -> Self {
+        self.park = true;
+        self
+    }
+
+    pub(crate) fn delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX);
+        self.backoff
+            .saturating_mul(factor)
+            .min(Duration::from_secs(30))
+    }
+}
+
+/// Options of one registered projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProjectionOptions {
+    pub(crate) batch_size: usize,
+    pub(crate) failure_policy: FailurePolicy,
+}
+
+impl Default for ProjectionOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            failure_policy: FailurePolicy::stop(),
+        }
+    }
+}
+
+impl ProjectionOptions {
+    /// Batch size 500, failure policy stop.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many events are read and applied per transaction (at least 1; 0 is treated as 1).
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// What to do when the projection fails to apply an event.
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.failure_policy = policy;
+        self
+    }
+}
