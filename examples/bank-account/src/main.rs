@@ -1,2 +1,78 @@
-//! The bank-account example (work in progress).
-fn main() {}
+//! `bank`: the bank-account service and its projection tool.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use bank_account::{Service, StoreConfig};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "bank", version, about = "The Annals bank-account example")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// PostgreSQL URL; the embedded memory store when absent.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    database_url: Option<String>,
+    /// The PostgreSQL schema for events, idempotency keys and read models.
+    #[arg(long, env = "BANK_SCHEMA", default_value = "bank", global = true)]
+    schema: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the HTTP service (and its read models).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "BANK_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+impl StoreArgs {
+    fn config(self) -> StoreConfig {
+        StoreConfig {
+            database_url: self.database_url,
+            schema: self.schema,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve { listen, store } => {
+            let config = store.config();
+            let service = Service::start(&config).await?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            tracing::info!(
+                address = %listener.local_addr()?,
+                store = if config.database_url.is_some() { "postgres" } else { "memory" },
+                "bank-account service listening"
+            );
+            service.serve(listener, shutdown_signal()).await
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    if let Err(error) = tokio::signal::ctrl_c().await {
+        tracing::warn!(%error, "cannot listen for Ctrl-C; stop the process another way");
+        std::future::pending::<()>().await;
+    }
+}

@@ -1,0 +1,23 @@
+//! The Annals showcase: a bank-account HTTP service built only from the framework's public API.
+//!
+//! - [`account`]: the domain, an [`Account`](account::Account) aggregate with pure `decide`/`apply` and
+//!   given/when/then tests.
+//! - An axum service over [`annals::Repository`]: JSON in and out, one error shape, idempotency keys, correlation
+//!   ids, concurrency handled by the repository's optimistic retries.
+//! - Read models (`balances`, `history`) as projections, run in-process.
+//!
+//! ```
+//! use annals::testing::given;
+//! use bank_account::account::{Account, AccountCommand, AccountEvent};
+//!
+//! given::<Account>([AccountEvent::Opened { owner: "Alice".into() }])
+//!     .when(AccountCommand::Deposit { amount: 1_000 })
+//!     .then([AccountEvent::Deposited { amount: 1_000 }]);
+//! ```
+
+pub mod account;
+mod api;
+mod idempotency;
+mod service;
+
+pub use service::{DEFAULT_SCHEMA, Service, StoreConfig};

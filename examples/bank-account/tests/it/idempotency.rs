@@ -1,0 +1,159 @@
+//! `Idempotency-Key`: one effect per key, the original answer on every retry, even when the retries race.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::support::{Reply, TestServer};
+
+async fn post_with_key(
+    server: &TestServer,
+    path: &str,
+    body: &serde_json::Value,
+    key: &str,
+) -> Reply {
+    server
+        .send(Method::POST, path, Some(body), &[("idempotency-key", key)])
+        .await
+}
+
+async fn event_count(server: &TestServer, id: &str) -> usize {
+    let events = server.get(&format!("/accounts/{id}/events")).await;
+    assert_eq!(events.status, StatusCode::OK, "{events:?}");
+    events.body["items"].as_array().unwrap().len()
+}
+
+async fn a_retry_returns_the_original_answer_without_a_second_effect(server: &TestServer) {
+    let first = post_with_key(server, "/accounts", &json!({"owner": "Alice"}), "open-1").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
+    let retry = post_with_key(server, "/accounts", &json!({"owner": "Alice"}), "open-1").await;
+    assert_eq!(retry.status, StatusCode::CREATED);
+    assert_eq!(
+        retry.body, first.body,
+        "the generated id is the same: one account"
+    );
+    assert_eq!(retry.headers["idempotent-replayed"], "true");
+    let id = first.body["id"].as_str().unwrap().to_owned();
+
+    let path = format!("/accounts/{id}/deposit");
+    let deposit = post_with_key(server, &path, &json!({"amount": 100}), "dep-1").await;
+    // Same JSON written differently is the same request.
+    let retry = server
+        .client
+        .post(server.url(&path))
+        .header("idempotency-key", "dep-1")
+        .header("content-type", "application/json")
+        .body("{ \"amount\" :100 }")
+        .send()
+        .await
+        .unwrap();
+    let retry = crate::support::reply(retry).await;
+    assert_eq!((retry.status, &retry.body), (deposit.status, &deposit.body));
+    assert_eq!(event_count(server, &id).await, 2);
+    let events = server.get(&format!("/accounts/{id}/events")).await;
+    assert_eq!(
+        events.body["items"][1]["metadata"]["extra"]["idempotency_key"],
+        "dep-1"
+    );
+
+    // A refusal is an answer too: the retry gets it back even after the balance changed.
+    let refused = post_with_key(
+        server,
+        &format!("/accounts/{id}/withdraw"),
+        &json!({"amount": 500}),
+        "wd-1",
+    )
+    .await;
+    refused.assert_error(422, "insufficient_funds");
+    server.post(&path, &json!({"amount": 1000})).await;
+    let retry = post_with_key(
+        server,
+        &format!("/accounts/{id}/withdraw"),
+        &json!({"amount": 500}),
+        "wd-1",
+    )
+    .await;
+    retry.assert_error(422, "insufficient_funds");
+    assert_eq!(retry.body, refused.body);
+}
+
+async fn a_key_reused_for_another_request_is_a_422(server: &TestServer) {
+    server.open("reuse", "Alice").await;
+    let first = post_with_key(
+        server,
+        "/accounts/reuse/deposit",
+        &json!({"amount": 1}),
+        "k",
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::OK);
+    post_with_key(
+        server,
+        "/accounts/reuse/deposit",
+        &json!({"amount": 2}),
+        "k",
+    )
+    .await
+    .assert_error(422, "idempotency_key_reused");
+    post_with_key(
+        server,
+        "/accounts/reuse/withdraw",
+        &json!({"amount": 1}),
+        "k",
+    )
+    .await
+    .assert_error(422, "idempotency_key_reused");
+    assert_eq!(event_count(server, "reuse").await, 2);
+    let long_key = "k".repeat(256);
+    post_with_key(
+        server,
+        "/accounts/reuse/deposit",
+        &json!({"amount": 1}),
+        &long_key,
+    )
+    .await
+    .assert_error(400, "invalid_request");
+}
+
+async fn racing_retries_have_one_effect(server: &TestServer) {
+    server.open("race", "Alice").await;
+    let body = json!({"amount": 7});
+    let retries =
+        (0..20).map(|_| post_with_key(server, "/accounts/race/deposit", &body, "race-key"));
+    let replies = futures::future::join_all(retries).await;
+    for reply in &replies {
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        assert_eq!(reply.body, replies[0].body);
+    }
+    assert_eq!(replies[0].body["balance"], 7);
+    assert_eq!(
+        event_count(server, "race").await,
+        2,
+        "one deposit, however many retries"
+    );
+
+    let body = json!({"owner": "Racer"});
+    let opens = (0..20).map(|_| post_with_key(server, "/accounts", &body, "race-open"));
+    let replies = futures::future::join_all(opens).await;
+    for reply in &replies {
+        assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+        assert_eq!(
+            reply.body, replies[0].body,
+            "every retry sees the one account"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_a_retry_returns_the_original_answer_without_a_second_effect() {
+    a_retry_returns_the_original_answer_without_a_second_effect(&TestServer::memory().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_a_key_reused_for_another_request_is_a_422() {
+    a_key_reused_for_another_request_is_a_422(&TestServer::memory().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_racing_retries_have_one_effect() {
+    racing_retries_have_one_effect(&TestServer::memory().await).await;
+}
