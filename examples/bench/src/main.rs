@@ -1,2 +1,77 @@
-//! The Annals benchmark harness (work in progress).
-fn main() {}
+//! The Annals benchmark harness: each scenario runs on the Annals PostgreSQL store and on a plain-sqlx baseline
+//! doing the same work on a minimal table, in the same run, and prints one line:
+//!
+//! ```text
+//! bench <scenario>: annals <n>/s raw <n>/s ratio <annals/raw>
+//! ```
+//!
+//! (`load-10k` prints milliseconds and `ratio <raw/annals>`, so a higher ratio is always better.) Progress and the
+//! figure of every run go to stderr; stdout carries the result lines alone. See `docs/benchmarks.md`.
+
+mod domain;
+mod harness;
+mod raw;
+mod scenarios;
+mod settings;
+
+use std::io::Write as _;
+
+use clap::Parser;
+
+use crate::scenarios::Scenario;
+use crate::settings::{Settings, StoreKind};
+
+/// Benchmarks Annals against a plain-sqlx baseline on PostgreSQL.
+///
+/// Every run writes into a fresh schema of its own (`annals_bench_*`) and drops it afterwards; nothing else in
+/// the database is touched.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The scenario to run, or `all`.
+    scenario: Scenario,
+    /// The PostgreSQL server and database to benchmark in.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// Measured runs per side; the median is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    runs: u64,
+    /// Commands per run in the command scenarios, instead of their defaults (10,000 and 20,000), for quick runs.
+    /// Streams get 10 commands each.
+    #[arg(long)]
+    commands: Option<usize>,
+    /// Events per run in the event scenarios (append-batch, load-10k, read-all), instead of their defaults
+    /// (50,000, 10,000 and 100,000), for quick runs.
+    #[arg(long)]
+    events: Option<usize>,
+    /// Page size of the Annals side of read-all.
+    #[arg(long, default_value_t = 1_000)]
+    page_size: usize,
+    /// The store behind the Annals side; `memory` shows the framework's own overhead.
+    #[arg(long, value_enum, default_value_t = StoreKind::Postgres)]
+    store: StoreKind,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let settings = Settings {
+        database_url: args.database_url,
+        store: args.store,
+        runs: usize::try_from(args.runs)?,
+        commands: args.commands,
+        events: args.events,
+        page_size: args.page_size.max(1),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        for scenario in args.scenario.expand() {
+            let line = scenario.run(&settings).await?;
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{line}")?;
+            stdout.flush()?;
+        }
+        Ok(())
+    })
+}

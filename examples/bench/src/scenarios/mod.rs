@@ -1,0 +1,72 @@
+//! The scenarios, one module each, and the table that names them.
+
+mod append_batch;
+mod command;
+mod fill;
+mod load_stream;
+mod read_all;
+
+use crate::settings::Settings;
+
+/// A scenario the harness can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Scenario {
+    /// 1 writer, 10,000 single-event commands over 1,000 streams.
+    #[value(name = "command-1")]
+    Command1,
+    /// 8 concurrent writers, 20,000 commands over 2,000 streams.
+    #[value(name = "command-8")]
+    Command8,
+    /// 1 writer appending 1,000 events per call, 50 calls.
+    #[value(name = "append-batch")]
+    AppendBatch,
+    /// Load and fold one stream of 10,000 events.
+    #[value(name = "load-10k")]
+    Load10k,
+    /// Read 100,000 events in global order.
+    #[value(name = "read-all")]
+    ReadAll,
+    /// Every scenario above, in this order.
+    All,
+}
+
+impl Scenario {
+    /// The scenarios `self` stands for.
+    pub(crate) fn expand(self) -> Vec<Scenario> {
+        match self {
+            Self::All => vec![
+                Self::Command1,
+                Self::Command8,
+                Self::AppendBatch,
+                Self::Load10k,
+                Self::ReadAll,
+            ],
+            one => vec![one],
+        }
+    }
+
+    /// The name printed on the result line.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Command1 => "command-1",
+            Self::Command8 => "command-8",
+            Self::AppendBatch => "append-batch",
+            Self::Load10k => "load-10k",
+            Self::ReadAll => "read-all",
+            Self::All => "all",
+        }
+    }
+
+    /// Runs one scenario (not `All`) and returns its result line.
+    pub(crate) async fn run(self, settings: &Settings) -> anyhow::Result<String> {
+        let name = self.name();
+        match self {
+            Self::Command1 => command::Commands::run(settings, name, 1, 10_000).await,
+            Self::Command8 => command::Commands::run(settings, name, 8, 20_000).await,
+            Self::AppendBatch => append_batch::AppendBatch::run(settings, name).await,
+            Self::Load10k => load_stream::run(settings, name).await,
+            Self::ReadAll => read_all::run(settings, name).await,
+            Self::All => anyhow::bail!("`all` is not a single scenario; expand it first"),
+        }
+    }
+}
