@@ -7,6 +7,11 @@
     dead_code
 )]
 
+mod append_in_transaction;
 mod conformance;
+mod connection_faults;
+mod corrupt_rows_are_reported;
 mod gap_safe_global_order;
+mod schemas_isolate_tenants;
 mod support;
+mod waiting_for_events;

@@ -1,0 +1,135 @@
+//! A stored row that does not decode is an error naming the stream, version, position and event type.
+
+use annals::{Aggregate, Event, EventStore, Position, Repository, StreamVersion};
+use serde::{Deserialize, Serialize};
+use sqlx::{Executor, PgPool};
+
+use crate::support::{store, stream};
+
+#[derive(Debug, Default)]
+struct Counter {
+    value: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum CounterEvent {
+    #[serde(rename = "CounterIncremented")]
+    Incremented { by: u64 },
+}
+impl Event for CounterEvent {}
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+struct Never;
+
+impl Aggregate for Counter {
+    type Command = u64;
+    type Event = CounterEvent;
+    type Error = Never;
+
+    fn decide(&self, by: &u64) -> Result<Vec<CounterEvent>, Never> {
+        Ok(vec![CounterEvent::Incremented { by: *by }])
+    }
+
+    fn apply(&mut self, CounterEvent::Incremented { by }: &CounterEvent) {
+        self.value += by;
+    }
+}
+
+async fn three_increments(pool: &PgPool) -> (annals_postgres::PostgresStore, annals::StreamId) {
+    let store = store(pool.clone()).await;
+    let id = stream("it's \"counter\" 1");
+    let counters = Repository::<Counter, _>::new(store.clone());
+    for by in 1..=3 {
+        counters.execute(&id, &by).await.unwrap();
+    }
+    (store, id)
+}
+
+#[track_caller]
+fn assert_decode_error(err: annals::Error, id: &annals::StreamId, event_type: &str) -> Position {
+    match err {
+        annals::Error::Decode {
+            stream,
+            version,
+            position,
+            event_type: stored_type,
+            ..
+        } => {
+            assert_eq!(&stream, id);
+            assert_eq!(version, StreamVersion(2));
+            assert_eq!(stored_type, event_type);
+            position
+        }
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_unknown_event_type_names_the_event(pool: PgPool) {
+    let (store, id) = three_increments(&pool).await;
+    pool.execute(
+        "UPDATE annals.events SET event_type = 'CounterExploded' WHERE stream_version = 2",
+    )
+    .await
+    .unwrap();
+    let err = Repository::<Counter, _>::new(store.clone())
+        .load(&id)
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    let position = assert_decode_error(err, &id, "CounterExploded");
+    let stored = store.load_stream(&id).await.unwrap();
+    assert_eq!(position, stored[1].position);
+    assert!(
+        message.contains("CounterExploded") && message.contains("version 2"),
+        "{message}"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_payload_that_does_not_fit_names_the_event(pool: PgPool) {
+    let (store, id) = three_increments(&pool).await;
+    pool.execute(r#"UPDATE annals.events SET payload = '{"by": "lots"}' WHERE stream_version = 2"#)
+        .await
+        .unwrap();
+    let err = Repository::<Counter, _>::new(store)
+        .load(&id)
+        .await
+        .unwrap_err();
+    assert_decode_error(err, &id, "CounterIncremented");
+}
+
+#[sqlx::test(migrations = false)]
+async fn corrupt_metadata_names_the_event_in_every_read(pool: PgPool) {
+    let (store, id) = three_increments(&pool).await;
+    pool.execute(
+        r#"UPDATE annals.events SET metadata = '["not", "an", "object"]' WHERE stream_version = 2"#,
+    )
+    .await
+    .unwrap();
+    assert_decode_error(
+        store.load_stream(&id).await.unwrap_err(),
+        &id,
+        "CounterIncremented",
+    );
+    assert_decode_error(
+        store.read_all(Position::START, 10).await.unwrap_err(),
+        &id,
+        "CounterIncremented",
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_invalid_stored_stream_id_names_the_position(pool: PgPool) {
+    let (store, _) = three_increments(&pool).await;
+    pool.execute("UPDATE annals.events SET stream_id = E'bad\\nid' WHERE stream_version = 2")
+        .await
+        .unwrap();
+    let err = store.read_all(Position::START, 10).await.unwrap_err();
+    let message = format!("{err} / {:?}", std::error::Error::source(&err));
+    assert!(
+        message.contains("position 2") && message.contains("invalid stream id"),
+        "{message}"
+    );
+}
