@@ -158,11 +158,16 @@ impl Projections {
     }
 
     /// How long a runner's ownership lasts without renewal (default 10 s): when a runner dies, another process
-    /// takes over within this time. Runners renew it about three times per period.
+    /// takes over within this time. Runners renew it about three times per period. Set it while building the
+    /// set, before cloning it or handing out readers.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
-        if let Some(engine) = Arc::get_mut(&mut self.engine) {
-            engine.lease_ttl = ttl.max(Duration::from_millis(30));
-        }
+        self.engine = Arc::new(Engine {
+            store: Arc::clone(&self.engine.store),
+            backend: Arc::clone(&self.engine.backend),
+            owner: self.engine.owner,
+            lease_ttl: ttl.max(Duration::from_millis(30)),
+            notifiers: Mutex::new(HashMap::new()),
+        });
         self
     }
 

@@ -227,6 +227,11 @@ impl PostgresBackend {
     }
 }
 
+/// Whether `e` says a table or schema does not exist (nothing migrated or built yet: reads as empty).
+fn missing(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("42P01" | "3F000")))
+}
+
 fn i64_gen(g: u64) -> i64 {
     i64::try_from(g).unwrap_or(i64::MAX)
 }
@@ -475,15 +480,21 @@ impl Backend for PostgresBackend {
     }
 
     async fn checkpoint(&self, name: &str) -> Result<Position> {
-        let row: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+        let row: std::result::Result<Option<i64>, _> = sqlx::query_scalar(AssertSqlSafe(format!(
             "SELECT checkpoint FROM {}.slots WHERE name = $1 AND live",
             self.meta
         )))
         .bind(name)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(Error::db("read checkpoint"))?;
-        Ok(row.map_or(Position::START, to_pos))
+        .await;
+        match row {
+            Ok(row) => Ok(row.map_or(Position::START, to_pos)),
+            Err(e) if missing(&e) => Ok(Position::START),
+            Err(e) => Err(Error::Database {
+                operation: "read checkpoint",
+                source: e,
+            }),
+        }
     }
 
     async fn get_doc(&self, name: &str, collection: &str, key: &str) -> Result<Option<Value>> {
@@ -498,7 +509,7 @@ impl Backend for PostgresBackend {
         match result {
             Ok(v) => Ok(v),
             // Not built yet: reads as empty.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Ok(None),
+            Err(e) if missing(&e) => Ok(None),
             Err(e) => Err(Error::Database {
                 operation: "read document",
                 source: e,
@@ -525,7 +536,7 @@ impl Backend for PostgresBackend {
         .await;
         match result {
             Ok(v) => Ok(v),
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Ok(Vec::new()),
+            Err(e) if missing(&e) => Ok(Vec::new()),
             Err(e) => Err(Error::Database {
                 operation: "list documents",
                 source: e,

@@ -1,0 +1,17 @@
+//! Integration tests of the projections crate: the memory backend in process, PostgreSQL against the real
+//! server (every PostgreSQL test gets a fresh database).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    unreachable_pub,
+    dead_code
+)]
+
+mod cli_subcommands;
+mod document_read_model;
+mod failure_policies;
+mod leases_and_crashes;
+mod live_follow_concurrent_writers;
+mod rebuild_blue_green;
+mod support;
