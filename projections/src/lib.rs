@@ -50,7 +50,8 @@
 //! # }
 //! ```
 //!
-//! The guide is `docs/projections.md`; the design decisions are in `docs/adr/0002-projections.md`.
+//! The [guide] covers writing, running, querying, rebuilding and operating projections; the design decisions are
+//! in `docs/adr/0002-projections.md`.
 
 mod backend;
 mod cli;
@@ -75,6 +76,9 @@ pub use sql::SqlTx;
 pub use status::{
     ParkedEvent, Progress, RebuildOutcome, RebuildReport, ReplayReport, State, Status,
 };
+
+#[doc = include_str!("../../docs/projections.md")]
+pub mod guide {}
 
 /// Re-exported so projections implement the traits with the same `async_trait`.
 pub use annals::async_trait;

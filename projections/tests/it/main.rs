@@ -14,4 +14,5 @@ mod failure_policies;
 mod leases_and_crashes;
 mod live_follow_concurrent_writers;
 mod rebuild_blue_green;
+mod sql_projection;
 mod support;
