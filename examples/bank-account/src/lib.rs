@@ -18,6 +18,8 @@
 pub mod account;
 mod api;
 mod idempotency;
+pub mod read_models;
 mod service;
+mod store;
 
-pub use service::{DEFAULT_SCHEMA, Service, StoreConfig};
+pub use service::{DEFAULT_SCHEMA, Service, StoreConfig, projections};

@@ -2,6 +2,9 @@
 
 use std::net::SocketAddr;
 
+use std::process::ExitCode;
+
+use annals_projections::ProjectionsCommand;
 use anyhow::Context;
 use bank_account::{Service, StoreConfig};
 use clap::{Parser, Subcommand};
@@ -33,6 +36,13 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Operates the read models (`balances`, `history`) on the same store as `serve`.
+    Projections {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
 }
 
 impl StoreArgs {
@@ -45,11 +55,11 @@ impl StoreArgs {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -65,7 +75,19 @@ async fn main() -> anyhow::Result<()> {
                 store = if config.database_url.is_some() { "postgres" } else { "memory" },
                 "bank-account service listening"
             );
-            service.serve(listener, shutdown_signal()).await
+            service.serve(listener, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Projections { store, command } => {
+            let config = store.config();
+            if config.database_url.is_none() {
+                tracing::warn!(
+                    "no --database-url: operating on a new, empty embedded store (the service's memory store lives \
+                     only inside its own process)"
+                );
+            }
+            let projections = bank_account::projections(&config).await?;
+            Ok(command.execute(&projections).await)
         }
     }
 }

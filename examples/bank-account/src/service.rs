@@ -3,12 +3,25 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use annals::EventStore;
+use annals::{DEFAULT_MAX_RETRIES, EventStore};
 use annals_memory::MemoryStore;
+use annals_postgres::PostgresStore;
+use annals_projections::Projections;
+use anyhow::Context;
 
 use crate::api::{self, AppState};
-use crate::idempotency::{IdempotencyKeys, MemoryKeys};
+use crate::idempotency::{IdempotencyKeys, MemoryKeys, PostgresKeys};
+use crate::read_models::{self, ReadModels};
+
+/// The schema used when none is given.
+pub const DEFAULT_SCHEMA: &str = "bank";
+
+/// How long an idle waiter on PostgreSQL waits before looking for new events without a notification. Appends
+/// made inside the service's own transactions (requests with an `Idempotency-Key`) wake the in-process
+/// projections only through this poll, so it is short.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Where the service keeps its events: PostgreSQL when a database URL is given, the embedded memory store
 /// otherwise.
@@ -16,12 +29,10 @@ use crate::idempotency::{IdempotencyKeys, MemoryKeys};
 pub struct StoreConfig {
     /// `postgres://...`; `None` for the embedded memory store.
     pub database_url: Option<String>,
-    /// The PostgreSQL schema holding the events, the idempotency keys and the read models.
+    /// The PostgreSQL schema of the events and idempotency keys; the read models live in `{schema}_projections`
+    /// (bookkeeping) and `{schema}_rm_{name}` (one per read model).
     pub schema: String,
 }
-
-/// The schema used when none is given.
-pub const DEFAULT_SCHEMA: &str = "bank";
 
 impl StoreConfig {
     /// The embedded memory store.
@@ -31,26 +42,133 @@ impl StoreConfig {
             schema: DEFAULT_SCHEMA.to_owned(),
         }
     }
+
+    /// PostgreSQL at `url`, in the default schema.
+    pub fn postgres(url: impl Into<String>) -> Self {
+        Self {
+            database_url: Some(url.into()),
+            schema: DEFAULT_SCHEMA.to_owned(),
+        }
+    }
 }
 
-/// The running service: its store, its read models and its routes.
+/// The store, the idempotency keys and the projections of one configuration.
+struct Backend {
+    pool: Option<sqlx::PgPool>,
+    store: Arc<dyn EventStore>,
+    idempotency: Arc<dyn IdempotencyKeys>,
+    projections: Projections,
+}
+
+impl Backend {
+    async fn connect(config: &StoreConfig) -> anyhow::Result<Self> {
+        let Some(url) = &config.database_url else {
+            let store = MemoryStore::new();
+            return Ok(Self {
+                pool: None,
+                projections: read_models::register(Projections::memory(store.clone())),
+                store: Arc::new(store),
+                idempotency: Arc::new(MemoryKeys::default()),
+            });
+        };
+        let schema = &config.schema;
+        let store = PostgresStore::connect(url)
+            .await?
+            .with_schema(schema)?
+            .with_poll_interval(POLL_INTERVAL);
+        store
+            .migrate()
+            .await
+            .with_context(|| format!("cannot migrate the event store in schema {schema:?}"))?;
+        let keys = PostgresKeys::new(store.clone(), schema);
+        keys.migrate().await.with_context(|| {
+            format!("cannot create the idempotency-key table in schema {schema:?}")
+        })?;
+        let projections = Projections::postgres_in(
+            store.clone(),
+            store.pool().clone(),
+            &format!("{schema}_projections"),
+            &format!("{schema}_rm_"),
+        )?;
+        let projections = read_models::register(projections);
+        projections
+            .migrate()
+            .await
+            .context("cannot create the projections' tables")?;
+        Ok(Self {
+            pool: Some(store.pool().clone()),
+            store: Arc::new(store),
+            idempotency: Arc::new(keys),
+            projections,
+        })
+    }
+}
+
+/// The application's projections on the configured store, for `bank projections ...`: the same registration
+/// the service runs.
+///
+/// # Errors
+/// When the database cannot be reached or migrated.
+pub async fn projections(config: &StoreConfig) -> anyhow::Result<Projections> {
+    Ok(Backend::connect(config).await?.projections)
+}
+
+/// The service: its store, its read models and its routes.
 #[derive(Clone)]
 pub struct Service {
     state: AppState,
+    projections: Projections,
+    pool: Option<sqlx::PgPool>,
 }
 
 impl Service {
-    /// Connects to the configured store (applying migrations on PostgreSQL) and starts the read models.
+    /// Connects to the configured store, applying migrations on PostgreSQL. The read models start with
+    /// [`serve`](Self::serve).
     ///
     /// # Errors
     /// When the database cannot be reached or migrated.
     pub async fn start(config: &StoreConfig) -> anyhow::Result<Self> {
-        let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
-        let idempotency: Arc<dyn IdempotencyKeys> = Arc::new(MemoryKeys::default());
-        let _ = config;
+        let backend = Backend::connect(config).await?;
+        let read_models = ReadModels::new(&backend.projections)?;
         Ok(Self {
-            state: AppState { store, idempotency },
+            state: AppState {
+                store: backend.store,
+                idempotency: backend.idempotency,
+                read_models,
+                max_retries: DEFAULT_MAX_RETRIES,
+                writers: Default::default(),
+            },
+            projections: backend.projections,
+            pool: backend.pool,
         })
+    }
+
+    /// Closes the database connections once every other clone of the service is gone (after
+    /// [`serve`](Self::serve) returned), so that the database can be dropped at once.
+    pub async fn close(self) {
+        let Self { pool, .. } = self;
+        if let Some(pool) = pool {
+            pool.close().await;
+        }
+    }
+
+    /// Sets how many times a command is decided again after losing a race before the request is answered with
+    /// `409 conflict` (default [`DEFAULT_MAX_RETRIES`]).
+    pub fn with_max_retries(mut self, max_retries: u32) -> Self {
+        self.state.max_retries = max_retries;
+        self
+    }
+
+    /// Sets how long a read with `?min_position=N` waits for the read model before answering
+    /// `504 projection_lagging` (default [`MAX_WAIT`](crate::read_models::MAX_WAIT), 5 s).
+    pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
+        self.state.read_models.max_wait = timeout;
+        self
+    }
+
+    /// The application's projections (to query their status or rebuild them in-process).
+    pub fn projections(&self) -> &Projections {
+        &self.projections
     }
 
     /// The HTTP routes.
@@ -58,18 +176,41 @@ impl Service {
         api::router(self.state.clone())
     }
 
-    /// Serves HTTP on `listener` until `shutdown` completes.
+    /// Serves HTTP on `listener` and runs the read models until `shutdown` completes; then lets in-flight
+    /// requests finish and the projections commit their current batch.
     ///
     /// # Errors
-    /// When the server fails.
+    /// When the server fails or every projection stopped on an error.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let signal = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            // An error means the sender is gone, which also means stop.
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let runner = tokio::spawn({
+            let projections = self.projections.clone();
+            let stopped = signal(stopped.clone());
+            async move { projections.run(stopped).await }
+        });
+        let server = axum::serve(listener, self.router())
+            .with_graceful_shutdown(signal(stopped))
+            .into_future();
+        tokio::pin!(server);
+        tokio::select! {
+            served = &mut server => {
+                let _ = stop.send(true);
+                served?;
+            }
+            () = shutdown => {
+                let _ = stop.send(true);
+                server.await?;
+            }
+        }
+        runner.await.context("the projections runner panicked")??;
         Ok(())
     }
 }

@@ -4,11 +4,12 @@ mod correlation;
 pub(crate) mod error;
 mod idempotency;
 mod json;
+mod locks;
 
 use std::sync::Arc;
 
 use annals::{EventStore, Executed, Metadata, Repository};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::routing::{get, post};
@@ -18,10 +19,12 @@ use serde_json::{Value, json};
 
 use crate::account::{Account, AccountCommand, AccountId, AccountStatus};
 use crate::idempotency::IdempotencyKeys;
+use crate::read_models::{Balance, ReadModels};
 use correlation::CorrelationId;
 use error::ApiError;
 use idempotency::{IdempotencyKey, RequestStore};
 use json::{JsonBody, OptionalJsonBody};
+use locks::KeyedLocks;
 
 /// The largest request body accepted, in bytes; larger bodies get `413`.
 pub(crate) const BODY_LIMIT: usize = 64 * 1024;
@@ -31,6 +34,9 @@ pub(crate) const BODY_LIMIT: usize = 64 * 1024;
 pub(crate) struct AppState {
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) idempotency: Arc<dyn IdempotencyKeys>,
+    pub(crate) read_models: ReadModels,
+    pub(crate) max_retries: u32,
+    pub(crate) writers: KeyedLocks,
 }
 
 /// The service's routes with their layers.
@@ -38,9 +44,11 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/accounts", post(open))
+        .route("/accounts/{id}", get(account))
         .route("/accounts/{id}/deposit", post(deposit))
         .route("/accounts/{id}/withdraw", post(withdraw))
         .route("/accounts/{id}/close", post(close))
+        .route("/accounts/{id}/history", get(history))
         .route("/accounts/{id}/events", get(events))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -58,6 +66,7 @@ pub(crate) fn router(state: AppState) -> Router {
 struct Accounts {
     repository: Repository<Account>,
     metadata: Metadata,
+    writers: KeyedLocks,
 }
 
 impl FromRequestParts<AppState> for Accounts {
@@ -76,8 +85,9 @@ impl FromRequestParts<AppState> for Accounts {
             metadata = metadata.with("idempotency_key", key.clone());
         }
         Ok(Self {
-            repository: Repository::new(store),
+            repository: Repository::new(store).with_max_retries(state.max_retries),
             metadata,
+            writers: state.writers.clone(),
         })
     }
 }
@@ -88,6 +98,7 @@ impl Accounts {
         id: &AccountId,
         command: AccountCommand,
     ) -> Result<Executed<Account>, ApiError> {
+        let _one_writer_per_account = self.writers.lock(id.as_str()).await;
         Ok(self
             .repository
             .execute_with(&id.stream(), &command, self.metadata.clone())
@@ -218,6 +229,46 @@ async fn close(
 ) -> Result<Json<Changed>, ApiError> {
     let done = accounts.execute(&id, AccountCommand::Close).await?;
     Ok(Changed::new(id, &done))
+}
+
+/// `?min_position=N`: answer only once the read model has processed position `N`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadQuery {
+    min_position: Option<u64>,
+}
+
+/// The query string, validated.
+struct ReadParams(ReadQuery);
+
+impl<S: Send + Sync> FromRequestParts<S> for ReadParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Query(query) = Query::<ReadQuery>::from_request_parts(parts, state).await?;
+        Ok(Self(query))
+    }
+}
+
+async fn account(
+    State(state): State<AppState>,
+    AccountPath(id): AccountPath,
+    ReadParams(query): ReadParams,
+) -> Result<Json<Balance>, ApiError> {
+    let balance = state.read_models.balance(&id, query.min_position).await?;
+    balance.map(Json).ok_or_else(not_found_account)
+}
+
+async fn history(
+    State(state): State<AppState>,
+    AccountPath(id): AccountPath,
+    ReadParams(query): ReadParams,
+) -> Result<Json<Value>, ApiError> {
+    let items = state.read_models.history(&id, query.min_position).await?;
+    if items.is_empty() {
+        return Err(not_found_account());
+    }
+    Ok(Json(json!({"items": items})))
 }
 
 async fn events(

@@ -6,12 +6,14 @@
 //! schema whose rows are written in the same transaction as the request's events.
 
 mod memory;
+mod postgres;
 
 use std::sync::Arc;
 
 use annals::EventStore;
 
 pub(crate) use memory::MemoryKeys;
+pub(crate) use postgres::PostgresKeys;
 
 use crate::api::error::ApiError;
 

@@ -263,27 +263,28 @@ async fn correlation_ids_are_recorded_and_echoed(server: &TestServer) {
         .assert_error(400, "invalid_request");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_commands_follow_the_contract() {
-    commands_follow_the_contract(&TestServer::memory().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_money_limits_are_enforced() {
-    money_limits_are_enforced(&TestServer::memory().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_bad_input_is_a_400_naming_what_was_wrong() {
-    bad_input_is_a_400_naming_what_was_wrong(&TestServer::memory().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_unknown_accounts_and_routes_are_404() {
-    unknown_accounts_and_routes_are_404(&TestServer::memory().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_correlation_ids_are_recorded_and_echoed() {
-    correlation_ids_are_recorded_and_echoed(&TestServer::memory().await).await;
-}
+on_both_stores!(
+    commands_follow_the_contract,
+    memory_commands_follow_the_contract,
+    postgres_commands_follow_the_contract
+);
+on_both_stores!(
+    money_limits_are_enforced,
+    memory_money_limits_are_enforced,
+    postgres_money_limits_are_enforced
+);
+on_both_stores!(
+    bad_input_is_a_400_naming_what_was_wrong,
+    memory_bad_input_is_a_400_naming_what_was_wrong,
+    postgres_bad_input_is_a_400_naming_what_was_wrong
+);
+on_both_stores!(
+    unknown_accounts_and_routes_are_404,
+    memory_unknown_accounts_and_routes_are_404,
+    postgres_unknown_accounts_and_routes_are_404
+);
+on_both_stores!(
+    correlation_ids_are_recorded_and_echoed,
+    memory_correlation_ids_are_recorded_and_echoed,
+    postgres_correlation_ids_are_recorded_and_echoed
+);

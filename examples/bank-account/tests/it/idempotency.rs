@@ -143,17 +143,18 @@ async fn racing_retries_have_one_effect(server: &TestServer) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_a_retry_returns_the_original_answer_without_a_second_effect() {
-    a_retry_returns_the_original_answer_without_a_second_effect(&TestServer::memory().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_a_key_reused_for_another_request_is_a_422() {
-    a_key_reused_for_another_request_is_a_422(&TestServer::memory().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_racing_retries_have_one_effect() {
-    racing_retries_have_one_effect(&TestServer::memory().await).await;
-}
+on_both_stores!(
+    a_retry_returns_the_original_answer_without_a_second_effect,
+    memory_a_retry_returns_the_original_answer_without_a_second_effect,
+    postgres_a_retry_returns_the_original_answer_without_a_second_effect
+);
+on_both_stores!(
+    a_key_reused_for_another_request_is_a_422,
+    memory_a_key_reused_for_another_request_is_a_422,
+    postgres_a_key_reused_for_another_request_is_a_422
+);
+on_both_stores!(
+    racing_retries_have_one_effect,
+    memory_racing_retries_have_one_effect,
+    postgres_racing_retries_have_one_effect
+);

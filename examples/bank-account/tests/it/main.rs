@@ -3,7 +3,29 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// Runs `scenario` against a server on the memory store (test `$memory`) and on PostgreSQL in a fresh database
+/// (test `$postgres`).
+macro_rules! on_both_stores {
+    ($scenario:ident, $memory:ident, $postgres:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $memory() {
+            let server = $crate::support::TestServer::memory().await;
+            $scenario(&server).await;
+            server.stop().await;
+        }
+
+        #[sqlx::test(migrations = false)]
+        async fn $postgres(pool: sqlx::PgPool) {
+            let server = $crate::support::TestServer::postgres(&pool).await;
+            $scenario(&server).await;
+            server.stop().await;
+        }
+    };
+}
+
 mod api_contract;
 mod concurrency;
 mod idempotency;
+mod read_models;
+mod rebuild;
 mod support;

@@ -1,6 +1,6 @@
 //! A real server on 127.0.0.1:0 per test, and a reqwest client for it.
 
-use bank_account::{Service, StoreConfig};
+use bank_account::{DEFAULT_SCHEMA, Service, StoreConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -9,7 +9,10 @@ use tokio::sync::oneshot;
 pub(crate) struct TestServer {
     pub(crate) base: String,
     pub(crate) client: reqwest::Client,
-    _shutdown: oneshot::Sender<()>,
+    pub(crate) config: StoreConfig,
+    pub(crate) service: Service,
+    shutdown: oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<()>,
 }
 
 /// A response: status, headers and JSON body (`Value::Null` when empty or not JSON).
@@ -40,32 +43,59 @@ impl Reply {
             "{self:?}"
         );
     }
+
+    /// The `position` of a command's answer.
+    pub(crate) fn position(&self) -> u64 {
+        self.body["position"].as_u64().unwrap()
+    }
 }
 
 impl TestServer {
     /// The service on the embedded memory store.
     pub(crate) async fn memory() -> Self {
-        Self::start(StoreConfig::memory()).await
+        Self::start(StoreConfig::memory(), |s| s).await
     }
 
-    pub(crate) async fn start(config: StoreConfig) -> Self {
-        let service = Service::start(&config).await.unwrap();
+    /// The service on PostgreSQL, in the database of `pool` (a fresh one per test).
+    pub(crate) async fn postgres(pool: &sqlx::PgPool) -> Self {
+        Self::start(postgres_config(pool), |s| s).await
+    }
+
+    /// The service on `config`, adjusted by `tune`.
+    pub(crate) async fn start(config: StoreConfig, tune: impl FnOnce(Service) -> Service) -> Self {
+        let service = tune(Service::start(&config).await.unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            service
-                .serve(listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
+        let served = tokio::spawn({
+            let service = service.clone();
+            async move {
+                service
+                    .serve(listener, async {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .unwrap();
+            }
         });
         Self {
             base,
             client: reqwest::Client::new(),
-            _shutdown: shutdown,
+            config,
+            service,
+            shutdown,
+            served,
         }
+    }
+
+    /// Stops the server and its projections and closes its database connections, so that `#[sqlx::test]` can
+    /// drop the test's database.
+    pub(crate) async fn stop(self) {
+        let _ = self.shutdown.send(());
+        self.served.await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), self.service.close())
+            .await
+            .expect("the service's connections close");
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -134,3 +164,31 @@ pub(crate) async fn reply(response: reqwest::Response) -> Reply {
     }
 }
 
+/// The service's configuration for the database `pool` is connected to (a fresh one per `#[sqlx::test]`).
+pub(crate) fn postgres_config(pool: &sqlx::PgPool) -> StoreConfig {
+    StoreConfig {
+        database_url: Some(database_url(pool)),
+        schema: DEFAULT_SCHEMA.to_owned(),
+    }
+}
+
+/// The URL of the database `pool` is connected to (the server under test connects on its own).
+fn database_url(pool: &sqlx::PgPool) -> String {
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let database = pool
+        .connect_options()
+        .get_database()
+        .expect("sqlx::test connects to a named database")
+        .to_owned();
+    let (without_query, query) = match base.split_once('?') {
+        Some((url, query)) => (url.to_owned(), format!("?{query}")),
+        None => (base.clone(), String::new()),
+    };
+    let authority_end = without_query
+        .find("://")
+        .map(|scheme| scheme + 3)
+        .and_then(|start| without_query[start..].find('/').map(|slash| start + slash))
+        .unwrap_or(without_query.len());
+    format!("{}/{database}{query}", &without_query[..authority_end])
+}

@@ -1,0 +1,242 @@
+//! The read models: `balances` (one document per account) and `history` (one document per account movement),
+//! projections from the account events that run unchanged in memory and on PostgreSQL.
+
+use std::time::Duration;
+
+use annals::{Position, RecordedEvent};
+use annals_projections::{
+    BoxError, DocumentReader, Documents, Projection, Projections, async_trait,
+};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::account::{AccountEvent, AccountId, AccountStatus};
+use crate::api::error::ApiError;
+
+/// How long a read with `min_position` waits for the read model before answering `504 projection_lagging`.
+pub const MAX_WAIT: Duration = Duration::from_secs(5);
+
+/// A row of the `balances` read model: what `GET /accounts/{id}` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    /// The account id.
+    pub id: String,
+    /// The holder's name.
+    pub owner: String,
+    /// Minor units held.
+    pub balance: u64,
+    /// `open` or `closed`.
+    pub status: AccountStatus,
+    /// The account stream's version this row reflects.
+    pub version: u64,
+}
+
+/// An entry of the `history` read model: one movement of an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryItem {
+    /// The event's global position.
+    pub position: u64,
+    /// `opened`, `deposit`, `withdrawal` or `closed`.
+    pub kind: String,
+    /// Minor units moved (`null` for opening and closing).
+    pub amount: Option<u64>,
+    /// The balance after this movement.
+    pub balance_after: u64,
+    /// When the event was recorded.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// The `balances` projection.
+pub struct Balances;
+
+/// The `history` projection.
+pub struct History;
+
+const ACCOUNT_EVENTS: &[&str] = &[
+    "AccountOpened",
+    "MoneyDeposited",
+    "MoneyWithdrawn",
+    "AccountClosed",
+];
+
+/// The account an event belongs to, or `None` for a stream of another kind.
+fn account_of(event: &RecordedEvent) -> Option<AccountId> {
+    AccountId::from_stream(&event.stream_id)
+}
+
+#[async_trait]
+impl Projection for Balances {
+    fn name(&self) -> &str {
+        "balances"
+    }
+
+    fn event_types(&self) -> &[&str] {
+        ACCOUNT_EVENTS
+    }
+
+    async fn apply(&self, event: &RecordedEvent, docs: &mut Documents<'_>) -> Result<(), BoxError> {
+        let Some(id) = account_of(event) else {
+            return Ok(());
+        };
+        let version = event.stream_version.get();
+        let row = match event.decode::<AccountEvent>()? {
+            AccountEvent::Opened { owner } => Balance {
+                id: id.to_string(),
+                owner,
+                balance: 0,
+                status: AccountStatus::Open,
+                version,
+            },
+            change => {
+                let mut row: Balance = docs.get("accounts", &id).await?.ok_or_else(|| {
+                    format!("{change:?} for account {id}, which was never opened")
+                })?;
+                match change {
+                    AccountEvent::Deposited { amount } => {
+                        row.balance = moved(row.balance.checked_add(amount), event)?;
+                    }
+                    AccountEvent::Withdrawn { amount } => {
+                        row.balance = moved(row.balance.checked_sub(amount), event)?;
+                    }
+                    AccountEvent::Closed {} => row.status = AccountStatus::Closed,
+                    AccountEvent::Opened { .. } => {}
+                }
+                row.version = version;
+                row
+            }
+        };
+        docs.put("accounts", &id, &row)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Projection for History {
+    fn name(&self) -> &str {
+        "history"
+    }
+
+    fn event_types(&self) -> &[&str] {
+        ACCOUNT_EVENTS
+    }
+
+    async fn apply(&self, event: &RecordedEvent, docs: &mut Documents<'_>) -> Result<(), BoxError> {
+        let Some(id) = account_of(event) else {
+            return Ok(());
+        };
+        let before: u64 = docs.get("running_balance", &id).await?.unwrap_or(0);
+        let (kind, amount, after) = match event.decode::<AccountEvent>()? {
+            AccountEvent::Opened { .. } => ("opened", None, 0),
+            AccountEvent::Deposited { amount } => (
+                "deposit",
+                Some(amount),
+                moved(before.checked_add(amount), event)?,
+            ),
+            AccountEvent::Withdrawn { amount } => (
+                "withdrawal",
+                Some(amount),
+                moved(before.checked_sub(amount), event)?,
+            ),
+            AccountEvent::Closed {} => ("closed", None, before),
+        };
+        docs.put("running_balance", &id, &after)?;
+        let item = HistoryItem {
+            position: event.position.get(),
+            kind: kind.to_owned(),
+            amount,
+            balance_after: after,
+            recorded_at: event.recorded_at,
+        };
+        docs.put("entries", entry_key(&id, event.position), &item)?;
+        Ok(())
+    }
+}
+
+/// The balance after a movement; `None` (an overflow) means the log breaks the domain's rules, which the
+/// projection reports instead of wrapping.
+fn moved(balance: Option<u64>, event: &RecordedEvent) -> Result<u64, BoxError> {
+    balance.ok_or_else(|| {
+        format!(
+            "the {} at position {} takes the balance out of range",
+            event.event_type, event.position
+        )
+        .into()
+    })
+}
+
+/// `{account}/{position, zero-padded}`: an account's entries list in position order under the prefix `{account}/`.
+fn entry_key(id: &AccountId, position: Position) -> String {
+    format!("{id}/{:020}", position.get())
+}
+
+/// Registers the application's projections on `projections`.
+pub(crate) fn register(projections: Projections) -> Projections {
+    projections.with(Balances).with(History)
+}
+
+/// The query side of the read models, as the HTTP handlers use it.
+#[derive(Clone)]
+pub(crate) struct ReadModels {
+    balances: DocumentReader,
+    history: DocumentReader,
+    pub(crate) max_wait: Duration,
+}
+
+impl ReadModels {
+    pub(crate) fn new(projections: &Projections) -> anyhow::Result<Self> {
+        Ok(Self {
+            balances: projections.documents("balances")?,
+            history: projections.documents("history")?,
+            max_wait: MAX_WAIT,
+        })
+    }
+
+    pub(crate) async fn balance(
+        &self,
+        id: &AccountId,
+        min_position: Option<u64>,
+    ) -> Result<Option<Balance>, ApiError> {
+        wait(&self.balances, min_position, self.max_wait).await?;
+        self.balances
+            .get("accounts", id)
+            .await
+            .map_err(ApiError::internal)
+    }
+
+    pub(crate) async fn history(
+        &self,
+        id: &AccountId,
+        min_position: Option<u64>,
+    ) -> Result<Vec<HistoryItem>, ApiError> {
+        wait(&self.history, min_position, self.max_wait).await?;
+        let entries = self
+            .history
+            .list::<HistoryItem>("entries", &format!("{id}/"))
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(entries.into_iter().map(|(_, item)| item).collect())
+    }
+}
+
+async fn wait(
+    reader: &DocumentReader,
+    min_position: Option<u64>,
+    max_wait: Duration,
+) -> Result<(), ApiError> {
+    let Some(position) = min_position else {
+        return Ok(());
+    };
+    match reader.wait_for_position(Position(position), max_wait).await {
+        Ok(_) => Ok(()),
+        Err(annals_projections::Error::Lagging { reached, .. }) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "projection_lagging",
+            format!(
+                "the {} read model has processed position {reached}, not yet {position}; retry later",
+                reader.projection()
+            ),
+        )),
+        Err(other) => Err(ApiError::internal(other)),
+    }
+}
