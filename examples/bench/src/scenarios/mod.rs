@@ -5,6 +5,7 @@ mod command;
 mod fill;
 mod load_stream;
 mod read_all;
+mod rebuild;
 
 use crate::settings::Settings;
 
@@ -26,6 +27,12 @@ pub(crate) enum Scenario {
     /// Read 100,000 events in global order.
     #[value(name = "read-all")]
     ReadAll,
+    /// Rebuild a projection of per-cart balances over 100,000 events into memory.
+    #[value(name = "rebuild-memory")]
+    RebuildMemory,
+    /// Rebuild the same projection into a PostgreSQL table with batched upserts.
+    #[value(name = "rebuild-postgres")]
+    RebuildPostgres,
     /// Every scenario above, in this order.
     All,
 }
@@ -40,6 +47,8 @@ impl Scenario {
                 Self::AppendBatch,
                 Self::Load10k,
                 Self::ReadAll,
+                Self::RebuildMemory,
+                Self::RebuildPostgres,
             ],
             one => vec![one],
         }
@@ -53,6 +62,8 @@ impl Scenario {
             Self::AppendBatch => "append-batch",
             Self::Load10k => "load-10k",
             Self::ReadAll => "read-all",
+            Self::RebuildMemory => "rebuild-memory",
+            Self::RebuildPostgres => "rebuild-postgres",
             Self::All => "all",
         }
     }
@@ -66,6 +77,8 @@ impl Scenario {
             Self::AppendBatch => append_batch::AppendBatch::run(settings, name).await,
             Self::Load10k => load_stream::run(settings, name).await,
             Self::ReadAll => read_all::run(settings, name).await,
+            Self::RebuildMemory => rebuild::run(settings, name, rebuild::Target::Memory).await,
+            Self::RebuildPostgres => rebuild::run(settings, name, rebuild::Target::Postgres).await,
             Self::All => anyhow::bail!("`all` is not a single scenario; expand it first"),
         }
     }
