@@ -58,6 +58,7 @@ pub(crate) fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn(correlation::correlation))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
 

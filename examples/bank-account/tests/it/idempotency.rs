@@ -158,3 +158,25 @@ on_both_stores!(
     memory_racing_retries_have_one_effect,
     postgres_racing_retries_have_one_effect
 );
+
+/// On PostgreSQL the keys are stored with the events, not in process memory: a retry after a restart (or on
+/// another instance) still gets the original answer and has no second effect.
+#[sqlx::test(migrations = false)]
+async fn postgres_keys_survive_a_restart(pool: sqlx::PgPool) {
+    let first = TestServer::postgres(&pool).await;
+    first.open("durable", "Alice").await;
+    let body = json!({"amount": 5});
+    let original = post_with_key(&first, "/accounts/durable/deposit", &body, "durable-1").await;
+    assert_eq!(original.status, StatusCode::OK);
+    first.stop().await;
+
+    let second = TestServer::postgres(&pool).await;
+    let retry = post_with_key(&second, "/accounts/durable/deposit", &body, "durable-1").await;
+    assert_eq!(
+        (retry.status, &retry.body),
+        (original.status, &original.body)
+    );
+    assert_eq!(retry.headers["idempotent-replayed"], "true");
+    assert_eq!(event_count(&second, "durable").await, 2);
+    second.stop().await;
+}
