@@ -21,9 +21,17 @@ pub const MAX_OWNER_LEN: usize = 200;
 pub const MAX_ACCOUNT_ID_LEN: usize = 64;
 
 /// An account's identifier: 1 to 64 characters from `A-Z a-z 0-9 - _ .`, so it is safe in a URL path.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
-pub struct AccountId(String);
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AccountId {
+    id: String,
+    stream: StreamId,
+}
+
+impl Serialize for AccountId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.id)
+    }
+}
 
 impl AccountId {
     /// Validates `id`.
@@ -46,24 +54,25 @@ impl AccountId {
                 "account id {id:?} contains {bad:?}; allowed are letters, digits, '-', '_' and '.'"
             )));
         }
-        Ok(Self(id))
+        let stream = StreamId::new(format!("{STREAM_PREFIX}{id}"))
+            .map_err(|e| InvalidAccountId(format!("account id {id:?}: {e}")))?;
+        Ok(Self { id, stream })
     }
 
     /// A fresh id, `acc-` followed by a time-ordered UUID.
     pub fn generate() -> Self {
-        Self(format!("acc-{}", uuid::Uuid::now_v7().simple()))
+        let id = format!("acc-{}", uuid::Uuid::now_v7().simple());
+        Self::new(id).unwrap_or_else(|e| unreachable!("a generated id is valid: {e}"))
     }
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.id
     }
 
     /// The event stream holding this account's events: `account-{id}`.
-    pub fn stream(&self) -> StreamId {
-        // Always valid: at most 72 bytes of printable ASCII.
-        StreamId::new(format!("{STREAM_PREFIX}{}", self.0))
-            .unwrap_or_else(|_| unreachable!("account ids are validated"))
+    pub fn stream(&self) -> &StreamId {
+        &self.stream
     }
 
     /// The account id of an account stream, or `None` for any other stream.
@@ -79,13 +88,13 @@ const STREAM_PREFIX: &str = "account-";
 
 impl AsRef<str> for AccountId {
     fn as_ref(&self) -> &str {
-        &self.0
+        &self.id
     }
 }
 
 impl fmt::Display for AccountId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.id)
     }
 }
 
@@ -514,6 +523,7 @@ mod tests {
         }
         let id = AccountId::new("acc-1").unwrap();
         assert_eq!(id.stream().as_str(), "account-acc-1");
-        assert_eq!(AccountId::from_stream(&id.stream()), Some(id));
+        assert_eq!(AccountId::from_stream(id.stream()), Some(id.clone()));
+        assert!(AccountId::generate().as_str().starts_with("acc-"));
     }
 }

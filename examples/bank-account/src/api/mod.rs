@@ -102,7 +102,7 @@ impl Accounts {
         let _one_writer_per_account = self.writers.lock(id.as_str()).await;
         Ok(self
             .repository
-            .execute_with(&id.stream(), &command, self.metadata.clone())
+            .execute_with(id.stream(), &command, self.metadata.clone())
             .await?)
     }
 }
@@ -276,7 +276,7 @@ async fn events(
     State(state): State<AppState>,
     AccountPath(id): AccountPath,
 ) -> Result<Json<Value>, ApiError> {
-    let events = state.store.load_stream(&id.stream()).await?;
+    let events = state.store.load_stream(id.stream()).await?;
     if events.is_empty() {
         return Err(not_found_account());
     }
