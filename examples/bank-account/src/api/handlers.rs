@@ -1,0 +1,217 @@
+//! The handlers: request bodies in, domain commands through [`Accounts`], response bodies out.
+
+use annals::Executed;
+use axum::Json;
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::accounts::{AccountPath, Accounts};
+use super::error::ApiError;
+use super::json::{JsonBody, OptionalJsonBody};
+use crate::account::{Account, AccountCommand, AccountId, AccountStatus};
+use crate::read_models::Balance;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OpenRequest {
+    id: Option<String>,
+    owner: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AmountRequest {
+    amount: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CloseRequest {}
+
+#[derive(Serialize)]
+pub(super) struct Opened {
+    id: AccountId,
+    owner: String,
+    balance: u64,
+    status: AccountStatus,
+    version: u64,
+    position: u64,
+}
+
+#[derive(Serialize)]
+pub(super) struct Changed {
+    id: AccountId,
+    balance: u64,
+    version: u64,
+    position: u64,
+}
+
+impl Changed {
+    fn new(id: AccountId, done: &Executed<Account>) -> Json<Self> {
+        Json(Self {
+            id,
+            balance: done.state.balance,
+            version: done.version.get(),
+            position: done.position.get(),
+        })
+    }
+}
+
+pub(super) async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+pub(super) async fn open(
+    accounts: Accounts,
+    JsonBody(request): JsonBody<OpenRequest>,
+) -> Result<(StatusCode, Json<Opened>), ApiError> {
+    let id = match request.id {
+        Some(id) => AccountId::new(id).map_err(|e| ApiError::invalid_request(e.to_string()))?,
+        None => AccountId::generate(),
+    };
+    let done = accounts
+        .execute(
+            &id,
+            AccountCommand::Open {
+                owner: request.owner,
+            },
+        )
+        .await?;
+    let state = done.state;
+    Ok((
+        StatusCode::CREATED,
+        Json(Opened {
+            id,
+            owner: state.owner,
+            balance: state.balance,
+            status: state.status,
+            version: done.version.get(),
+            position: done.position.get(),
+        }),
+    ))
+}
+
+pub(super) async fn deposit(
+    accounts: Accounts,
+    AccountPath(id): AccountPath,
+    JsonBody(AmountRequest { amount }): JsonBody<AmountRequest>,
+) -> Result<Json<Changed>, ApiError> {
+    let done = accounts
+        .execute(&id, AccountCommand::Deposit { amount })
+        .await?;
+    Ok(Changed::new(id, &done))
+}
+
+pub(super) async fn withdraw(
+    accounts: Accounts,
+    AccountPath(id): AccountPath,
+    JsonBody(AmountRequest { amount }): JsonBody<AmountRequest>,
+) -> Result<Json<Changed>, ApiError> {
+    let done = accounts
+        .execute(&id, AccountCommand::Withdraw { amount })
+        .await?;
+    Ok(Changed::new(id, &done))
+}
+
+pub(super) async fn close(
+    accounts: Accounts,
+    AccountPath(id): AccountPath,
+    OptionalJsonBody(_): OptionalJsonBody<CloseRequest>,
+) -> Result<Json<Changed>, ApiError> {
+    let done = accounts.execute(&id, AccountCommand::Close).await?;
+    Ok(Changed::new(id, &done))
+}
+
+/// `?min_position=N`: answer only once the read model has processed position `N`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReadQuery {
+    min_position: Option<u64>,
+}
+
+/// The query string, validated.
+pub(super) struct ReadParams(ReadQuery);
+
+impl<S: Send + Sync> FromRequestParts<S> for ReadParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Query(query) = Query::<ReadQuery>::from_request_parts(parts, state).await?;
+        Ok(Self(query))
+    }
+}
+
+pub(super) async fn account(
+    State(state): State<AppState>,
+    AccountPath(id): AccountPath,
+    ReadParams(query): ReadParams,
+) -> Result<Json<Balance>, ApiError> {
+    let balance = state.read_models.balance(&id, query.min_position).await?;
+    balance.map(Json).ok_or_else(not_found_account)
+}
+
+pub(super) async fn history(
+    State(state): State<AppState>,
+    AccountPath(id): AccountPath,
+    ReadParams(query): ReadParams,
+) -> Result<Json<Value>, ApiError> {
+    let items = state.read_models.history(&id, query.min_position).await?;
+    if items.is_empty() {
+        return Err(not_found_account());
+    }
+    Ok(Json(json!({"items": items})))
+}
+
+pub(super) async fn events(
+    State(state): State<AppState>,
+    AccountPath(id): AccountPath,
+) -> Result<Json<Value>, ApiError> {
+    let events = state.store.load_stream(id.stream()).await?;
+    if events.is_empty() {
+        return Err(not_found_account());
+    }
+    let items: Vec<Value> = events
+        .into_iter()
+        .map(|e| {
+            json!({
+                "event_id": e.event_id,
+                "type": e.event_type,
+                "schema_version": e.schema_version,
+                "version": e.stream_version,
+                "position": e.position,
+                "recorded_at": e.recorded_at,
+                "payload": e.payload,
+                "metadata": e.metadata,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"items": items})))
+}
+
+fn not_found_account() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "account_not_found",
+        "account not found",
+    )
+}
+
+pub(super) async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see the README for the routes",
+    )
+}
+
+pub(super) async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not accept that method",
+    )
+}
