@@ -106,6 +106,37 @@ pub(crate) fn is_connection_error(e: &sqlx::Error) -> bool {
     )
 }
 
+/// Events per second over windows of about a second.
+struct Rate {
+    since: Instant,
+    events: usize,
+    last: Option<f64>,
+}
+
+impl Rate {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            events: 0,
+            last: None,
+        }
+    }
+
+    fn add(&mut self, events: usize) {
+        self.events += events;
+        let elapsed = self.since.elapsed();
+        if elapsed >= Duration::from_secs(1) {
+            self.last = Some(self.events as f64 / elapsed.as_secs_f64());
+            self.since = Instant::now();
+            self.events = 0;
+        }
+    }
+
+    fn get(&self) -> Option<f64> {
+        self.last
+    }
+}
+
 /// Shared by every runner of one [`Projections`](crate::Projections).
 pub(crate) struct Engine {
     pub(crate) store: Arc<dyn EventStore>,
@@ -241,13 +272,11 @@ impl Engine {
         events: &[RecordedEvent],
         state: SlotState,
         parked: &mut usize,
+        throughput: Option<f64>,
     ) -> Result<usize> {
-        let started = Instant::now();
         let mut rest = events;
         let mut applied = 0;
         while !rest.is_empty() {
-            let throughput = Some(rest.len() as f64 / started.elapsed().as_secs_f64().max(1e-6));
-            let throughput = throughput.filter(|_| rest.len() > 1);
             match self.try_batch(p, slot, rest, state, throughput).await {
                 Ok(n) => {
                     applied += n;
@@ -275,6 +304,25 @@ impl Engine {
             }
         }
         Ok(applied)
+    }
+
+    /// Processes `events` (a full page) while reading the page after it; returns that next page.
+    async fn process_and_prefetch(
+        &self,
+        p: &Registered,
+        slot: &mut Slot,
+        events: &[RecordedEvent],
+        state: SlotState,
+        parked: &mut usize,
+        throughput: Option<f64>,
+    ) -> Result<Vec<RecordedEvent>> {
+        let after = events.last().map_or(slot.checkpoint, |e| e.position);
+        let (next, done) = tokio::join!(
+            self.store.read_all(after, p.options.batch_size),
+            self.process_page(p, slot, events, state, parked, throughput)
+        );
+        done?;
+        Ok(next?)
     }
 
     /// Retries, parks or stops at a failing event. Returns whether it was parked.
@@ -418,7 +466,10 @@ impl Engine {
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    let _ = self.backend.release(&slot, self.owner).await;
+                    return Err(e);
+                }
             }
         }
     }
@@ -430,12 +481,17 @@ impl Engine {
         let mut live = false;
         let mut pending_caught_up = true;
         let mut parked = 0;
+        let mut prefetched = None;
+        let mut rate = Rate::new();
         self.notify(slot);
         loop {
             if is_shut(shutdown) {
                 return Ok(());
             }
-            let events = self.store.read_all(slot.checkpoint, batch).await?;
+            let events = match prefetched.take() {
+                Some(events) => events,
+                None => self.store.read_all(slot.checkpoint, batch).await?,
+            };
             if events.is_empty() {
                 if !live {
                     self.backend
@@ -472,9 +528,18 @@ impl Engine {
             pending_caught_up = true;
             let span = info_span!("projection_batch", projection = %p.name,
                                   from = slot.checkpoint.get(), events = events.len());
-            self.process_page(p, slot, &events, state, &mut parked)
-                .instrument(span)
-                .await?;
+            if events.len() >= batch {
+                prefetched = Some(
+                    self.process_and_prefetch(p, slot, &events, state, &mut parked, rate.get())
+                        .instrument(span)
+                        .await?,
+                );
+            } else {
+                self.process_page(p, slot, &events, state, &mut parked, rate.get())
+                    .instrument(span)
+                    .await?;
+            }
+            rate.add(events.len());
         }
     }
 
@@ -533,6 +598,8 @@ impl Engine {
             head = total,
             "rebuild started"
         );
+        let mut prefetched = None;
+        let mut rate = Rate::new();
         loop {
             if is_shut(&cancel) {
                 self.backend.release(&slot, self.owner).await?;
@@ -547,11 +614,15 @@ impl Engine {
                     parked,
                 ));
             }
-            let events = match self
-                .store
-                .read_all(slot.checkpoint, p.options.batch_size)
-                .await
-            {
+            let read = match prefetched.take() {
+                Some(events) => Ok(events),
+                None => {
+                    self.store
+                        .read_all(slot.checkpoint, p.options.batch_size)
+                        .await
+                }
+            };
+            let events = match read {
                 Ok(events) => events,
                 Err(e) => {
                     let _ = self.backend.release(&slot, self.owner).await;
@@ -586,13 +657,24 @@ impl Engine {
                 }
             }
             events_read += events.len() as u64;
-            if let Err(e) = self
-                .process_page(p, &mut slot, &events, SlotState::Rebuilding, &mut parked)
+            match self
+                .process_and_prefetch(
+                    p,
+                    &mut slot,
+                    &events,
+                    SlotState::Rebuilding,
+                    &mut parked,
+                    rate.get(),
+                )
                 .await
             {
-                let _ = self.backend.release(&slot, self.owner).await;
-                return Err(e);
+                Ok(next) => prefetched = Some(next),
+                Err(e) => {
+                    let _ = self.backend.release(&slot, self.owner).await;
+                    return Err(e);
+                }
             }
+            rate.add(events.len());
             total = total.max(slot.checkpoint.get());
             progress(Progress {
                 done: slot.checkpoint.get(),
@@ -651,6 +733,10 @@ impl Engine {
 
     /// Applies the parked events of the live generation again, in position order; removes those that succeed.
     pub(crate) async fn replay_parked(&self, p: &Registered) -> Result<ReplayReport> {
+        let parked = self.backend.parked(&p.name).await?;
+        if parked.is_empty() {
+            return Ok(ReplayReport::default());
+        }
         let slot = match self
             .backend
             .acquire_live(p, self.owner, self.lease_ttl)
@@ -665,7 +751,7 @@ impl Engine {
             }
         };
         let mut report = ReplayReport::default();
-        for parked in self.backend.parked(&p.name).await? {
+        for parked in parked {
             let Some(event) = self
                 .store
                 .read_all(Position(parked.position.get().saturating_sub(1)), 1)

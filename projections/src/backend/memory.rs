@@ -155,6 +155,10 @@ impl Backend for MemoryBackend {
             return Ok(Acquired::Busy);
         }
         slot.take(owner, ttl);
+        if slot.state == SlotState::Failed {
+            slot.state = SlotState::CatchingUp;
+            slot.error = None;
+        }
         let view = slot.view(&p.name, true);
         slot.fresh = false;
         Ok(Acquired::Slot(view))
@@ -285,6 +289,7 @@ impl Backend for MemoryBackend {
             expected,
             docs,
             live_checkpoint,
+            ttl,
             _guards: guards,
         }))
     }
@@ -371,6 +376,7 @@ struct MemTx {
     expected: Option<Position>,
     docs: Docs,
     live_checkpoint: Option<Position>,
+    ttl: Duration,
     _guards: Vec<OwnedMutexGuard<()>>,
 }
 
@@ -414,6 +420,7 @@ impl BatchTx for MemTx {
                 };
             }
         }
+        s.take(self.owner, self.ttl);
         if let Some(c) = commit.checkpoint {
             s.checkpoint = c;
         }

@@ -400,6 +400,7 @@ impl Backend for PostgresBackend {
             schema: self.schema(&slot.name, slot.generation, live),
             live_schema: self.schema(&slot.name, slot.generation, true),
             live_checkpoint,
+            ttl: secs(ttl),
         }))
     }
 
@@ -559,6 +560,8 @@ struct PgTx {
     /// Unquoted schema of the live generation.
     live_schema: String,
     live_checkpoint: Option<Position>,
+    /// Lease time-to-live in seconds, renewed by the commit.
+    ttl: f64,
 }
 
 #[async_trait]
@@ -669,13 +672,15 @@ impl BatchTx for PgTx {
         }
         sqlx::query(AssertSqlSafe(format!(
             "UPDATE {meta}.slots SET checkpoint = coalesce($3, checkpoint), state = coalesce($4, state), \
-             throughput = coalesce($5, throughput), updated_at = now() WHERE name = $1 AND generation = $2"
+             throughput = coalesce($5, throughput), lease_until = clock_timestamp() + make_interval(secs => $6), \
+             updated_at = now() WHERE name = $1 AND generation = $2"
         )))
         .bind(&self.name)
         .bind(generation)
         .bind(commit.checkpoint.map(to_i64))
         .bind(commit.state.map(SlotState::as_str))
         .bind(commit.throughput)
+        .bind(self.ttl)
         .execute(&mut *self.tx)
         .await
         .map_err(Error::db("move checkpoint"))?;
