@@ -262,7 +262,7 @@ async fn rebuild(
     let progress_bar = bar.clone();
     let log = Arc::clone(out);
     let label = name.to_owned();
-    let last_line = Mutex::new(None::<Instant>);
+    let last_line = Mutex::new(None::<(Instant, u64)>);
     let options = RebuildOptions::new()
         .on_progress(move |p: Progress| {
             if let Some(bar) = &progress_bar {
@@ -271,10 +271,13 @@ async fn rebuild(
                 return;
             }
             let mut last = last_line.lock().unwrap_or_else(PoisonError::into_inner);
-            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) && p.done < p.total {
+            let due = last.is_none_or(|(at, done): (Instant, u64)| {
+                at.elapsed() >= Duration::from_secs(1) || (p.done >= p.total && done < p.done)
+            });
+            if !due {
                 return;
             }
-            *last = Some(Instant::now());
+            *last = Some((Instant::now(), p.done));
             let rate = p.events as f64 / p.elapsed.as_secs_f64().max(1e-3);
             let left = p.total.saturating_sub(p.done);
             let eta = if rate > 0.0 { left as f64 / rate } else { 0.0 };

@@ -600,6 +600,12 @@ impl Engine {
         );
         let mut prefetched = None;
         let mut rate = Rate::new();
+        progress(Progress {
+            done: slot.checkpoint.get(),
+            total: total.max(slot.checkpoint.get()),
+            events: 0,
+            elapsed: started.elapsed(),
+        });
         loop {
             if is_shut(&cancel) {
                 self.backend.release(&slot, self.owner).await?;
