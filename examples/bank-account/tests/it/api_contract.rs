@@ -163,6 +163,20 @@ async fn bad_input_is_a_400_naming_what_was_wrong(server: &TestServer) {
         .get("/accounts/bad%20id/events")
         .await
         .assert_error(400, "invalid_request");
+    // Not UTF-8 once decoded, too long, and deeply nested JSON: still a 400, never a 500.
+    server
+        .post("/accounts/%FF/deposit", &json!({"amount": 1}))
+        .await
+        .assert_error(400, "invalid_request");
+    server
+        .get(&format!("/accounts/{}", "x".repeat(65)))
+        .await
+        .assert_error(400, "invalid_request");
+    let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    server
+        .post_raw("/accounts", nested)
+        .await
+        .assert_error(400, "invalid_request");
     server.open("body-limit", "Alice").await;
     let huge = format!("{{\"owner\": \"{}\"}}", "x".repeat(70 * 1024));
     server
