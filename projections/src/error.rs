@@ -192,3 +192,29 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projection_names_follow_the_rule() {
+        for ok in ["balances", "history_v2", "a"] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("Balances", "lowercase"),
+            ("2fast", "start"),
+            ("has-dash", "only lowercase"),
+            ("a__b", "__"),
+            (&"x".repeat(41), "40"),
+        ] {
+            let err = check_name(bad).unwrap_err().to_string();
+            assert!(
+                err.contains(why) && err.contains(&format!("{bad:?}")),
+                "{bad}: {err}"
+            );
+        }
+    }
+}

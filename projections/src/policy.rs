@@ -105,3 +105,20 @@ impl ProjectionOptions {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let p = FailurePolicy::retry(5, Duration::from_millis(100));
+        assert_eq!(p.delay(0), Duration::from_millis(100));
+        assert_eq!(p.delay(1), Duration::from_millis(200));
+        assert_eq!(p.delay(3), Duration::from_millis(800));
+        assert_eq!(p.delay(40), Duration::from_secs(30));
+        assert!(!p.park && p.then_park().park);
+        assert_eq!(FailurePolicy::default(), FailurePolicy::stop());
+        assert_eq!(ProjectionOptions::new().batch_size(0).batch_size, 1);
+    }
+}
