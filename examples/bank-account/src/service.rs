@@ -72,6 +72,7 @@ impl Backend {
             });
         };
         let schema = &config.schema;
+        check_schema(schema)?;
         let store = PostgresStore::connect(url)
             .await?
             .with_schema(schema)?
@@ -102,6 +103,24 @@ impl Backend {
             projections,
         })
     }
+}
+
+/// The longest schema name: the projections' schemas `{schema}_projections` and `{schema}_rm_` may have at most
+/// 20 characters.
+const MAX_SCHEMA_LEN: usize = 8;
+
+fn check_schema(schema: &str) -> anyhow::Result<()> {
+    let plain = schema
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    let starts_well = schema.starts_with(|c: char| c.is_ascii_lowercase());
+    if schema.len() > MAX_SCHEMA_LEN || !plain || !starts_well {
+        anyhow::bail!(
+            "invalid schema {schema:?}: use 1 to {MAX_SCHEMA_LEN} lowercase ASCII letters, digits or '_', starting with a \
+             letter (the read models live in `{{schema}}_projections` and `{{schema}}_rm_<name>`)"
+        );
+    }
+    Ok(())
 }
 
 /// The application's projections on the configured store, for `bank projections ...`: the same registration
@@ -212,5 +231,21 @@ impl Service {
         }
         runner.await.context("the projections runner panicked")??;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemas_must_leave_room_for_the_read_models() {
+        for good in ["bank", "b", "tenant_1", "abcdefgh"] {
+            assert!(check_schema(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Bank", "1bank", "bank-1", "abcdefghi", "bänk"] {
+            let error = check_schema(bad).unwrap_err().to_string();
+            assert!(error.contains("invalid schema"), "{bad}: {error}");
+        }
     }
 }
