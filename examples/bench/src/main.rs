@@ -50,6 +50,9 @@ struct Args {
     /// The store behind the Annals side; `memory` shows the framework's own overhead.
     #[arg(long, value_enum, default_value_t = StoreKind::Postgres)]
     store: StoreKind,
+    /// Build the PostgreSQL store with `with_notify(false)`: appends send no NOTIFY (shows what it costs).
+    #[arg(long)]
+    no_notify: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         commands: args.commands,
         events: args.events,
         page_size: args.page_size.max(1),
+        notify: !args.no_notify,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

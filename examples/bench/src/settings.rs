@@ -26,6 +26,7 @@ pub(crate) struct Settings {
     pub(crate) commands: Option<usize>,
     pub(crate) events: Option<usize>,
     pub(crate) page_size: usize,
+    pub(crate) notify: bool,
 }
 
 impl Settings {
@@ -39,7 +40,8 @@ impl Settings {
             StoreKind::Memory => Ok(Arc::new(annals_memory::MemoryStore::new())),
             StoreKind::Postgres => {
                 let store = annals_postgres::PostgresStore::from_pool(pool.clone())
-                    .with_schema(scratch.name())?;
+                    .with_schema(scratch.name())?
+                    .with_notify(self.notify);
                 store.migrate().await?;
                 Ok(Arc::new(store))
             }
