@@ -121,6 +121,18 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A projection's own set-up code failed: [`SqlProjection::setup`](crate::SqlProjection::setup) or the
+    /// [`Projection::reset`](crate::Projection::reset) hook. Fix the projection; nothing was applied.
+    #[error("projection {projection:?}: {hook} failed: {cause}")]
+    Hook {
+        /// The projection's name.
+        projection: String,
+        /// `"setup"` or `"reset"`.
+        hook: &'static str,
+        /// The projection's error, as text.
+        cause: String,
+    },
+
     /// Invalid configuration (schema name, batch size, ...). Fix the configuration.
     #[error("invalid configuration: {reason}")]
     Config {

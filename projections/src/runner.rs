@@ -40,8 +40,10 @@ impl Registered {
 
     async fn reset_hook(&self) -> Result<()> {
         if let Kind::Docs(p) = &self.kind {
-            p.reset().await.map_err(|e| Error::Config {
-                reason: format!("projection {:?}: reset hook failed: {e}", self.name),
+            p.reset().await.map_err(|e| Error::Hook {
+                projection: self.name.clone(),
+                hook: "reset",
+                cause: e.to_string(),
             })?;
         }
         Ok(())

@@ -117,12 +117,11 @@ impl PostgresBackend {
             }
             Kind::Sql(projection) => {
                 let mut sql = SqlTx { conn: tx, schema };
-                projection
-                    .setup(&mut sql)
-                    .await
-                    .map_err(|e| Error::Config {
-                        reason: format!("projection {:?}: setup failed: {e}", p.name),
-                    })?;
+                projection.setup(&mut sql).await.map_err(|e| Error::Hook {
+                    projection: p.name.clone(),
+                    hook: "setup",
+                    cause: e.to_string(),
+                })?;
             }
         }
         Ok(())

@@ -118,3 +118,53 @@ async fn sql_projection_writes_its_tables_and_survives_a_rebuild(pool: PgPool) {
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
 }
+
+/// A SQL projection whose `setup` is broken.
+struct BrokenSetup;
+
+#[async_trait]
+impl SqlProjection for BrokenSetup {
+    fn name(&self) -> &str {
+        "broken"
+    }
+
+    async fn setup(&self, tx: &mut SqlTx<'_>) -> Result<(), BoxError> {
+        sqlx::query("CREATE TABLE oops (")
+            .execute(tx.conn())
+            .await?;
+        Ok(())
+    }
+
+    async fn apply(&self, _: &RecordedEvent, _: &mut SqlTx<'_>) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+#[sqlx::test]
+async fn failing_setup_is_a_clear_error_and_leaves_nothing_behind(pool: PgPool) {
+    let store = pg_store(&pool).await;
+    let projections = Projections::postgres(store, pool.clone()).with_sql(BrokenSetup);
+    let err = projections.run(std::future::pending()).await.unwrap_err();
+    match &err {
+        annals_projections::Error::Hook {
+            projection,
+            hook,
+            cause,
+        } => {
+            assert_eq!((projection.as_str(), *hook), ("broken", "setup"));
+            assert!(cause.contains("syntax"), "{cause}");
+        }
+        other => panic!("expected Hook, got {other:?}"),
+    }
+    let slots: i64 = sqlx::query_scalar("SELECT count(*) FROM annals_projections.slots")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(slots, 0);
+    let schema: Option<String> =
+        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname = 'rm_broken'")
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+    assert_eq!(schema, None);
+}
