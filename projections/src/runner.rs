@@ -139,6 +139,16 @@ impl Rate {
     }
 }
 
+/// What became of a failing event.
+enum Poison {
+    /// A retry succeeded.
+    Applied,
+    /// Parked in the dead-letter list.
+    Parked,
+    /// Shutdown came during a retry's backoff; the event is not applied.
+    Interrupted,
+}
+
 /// Shared by every runner of one [`Projections`](crate::Projections).
 pub(crate) struct Engine {
     pub(crate) store: Arc<dyn EventStore>,
@@ -266,7 +276,8 @@ impl Engine {
     }
 
     /// Applies one page of events to `slot`, handling failing events by the projection's policy.
-    /// Returns the number of events applied (or parked).
+    /// Returns `false` when `stop` interrupted a retry backoff (the page is then not complete).
+    #[allow(clippy::too_many_arguments)]
     async fn process_page(
         &self,
         p: &Registered,
@@ -275,7 +286,8 @@ impl Engine {
         state: SlotState,
         parked: &mut usize,
         throughput: Option<f64>,
-    ) -> Result<usize> {
+        stop: &Shutdown,
+    ) -> Result<bool> {
         let mut rest = events;
         let mut applied = 0;
         while !rest.is_empty() {
@@ -297,18 +309,26 @@ impl Engine {
                     let Some(poison) = rest.get(index) else {
                         break;
                     };
-                    if self.handle_poison(p, slot, poison, error, state).await? {
-                        *parked += 1;
+                    match self
+                        .handle_poison(p, slot, poison, error, state, stop)
+                        .await?
+                    {
+                        Poison::Applied => {}
+                        Poison::Parked => *parked += 1,
+                        Poison::Interrupted => return Ok(false),
                     }
                     applied += 1;
                     rest = &rest[index + 1..];
                 }
             }
         }
-        Ok(applied)
+        debug!(applied, "page applied");
+        Ok(true)
     }
 
-    /// Processes `events` (a full page) while reading the page after it; returns that next page.
+    /// Processes `events` (a full page) while reading the page after it; returns that next page (`None` when
+    /// the page was interrupted, see [`process_page`](Self::process_page)).
+    #[allow(clippy::too_many_arguments)]
     async fn process_and_prefetch(
         &self,
         p: &Registered,
@@ -317,17 +337,20 @@ impl Engine {
         state: SlotState,
         parked: &mut usize,
         throughput: Option<f64>,
-    ) -> Result<Vec<RecordedEvent>> {
+        stop: &Shutdown,
+    ) -> Result<Option<Vec<RecordedEvent>>> {
         let after = events.last().map_or(slot.checkpoint, |e| e.position);
-        let (next, done) = tokio::join!(
+        let (next, complete) = tokio::join!(
             self.store.read_all(after, p.options.batch_size),
-            self.process_page(p, slot, events, state, parked, throughput)
+            self.process_page(p, slot, events, state, parked, throughput, stop)
         );
-        done?;
-        Ok(next?)
+        if !complete? {
+            return Ok(None);
+        }
+        Ok(Some(next?))
     }
 
-    /// Retries, parks or stops at a failing event. Returns whether it was parked.
+    /// Retries, parks or stops at a failing event.
     async fn handle_poison(
         &self,
         p: &Registered,
@@ -335,7 +358,8 @@ impl Engine {
         event: &RecordedEvent,
         first: BoxError,
         state: SlotState,
-    ) -> Result<bool> {
+        stop: &Shutdown,
+    ) -> Result<Poison> {
         let policy = p.options.failure_policy;
         let mut error = first;
         let mut attempts = 1;
@@ -343,13 +367,15 @@ impl Engine {
             let delay = policy.delay(attempts - 1);
             warn!(projection = %p.name, position = event.position.get(), attempt = attempts,
                   ?delay, error = %error, "projection failed on an event; retrying");
-            tokio::time::sleep(delay).await;
+            if sleep_or_shutdown(delay, &mut stop.clone()).await {
+                return Ok(Poison::Interrupted);
+            }
             attempts += 1;
             match self
                 .try_batch(p, slot, std::slice::from_ref(event), state, None)
                 .await
             {
-                Ok(_) => return Ok(false),
+                Ok(_) => return Ok(Poison::Applied),
                 Err(BatchError::Infra(e)) => return Err(e),
                 Err(BatchError::Apply { error: e, .. }) => error = e,
             }
@@ -375,7 +401,7 @@ impl Engine {
             .await?;
             slot.checkpoint = event.position;
             self.notify(slot);
-            return Ok(true);
+            return Ok(Poison::Parked);
         }
         let failure = Error::ProjectionFailed {
             projection: p.name.clone(),
@@ -531,13 +557,20 @@ impl Engine {
             let span = info_span!("projection_batch", projection = %p.name,
                                   from = slot.checkpoint.get(), events = events.len());
             if events.len() >= batch {
-                prefetched = Some(
-                    self.process_and_prefetch(p, slot, &events, state, &mut parked, rate.get())
-                        .instrument(span)
-                        .await?,
-                );
+                prefetched = self
+                    .process_and_prefetch(
+                        p,
+                        slot,
+                        &events,
+                        state,
+                        &mut parked,
+                        rate.get(),
+                        shutdown,
+                    )
+                    .instrument(span)
+                    .await?;
             } else {
-                self.process_page(p, slot, &events, state, &mut parked, rate.get())
+                self.process_page(p, slot, &events, state, &mut parked, rate.get(), shutdown)
                     .instrument(span)
                     .await?;
             }
@@ -673,10 +706,11 @@ impl Engine {
                     SlotState::Rebuilding,
                     &mut parked,
                     rate.get(),
+                    &cancel,
                 )
                 .await
             {
-                Ok(next) => prefetched = Some(next),
+                Ok(next) => prefetched = next,
                 Err(e) => {
                     let _ = self.backend.release(&slot, self.owner).await;
                     return Err(e);

@@ -255,3 +255,31 @@ async fn postgres_retries_exhausted_then_park(pool: PgPool) {
     stop.send(()).unwrap();
     handle.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_interrupts_a_retry_backoff_without_skipping_the_event() {
+    let store = memory_store();
+    let picky = broken();
+    let p = Projections::memory(store.clone()).with_options(
+        picky,
+        ProjectionOptions::new()
+            .batch_size(3)
+            .failure_policy(FailurePolicy::retry(5, Duration::from_secs(600))),
+    );
+    let poison = write_with_poison(&store).await;
+    let (stop, handle) = spawn_run(&p);
+    // The events before the poison are committed; the runner then waits out its first backoff.
+    p.wait_for_position("picky", Position(poison.get() - 1), Duration::from_secs(20))
+        .await
+        .unwrap();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), handle)
+        .await
+        .expect("shutdown waited for the backoff")
+        .unwrap()
+        .unwrap();
+    let status = p.status().await.unwrap();
+    assert_eq!(status[0].checkpoint.get(), poison.get() - 1);
+    assert_eq!(status[0].state, State::Stopped);
+    assert_eq!(sum(&p).await, Some(4));
+}
