@@ -61,6 +61,7 @@ mod expected;
 mod ids;
 mod repository;
 mod store;
+mod stream_locks;
 pub mod testing;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -75,6 +76,7 @@ pub use ids::{
 };
 pub use repository::{CommandError, DEFAULT_MAX_RETRIES, Executed, Loaded, Repository};
 pub use store::{AppendResult, EventStore, check_append, resolve_replayed_append};
+pub use stream_locks::{StreamGuard, StreamLocks};
 
 /// Re-exported so that store implementations and users name the same `async_trait`.
 pub use async_trait::async_trait;

@@ -10,6 +10,7 @@ use crate::event::{Metadata, NewEvent};
 use crate::expected::ExpectedVersion;
 use crate::ids::{Position, StreamId, StreamVersion};
 use crate::store::EventStore;
+use crate::stream_locks::StreamLocks;
 
 /// The default number of times [`Repository::execute`] reloads and decides again after a conflict.
 pub const DEFAULT_MAX_RETRIES: u32 = 8;
@@ -76,6 +77,7 @@ impl<E> From<Error> for CommandError<E> {
 pub struct Repository<A, S = Arc<dyn EventStore>> {
     store: S,
     max_retries: u32,
+    stream_locks: Option<StreamLocks>,
     _aggregate: PhantomData<fn() -> A>,
 }
 
@@ -84,6 +86,7 @@ impl<A, S: Clone> Clone for Repository<A, S> {
         Self {
             store: self.store.clone(),
             max_retries: self.max_retries,
+            stream_locks: self.stream_locks.clone(),
             _aggregate: PhantomData,
         }
     }
@@ -95,8 +98,18 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         Self {
             store,
             max_retries: DEFAULT_MAX_RETRIES,
+            stream_locks: None,
             _aggregate: PhantomData,
         }
+    }
+
+    /// Queues commands per stream within this process: a command waits until the previous command on the same
+    /// stream (through any repository sharing `locks`) has finished, instead of racing it and retrying. Use
+    /// it in services where many requests hit the same aggregate; conflicts with other processes are still
+    /// detected and retried.
+    pub fn with_stream_locks(mut self, locks: StreamLocks) -> Self {
+        self.stream_locks = Some(locks);
+        self
     }
 
     /// Sets how many times a command is decided again after a conflict (0: never).
@@ -164,6 +177,10 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         if metadata.correlation_id.is_none() {
             metadata.correlation_id = Some(uuid::Uuid::now_v7().to_string());
         }
+        let _turn = match &self.stream_locks {
+            Some(locks) => Some(locks.lock(stream).await),
+            None => None,
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -153,6 +153,43 @@ async fn concurrent_commands_retry_and_never_lose_an_update() {
     assert_eq!(loaded.version, StreamVersion(161));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stream_locks_queue_commands_instead_of_racing() {
+    let store = MemoryStore::new();
+    let locks = annals::StreamLocks::new();
+    let id = stream("item-hot");
+    registered(&Repository::new(store.clone()), &id, 0).await;
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            // Separate repositories sharing one set of locks, as per-request repositories in a service would.
+            let repo = Repository::<Item, _>::new(store.clone()).with_stream_locks(locks.clone());
+            let id = id.clone();
+            tokio::spawn(async move {
+                let mut retries = 0;
+                for _ in 0..10 {
+                    retries += repo
+                        .execute(&id, &ItemCommand::Restock { quantity: 1 })
+                        .await
+                        .unwrap()
+                        .retries;
+                }
+                retries
+            })
+        })
+        .collect();
+    let mut retries = 0;
+    for task in tasks {
+        retries += task.await.unwrap();
+    }
+    assert_eq!(
+        retries, 0,
+        "queued commands never lose a race within the process"
+    );
+    let loaded = Repository::<Item, _>::new(store).load(&id).await.unwrap();
+    assert_eq!(loaded.state.quantity(), 160);
+    assert!(locks.is_empty(), "no stream stays locked");
+}
+
 /// A store wrapper whose appends misbehave in one chosen way, delegating everything else.
 struct Faulty {
     inner: MemoryStore,

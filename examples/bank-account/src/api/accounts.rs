@@ -8,7 +8,6 @@ use super::AppState;
 use super::correlation::CorrelationId;
 use super::error::ApiError;
 use super::idempotency::{IdempotencyKey, RequestStore};
-use super::locks::KeyedLocks;
 use crate::account::{Account, AccountCommand, AccountId};
 
 /// The accounts, as this request sees them: commands go through the [`Repository`], carrying the request's
@@ -16,7 +15,6 @@ use crate::account::{Account, AccountCommand, AccountId};
 pub(super) struct Accounts {
     repository: Repository<Account>,
     metadata: Metadata,
-    writers: KeyedLocks,
 }
 
 impl FromRequestParts<AppState> for Accounts {
@@ -35,9 +33,10 @@ impl FromRequestParts<AppState> for Accounts {
             metadata = metadata.with("idempotency_key", key.clone());
         }
         Ok(Self {
-            repository: Repository::new(store).with_max_retries(state.max_retries),
+            repository: Repository::new(store)
+                .with_max_retries(state.max_retries)
+                .with_stream_locks(state.writers.clone()),
             metadata,
-            writers: state.writers.clone(),
         })
     }
 }
@@ -48,7 +47,6 @@ impl Accounts {
         id: &AccountId,
         command: AccountCommand,
     ) -> Result<Executed<Account>, ApiError> {
-        let _one_writer_per_account = self.writers.lock(id.as_str()).await;
         Ok(self
             .repository
             .execute_with(id.stream(), &command, self.metadata.clone())

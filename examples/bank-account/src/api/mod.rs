@@ -6,11 +6,10 @@ pub(crate) mod error;
 mod handlers;
 mod idempotency;
 mod json;
-mod locks;
 
 use std::sync::Arc;
 
-use annals::EventStore;
+use annals::{EventStore, StreamLocks};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::{Router, middleware};
@@ -20,7 +19,6 @@ use crate::read_models::ReadModels;
 use handlers::{
     account, close, deposit, events, health, history, method_not_allowed, not_found, open, withdraw,
 };
-use locks::KeyedLocks;
 
 /// The largest request body accepted, in bytes; larger bodies get `413`.
 pub(crate) const BODY_LIMIT: usize = 64 * 1024;
@@ -32,7 +30,8 @@ pub(crate) struct AppState {
     pub(crate) idempotency: Arc<dyn IdempotencyKeys>,
     pub(crate) read_models: ReadModels,
     pub(crate) max_retries: u32,
-    pub(crate) writers: KeyedLocks,
+    /// One writer at a time per account within this process (see [`StreamLocks`]).
+    pub(crate) writers: StreamLocks,
 }
 
 /// The service's routes with their layers.
