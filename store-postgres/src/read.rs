@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use annals::{EventId, Metadata, Position, RecordedEvent, StreamId, StreamVersion};
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgExecutor, Row};
@@ -41,13 +42,8 @@ impl PostgresStore {
                 .bind(stream.as_str())
                 .bind(i64::try_from(from.get()).unwrap_or(i64::MAX))
                 .bind(sql_limit(limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| store_error("read_stream", e))?;
-            let events = rows
-                .iter()
-                .map(|row| decode_row(row, Some(stream)))
-                .collect::<annals::Result<Vec<_>>>()?;
+                .fetch(&self.pool);
+            let events = decode_stream(rows, Some(stream), "read_stream").await?;
             record_done(events.len(), started);
             Ok(events)
         }
@@ -75,13 +71,8 @@ impl PostgresStore {
             let rows = sqlx::query(self.inner.statements.read_all.clone())
                 .bind(i64::try_from(after.get()).unwrap_or(i64::MAX))
                 .bind(sql_limit(limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| store_error("read_all", e))?;
-            let events = rows
-                .iter()
-                .map(|row| decode_row(row, None))
-                .collect::<annals::Result<Vec<_>>>()?;
+                .fetch(&self.pool);
+            let events = decode_stream(rows, None, "read_all").await?;
             record_done(events.len(), started);
             Ok(events)
         }
@@ -124,6 +115,23 @@ impl PostgresStore {
             .map_err(|e| store_error("append", e))?;
         Ok(StreamVersion(u64::try_from(version).unwrap_or(0)))
     }
+}
+
+/// Decodes rows as they arrive, so decoding overlaps with the server sending the rest.
+async fn decode_stream(
+    mut rows: impl futures::Stream<Item = Result<PgRow, sqlx::Error>> + Unpin,
+    stream: Option<&StreamId>,
+    operation: &'static str,
+) -> annals::Result<Vec<RecordedEvent>> {
+    let mut events = Vec::new();
+    while let Some(row) = rows
+        .try_next()
+        .await
+        .map_err(|e| store_error(operation, e))?
+    {
+        events.push(decode_row(&row, stream)?);
+    }
+    Ok(events)
 }
 
 fn record_done(count: usize, started: Instant) {
