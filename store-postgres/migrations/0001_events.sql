@@ -157,6 +157,47 @@ BEGIN
 END
 $$;
 
+-- Waits until the oldest append still in flight in this schema has ended (committed or rolled back), for at most
+-- p_timeout_ms; returns false at once when none is in flight. Used by waiters that are held back below an open
+-- append, so that they learn about a rollback (which sends no notification) at once. It waits by asking for the
+-- stream lock of the backend holding the lowest gap marker, in shared mode: appenders of that stream wait for the
+-- open append anyway, so this delays nobody. A lock timeout (SQLSTATE 55P03) means the append is still open.
+CREATE FUNCTION await_oldest_append(p_timeout_ms bigint) RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_tag    bigint := hashtext(current_schema()) & 32767;
+    v_stream bigint := hashtext(current_schema())::bigint & 4294967295;
+    v_db     oid := (SELECT d.oid FROM pg_database d WHERE d.datname = current_database());
+    v_pid    integer;
+    v_key    bigint;
+BEGIN
+    SELECT l.pid INTO v_pid
+      FROM pg_locks l
+     WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.database = v_db AND l.granted
+       AND (l.classid::bigint >> 16) = v_tag AND l.pid IS NOT NULL
+     ORDER BY ((l.classid::bigint & 65535) << 32) | l.objid::bigint
+     LIMIT 1;
+    IF v_pid IS NULL THEN
+        RETURN false;
+    END IF;
+    SELECT l.objid::bigint INTO v_key
+      FROM pg_locks l
+     WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.database = v_db AND l.granted
+       AND l.pid = v_pid AND l.classid::bigint = v_stream
+     LIMIT 1;
+    IF v_key IS NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM set_config('lock_timeout', greatest(p_timeout_ms, 1)::text || 'ms', true);
+    -- The lock table shows keys as unsigned; the lock functions take signed integers.
+    PERFORM pg_advisory_xact_lock_shared(
+        hashtext(current_schema()),
+        (CASE WHEN v_key > 2147483647 THEN v_key - 4294967296 ELSE v_key END)::integer);
+    RETURN true;
+END
+$$;
+
 -- Pin every function's name resolution to this schema, whatever the caller's search_path.
 DO $$
 BEGIN
@@ -164,5 +205,6 @@ BEGIN
     EXECUTE format('ALTER FUNCTION safe_position() SET search_path = %I', current_schema());
     EXECUTE format('ALTER FUNCTION read_all(bigint, bigint) SET search_path = %I', current_schema());
     EXECUTE format('ALTER FUNCTION head_position() SET search_path = %I', current_schema());
+    EXECUTE format('ALTER FUNCTION await_oldest_append(bigint) SET search_path = %I', current_schema());
 END
 $$;

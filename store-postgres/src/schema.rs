@@ -60,6 +60,7 @@ pub(crate) struct Statements {
     pub(crate) load: SqlStr,
     pub(crate) read_all: SqlStr,
     pub(crate) head: SqlStr,
+    pub(crate) await_oldest_append: SqlStr,
     pub(crate) by_ids: SqlStr,
     pub(crate) version: SqlStr,
 }
@@ -84,6 +85,7 @@ impl Statements {
                 "SELECT {EVENT_COLUMNS}, stream_id FROM {s}.read_all($1, $2)"
             )),
             head: sql(format!("SELECT {s}.head_position()")),
+            await_oldest_append: sql(format!("SELECT {s}.await_oldest_append($1)")),
             by_ids: sql(format!(
                 "SELECT {EVENT_COLUMNS}, stream_id FROM {s}.events WHERE event_id = ANY($1)"
             )),

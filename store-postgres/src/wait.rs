@@ -5,12 +5,16 @@
 //! store, started by the first waiter) bumps it for every notification from another process and after every
 //! reconnect. A waiter subscribes to the counter *before* reading the head, so a bump between the two is not
 //! lost, then sleeps until the counter moves or the poll interval passes, and reads the head again.
+//!
+//! A rolled-back append sends no notification, yet it may be what held a waiter back. So a waiter that found
+//! nothing new also asks the store's watcher task (one per store, requests coalesce) to block until the oldest
+//! append in flight ends, via the schema's `await_oldest_append`; when it does, the watcher bumps the counter.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use annals::Position;
-use sqlx::PgPool;
+use sqlx::{PgPool, SqlStr};
 use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
@@ -31,8 +35,11 @@ pub(crate) struct Signals {
     notify_request: Notify,
     /// Set when the store is dropped; background tasks end.
     shutdown: watch::Sender<bool>,
+    /// Asks the watcher task to wait for the oldest append in flight to end.
+    watch_request: Notify,
     listener_started: OnceLock<()>,
     sender_started: OnceLock<()>,
+    watcher_started: OnceLock<()>,
 }
 
 impl Signals {
@@ -43,8 +50,10 @@ impl Signals {
             generation: watch::channel(0).0,
             notify_request: Notify::new(),
             shutdown: watch::channel(false).0,
+            watch_request: Notify::new(),
             listener_started: OnceLock::new(),
             sender_started: OnceLock::new(),
+            watcher_started: OnceLock::new(),
         }
     }
 
@@ -100,6 +109,19 @@ impl PostgresStore {
             if head > after {
                 return Ok(head);
             }
+            // Maybe an append in flight holds us back; learn at once when it ends, even by a rollback.
+            signals.watcher_started.get_or_init(|| {
+                tokio::spawn(
+                    watch_open_appends(
+                        self.pool.clone(),
+                        signals.clone(),
+                        self.inner.statements.await_oldest_append.clone(),
+                        self.poll_interval(),
+                    )
+                    .instrument(tracing::debug_span!("annals_postgres.watcher", schema = %self.schema())),
+                );
+            });
+            signals.watch_request.notify_one();
             let now = Instant::now();
             let pause = match deadline {
                 Some(deadline) if deadline <= now => return Ok(head),
@@ -132,6 +154,39 @@ async fn send_notifications(pool: PgPool, signals: Arc<Signals>) {
             Err(sqlx::Error::PoolClosed) => return,
             // Waiters elsewhere fall back to polling; nothing is lost.
             Err(error) => tracing::debug!(%error, "could not send a notification"),
+        }
+    }
+}
+
+/// On request, waits (at most `limit` each time) until the oldest append in flight ends, then wakes the waiters.
+/// Returns to idle at once when nothing is in flight, so it never spins.
+async fn watch_open_appends(pool: PgPool, signals: Arc<Signals>, statement: SqlStr, limit: Duration) {
+    let mut shutdown = signals.shutdown.subscribe();
+    let limit_ms = i64::try_from(limit.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        tokio::select! {
+            () = signals.watch_request.notified() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let waited = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            waited = sqlx::query_scalar::<_, bool>(statement.clone()).bind(limit_ms).fetch_one(&pool) => waited,
+        };
+        match waited {
+            // The append ended: committed or rolled back.
+            Ok(true) => signals.bump(),
+            // Nothing in flight: whatever holds the waiter back, a notification or its poll will tell.
+            Ok(false) => {}
+            Err(sqlx::Error::PoolClosed) => return,
+            // A lock timeout means the append is still open; the waiters' poll asks again.
+            Err(error) if crate::failure::sqlstate(&error).as_deref() == Some("55P03") => {}
+            Err(error) => {
+                tracing::debug!(%error, "could not wait for an open append; waiters poll");
+                tokio::select! {
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                    () = tokio::time::sleep(limit) => {}
+                }
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ use rand::{RngExt, SeedableRng};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool};
 
-use crate::support::{big_pool, event, store, stream};
+use crate::support::{big_pool, event, eventually, store, stream};
 
 fn streams_of(events: &[RecordedEvent]) -> Vec<&str> {
     events.iter().map(|e| e.stream_id.as_str()).collect()
@@ -71,7 +71,10 @@ async fn a_reader_does_not_pass_a_lower_position_still_in_flight(pool: PgPool) {
 
 #[sqlx::test(migrations = false)]
 async fn a_rolled_back_append_leaves_a_gap_readers_pass_at_once(pool: PgPool) {
-    let store = store(pool).await;
+    // Polling cannot wake the waiter within the test: only the store noticing the rollback can.
+    let store = store(pool)
+        .await
+        .with_poll_interval(Duration::from_secs(3600));
     let mut writer_a = store.pool().begin().await.unwrap();
     let a = store
         .append_in(
@@ -106,6 +109,17 @@ async fn a_rolled_back_append_leaves_a_gap_readers_pass_at_once(pool: PgPool) {
             .unwrap()
             .is_empty()
     );
+    // The waiter is parked: its store is waiting for A, the open append holding it back, to end.
+    eventually("the waiter waits for the open append", Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT count(*) > 0 FROM pg_stat_activity \
+             WHERE query LIKE '%await_oldest_append%' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+    })
+    .await;
 
     writer_a.rollback().await.unwrap();
     // No timeout is involved: the very next read passes the gap.
@@ -115,7 +129,7 @@ async fn a_rolled_back_append_leaves_a_gap_readers_pass_at_once(pool: PgPool) {
     assert_eq!(store.head().await.unwrap(), b.last_position);
     let woken_with = tokio::time::timeout(Duration::from_secs(30), waiter)
         .await
-        .expect("a waiter parked behind the rolled-back append must be woken")
+        .expect("a waiter parked behind the rolled-back append must be woken by its end")
         .unwrap();
     assert_eq!(woken_with, b.last_position);
 }
