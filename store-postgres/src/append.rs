@@ -115,6 +115,7 @@ impl PostgresStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> annals::Result<AppendResult> {
+        check_append(stream, &events)?;
         self.append_traced(conn, Transaction::Callers, stream, expected, events)
             .await
     }
@@ -166,7 +167,6 @@ impl PostgresStore {
             elapsed_us = tracing::field::Empty,
         );
         async {
-            check_append(stream, &events)?;
             let started = Instant::now();
             let result = self
                 .append_on(conn, transaction, stream, expected, &events)

@@ -14,13 +14,17 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use annals::Position;
-use sqlx::{PgPool, SqlStr};
 use sqlx::postgres::PgListener;
+use sqlx::{PgPool, SqlStr};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::store::PostgresStore;
+
+/// The shortest time between two notifications of one store. An isolated append is announced at once; a burst
+/// is announced at most every this often, which keeps NOTIFY traffic small under load.
+const NOTIFY_COALESCE: Duration = Duration::from_millis(10);
 
 /// The wake-up machinery one store (and its clones) shares with its background tasks.
 pub(crate) struct Signals {
@@ -109,6 +113,12 @@ impl PostgresStore {
             if head > after {
                 return Ok(head);
             }
+            let now = Instant::now();
+            let pause = match deadline {
+                Some(deadline) if deadline <= now => return Ok(head),
+                Some(deadline) => self.poll_interval().min(deadline - now),
+                None => self.poll_interval(),
+            };
             // Maybe an append in flight holds us back; learn at once when it ends, even by a rollback.
             signals.watcher_started.get_or_init(|| {
                 tokio::spawn(
@@ -118,16 +128,12 @@ impl PostgresStore {
                         self.inner.statements.await_oldest_append.clone(),
                         self.poll_interval(),
                     )
-                    .instrument(tracing::debug_span!("annals_postgres.watcher", schema = %self.schema())),
+                    .instrument(
+                        tracing::debug_span!("annals_postgres.watcher", schema = %self.schema()),
+                    ),
                 );
             });
             signals.watch_request.notify_one();
-            let now = Instant::now();
-            let pause = match deadline {
-                Some(deadline) if deadline <= now => return Ok(head),
-                Some(deadline) => self.poll_interval().min(deadline - now),
-                None => self.poll_interval(),
-            };
             // A timeout here is the polling fallback; the sender cannot close while `self` holds it.
             let _ = tokio::time::timeout(pause, generation.changed()).await;
         }
@@ -155,12 +161,22 @@ async fn send_notifications(pool: PgPool, signals: Arc<Signals>) {
             // Waiters elsewhere fall back to polling; nothing is lost.
             Err(error) => tracing::debug!(%error, "could not send a notification"),
         }
+        // Appends committed meanwhile collapse into the next notification: under load, at most one per interval.
+        tokio::select! {
+            () = tokio::time::sleep(NOTIFY_COALESCE) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
     }
 }
 
 /// On request, waits (at most `limit` each time) until the oldest append in flight ends, then wakes the waiters.
 /// Returns to idle at once when nothing is in flight, so it never spins.
-async fn watch_open_appends(pool: PgPool, signals: Arc<Signals>, statement: SqlStr, limit: Duration) {
+async fn watch_open_appends(
+    pool: PgPool,
+    signals: Arc<Signals>,
+    statement: SqlStr,
+    limit: Duration,
+) {
     let mut shutdown = signals.shutdown.subscribe();
     let limit_ms = i64::try_from(limit.as_millis()).unwrap_or(i64::MAX);
     loop {
