@@ -56,12 +56,13 @@ CREATE FUNCTION append_events(
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
+    v_schema  integer := hashtext(current_schema());
     v_current bigint;
     v_low     bigint;
 BEGIN
     -- Serialize appends per stream (a hash collision only serializes two streams). Taken first, so that an
     -- append waiting here holds no gap marker.
-    PERFORM pg_advisory_xact_lock(hashtext(current_schema()), hashtext(p_stream));
+    PERFORM pg_advisory_xact_lock(v_schema, hashtext(p_stream));
     -- A new statement, so a new snapshot: it sees every append that held the lock before us.
     SELECT coalesce(max(e.stream_version), 0) INTO v_current FROM events e WHERE e.stream_id = p_stream;
     o_stream_version := v_current;
@@ -80,7 +81,7 @@ BEGIN
     -- position this transaction draws below is greater than v_low, and readers see the lock from now until the
     -- transaction has ended (committed rows visible, or rolled back).
     v_low := coalesce(pg_sequence_last_value('events_position_seq'::regclass), 0);
-    PERFORM pg_advisory_xact_lock_shared(((hashtext(current_schema()) & 32767)::bigint << 48) | v_low);
+    PERFORM pg_advisory_xact_lock_shared(((v_schema & 32767)::bigint << 48) | v_low);
 
     INSERT INTO events (position, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
     SELECT nextval('events_position_seq'), p_stream, v_current + u.ord, u.id, u.ty, u.sv, u.pl, u.md
@@ -89,9 +90,13 @@ BEGIN
     o_outcome := 0;
     o_stream_version := v_current + cardinality(p_ids);
     o_last_position := currval('events_position_seq');
-    -- Positions are drawn in row order; the first is found through the stream index.
-    SELECT e.position INTO o_first_position FROM events e
-     WHERE e.stream_id = p_stream AND e.stream_version = v_current + 1;
+    IF cardinality(p_ids) = 1 THEN
+        o_first_position := o_last_position;
+    ELSE
+        -- Positions are drawn in row order (other appends may interleave); the first is found by the stream index.
+        SELECT e.position INTO o_first_position FROM events e
+         WHERE e.stream_id = p_stream AND e.stream_version = v_current + 1;
+    END IF;
     IF p_notify_channel IS NOT NULL THEN
         PERFORM pg_notify(p_notify_channel, '');
     END IF;
