@@ -37,7 +37,7 @@ use crate::ids::{EventId, Position, StreamId, StreamVersion};
 /// let (name, payload) = AccountEvent::Deposited { amount: 5 }.encode().unwrap();
 /// assert_eq!(name, "MoneyDeposited");
 /// assert_eq!(payload, serde_json::json!({"amount": 5}));
-/// assert_eq!(AccountEvent::decode(&name, payload).unwrap(), AccountEvent::Deposited { amount: 5 });
+/// assert_eq!(AccountEvent::decode(&name, &payload).unwrap(), AccountEvent::Deposited { amount: 5 });
 /// ```
 pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The schema version of this event's payload. Defaults to 1.
@@ -69,28 +69,107 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     }
 
     /// Brings a stored payload written under an older schema version up to date, before [`Event::decode`].
-    /// Receives the stored name, schema version and payload; returns the name and payload to decode (a rename
-    /// is allowed). The default changes nothing. See `docs/event-versioning.md`.
+    /// Receives the stored name, schema version and payload; returns `Some((name, payload))` to decode instead
+    /// (a rename is allowed), or `None` when the stored event is current. The default returns `None`, so
+    /// current events are decoded straight from the stored payload, without a copy. See
+    /// `docs/event-versioning.md`.
     ///
     /// # Errors
     /// A message saying why the payload cannot be upgraded; it surfaces as [`Error::Decode`] naming the event.
     fn upcast(
         event_type: &str,
         schema_version: u32,
-        payload: Value,
-    ) -> std::result::Result<(String, Value), String> {
-        let _ = schema_version;
-        Ok((event_type.to_owned(), payload))
+        payload: &Value,
+    ) -> std::result::Result<Option<(String, Value)>, String> {
+        let _ = (event_type, schema_version, payload);
+        Ok(None)
     }
 
-    /// Rebuilds an event from its persisted name and payload.
+    /// Rebuilds an event from its persisted name and payload, reading the payload in place.
     ///
     /// # Errors
     /// The serde error when `event_type` is not a variant of this type or `payload` does not fit it.
-    fn decode(event_type: &str, payload: Value) -> std::result::Result<Self, serde_json::Error> {
-        let mut map = serde_json::Map::with_capacity(1);
-        map.insert(event_type.to_owned(), payload);
-        serde_json::from_value(Value::Object(map))
+    fn decode(event_type: &str, payload: &Value) -> std::result::Result<Self, serde_json::Error> {
+        Self::deserialize(Tagged {
+            name: event_type,
+            payload,
+        })
+    }
+}
+
+/// A stored event seen as serde's externally tagged enum `{name: payload}`, without building that map.
+struct Tagged<'a> {
+    name: &'a str,
+    payload: &'a Value,
+}
+
+impl<'de> serde::Deserializer<'de> for Tagged<'de> {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> std::result::Result<V::Value, Self::Error> {
+        visitor.visit_enum(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+        unit_struct newtype_struct seq tuple tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+impl<'de> serde::de::EnumAccess<'de> for Tagged<'de> {
+    type Error = serde_json::Error;
+    type Variant = Content<'de>;
+
+    fn variant_seed<V: serde::de::DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> std::result::Result<(V::Value, Self::Variant), Self::Error> {
+        let name = serde::de::value::BorrowedStrDeserializer::<serde_json::Error>::new(self.name);
+        Ok((seed.deserialize(name)?, Content(self.payload)))
+    }
+}
+
+/// The content of one variant: the stored payload.
+struct Content<'a>(&'a Value);
+
+impl<'de> serde::de::VariantAccess<'de> for Content<'de> {
+    type Error = serde_json::Error;
+
+    fn unit_variant(self) -> std::result::Result<(), Self::Error> {
+        match self.0 {
+            Value::Null => Ok(()),
+            Value::Object(fields) if fields.is_empty() => Ok(()),
+            other => Err(serde::de::Error::invalid_type(
+                serde::de::Unexpected::Other(&other.to_string()),
+                &"no payload (null) for an event without fields",
+            )),
+        }
+    }
+
+    fn newtype_variant_seed<T: serde::de::DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> std::result::Result<T::Value, Self::Error> {
+        seed.deserialize(self.0)
+    }
+
+    fn tuple_variant<V: serde::de::Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> std::result::Result<V::Value, Self::Error> {
+        serde::Deserializer::deserialize_seq(self.0, visitor)
+    }
+
+    fn struct_variant<V: serde::de::Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> std::result::Result<V::Value, Self::Error> {
+        serde::Deserializer::deserialize_struct(self.0, "", fields, visitor)
     }
 }
 
@@ -246,10 +325,13 @@ impl RecordedEvent {
     /// [`Error::Decode`] naming the stream, version, position and event type when [`Event::upcast`] refuses the
     /// payload, the payload does not fit `E`, or `E` has no variant of this name.
     pub fn decode<E: Event>(&self) -> Result<E> {
-        let (event_type, payload) =
-            E::upcast(&self.event_type, self.schema_version, self.payload.clone())
-                .map_err(|reason| self.decode_error(format!("upcasting failed: {reason}")))?;
-        E::decode(&event_type, payload).map_err(|source| self.decode_error(source))
+        let upcast = E::upcast(&self.event_type, self.schema_version, &self.payload)
+            .map_err(|reason| self.decode_error(format!("upcasting failed: {reason}")))?;
+        let decoded = match &upcast {
+            None => E::decode(&self.event_type, &self.payload),
+            Some((event_type, payload)) => E::decode(event_type, payload),
+        };
+        decoded.map_err(|source| self.decode_error(source))
     }
 
     /// Builds the [`Error::Decode`] for this event with the given cause.

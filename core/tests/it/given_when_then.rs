@@ -65,3 +65,35 @@ fn a_command_may_produce_no_events() {
         .when(ItemCommand::Touch)
         .then([]);
 }
+
+#[test]
+fn unit_and_tuple_variants_decode_in_place() {
+    use annals::Event;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Shapes {
+        Unit,
+        Newtype(u32),
+        Tuple(u32, String),
+        Struct { a: bool },
+    }
+    impl Event for Shapes {}
+
+    for shape in [
+        Shapes::Unit,
+        Shapes::Newtype(7),
+        Shapes::Tuple(1, "x".into()),
+        Shapes::Struct { a: true },
+    ] {
+        let (name, payload) = shape.encode().unwrap();
+        assert_eq!(Shapes::decode(&name, &payload).unwrap(), shape);
+    }
+    let unknown = Shapes::decode("Vanished", &serde_json::Value::Null).unwrap_err();
+    assert!(
+        unknown.to_string().contains("unknown variant `Vanished`"),
+        "{unknown}"
+    );
+    let wrong = Shapes::decode("Struct", &serde_json::json!({"a": "yes"})).unwrap_err();
+    assert!(wrong.to_string().contains("invalid type"), "{wrong}");
+}
