@@ -1,5 +1,6 @@
 //! Reading: one stream (one query), the global order (one query per page, gap-safe), and the head.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use annals::{EventId, Metadata, Position, RecordedEvent, StreamId, StreamVersion};
@@ -51,6 +52,10 @@ impl PostgresStore {
         .await
     }
 
+    /// One page of the global order. Positions up to a bound once found safe stay safe forever, so pages below
+    /// the last bound the store saw are one plain indexed range scan; only a page that reaches that bound asks
+    /// the database for the current one (`safe_position()`: the sequence, then the gap markers), and reads the
+    /// rest in a later statement, whose snapshot is taken after the markers were looked at (ADR 0001).
     pub(crate) async fn read_all_page(
         &self,
         after: Position,
@@ -68,16 +73,52 @@ impl PostgresStore {
         );
         async {
             let started = Instant::now();
-            let rows = sqlx::query(self.inner.statements.read_all.clone())
-                .bind(i64::try_from(after.get()).unwrap_or(i64::MAX))
-                .bind(sql_limit(limit))
-                .fetch(&self.pool);
-            let events = decode_stream(rows, None, "read_all").await?;
+            let known = Position(self.inner.safe_bound.load(Ordering::Acquire));
+            let mut events = if known > after {
+                self.read_below(after, known, limit).await?
+            } else {
+                Vec::new()
+            };
+            if events.len() < limit {
+                let from = events.last().map_or(after, |e| e.position);
+                let fresh = self.refresh_safe_bound().await?;
+                if fresh > from {
+                    let rest = self.read_below(from, fresh, limit - events.len()).await?;
+                    events.extend(rest);
+                }
+            }
             record_done(events.len(), started);
             Ok(events)
         }
         .instrument(span)
         .await
+    }
+
+    /// Events with `after < position <= bound`, in position order. Only for a `bound` that `safe_position()`
+    /// returned before this statement started.
+    async fn read_below(
+        &self,
+        after: Position,
+        bound: Position,
+        limit: usize,
+    ) -> annals::Result<Vec<RecordedEvent>> {
+        let rows = sqlx::query(self.inner.statements.read_below.clone())
+            .bind(i64::try_from(after.get()).unwrap_or(i64::MAX))
+            .bind(i64::try_from(bound.get()).unwrap_or(i64::MAX))
+            .bind(sql_limit(limit))
+            .fetch(&self.pool);
+        decode_stream(rows, None, "read_all").await
+    }
+
+    /// Asks the database how far the global order is safe to read now, and remembers it.
+    async fn refresh_safe_bound(&self) -> annals::Result<Position> {
+        let bound: i64 = sqlx::query_scalar(self.inner.statements.safe_position.clone())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| store_error("read_all", e))?;
+        let bound = u64::try_from(bound).unwrap_or(0);
+        let previous = self.inner.safe_bound.fetch_max(bound, Ordering::AcqRel);
+        Ok(Position(previous.max(bound)))
     }
 
     pub(crate) async fn safe_head(&self) -> annals::Result<Position> {

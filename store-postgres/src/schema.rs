@@ -58,7 +58,8 @@ pub(crate) fn channel(schema: &str) -> String {
 pub(crate) struct Statements {
     pub(crate) append: SqlStr,
     pub(crate) load: SqlStr,
-    pub(crate) read_all: SqlStr,
+    pub(crate) read_below: SqlStr,
+    pub(crate) safe_position: SqlStr,
     pub(crate) head: SqlStr,
     pub(crate) await_oldest_append: SqlStr,
     pub(crate) by_ids: SqlStr,
@@ -81,9 +82,11 @@ impl Statements {
                 "SELECT {EVENT_COLUMNS} FROM {s}.events \
                  WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3"
             )),
-            read_all: sql(format!(
-                "SELECT {EVENT_COLUMNS}, stream_id FROM {s}.read_all($1, $2)"
+            read_below: sql(format!(
+                "SELECT {EVENT_COLUMNS}, stream_id FROM {s}.events \
+                 WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3"
             )),
+            safe_position: sql(format!("SELECT {s}.safe_position()")),
             head: sql(format!("SELECT {s}.head_position()")),
             await_oldest_append: sql(format!("SELECT {s}.await_oldest_append($1)")),
             by_ids: sql(format!(

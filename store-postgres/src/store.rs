@@ -40,6 +40,9 @@ pub(crate) struct Inner {
     pub(crate) config: Config,
     pub(crate) statements: Statements,
     pub(crate) signals: Arc<Signals>,
+    /// The highest position found safe to read so far (see `read::read_all_page`). Safety is permanent: every
+    /// position at or below a safe bound is committed or will never exist, so the bound only grows.
+    pub(crate) safe_bound: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Inner {
@@ -91,6 +94,7 @@ impl PostgresStore {
                 config,
                 statements,
                 signals,
+                safe_bound: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
