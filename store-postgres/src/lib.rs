@@ -31,12 +31,14 @@ mod migrate;
 mod read;
 mod schema;
 mod store;
+mod unit_of_work;
 mod wait;
 
 pub use error::{Error, Result};
 pub use schema::DEFAULT_SCHEMA;
 pub use sqlx::PgPool;
 pub use store::{DEFAULT_POLL_INTERVAL, PostgresStore};
+pub use unit_of_work::UnitOfWork;
 
 #[doc = include_str!("../../docs/postgres.md")]
 pub mod guide {}

@@ -20,6 +20,5 @@ mod api;
 mod idempotency;
 pub mod read_models;
 mod service;
-mod store;
 
 pub use service::{DEFAULT_SCHEMA, Service, StoreConfig, projections};

@@ -18,11 +18,6 @@ use crate::read_models::{self, ReadModels};
 /// The schema used when none is given.
 pub const DEFAULT_SCHEMA: &str = "bank";
 
-/// How long an idle waiter on PostgreSQL waits before looking for new events without a notification. Appends
-/// made inside the service's own transactions (requests with an `Idempotency-Key`) wake the in-process
-/// projections only through this poll, so it is short.
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
-
 /// Where the service keeps its events: PostgreSQL when a database URL is given, the embedded memory store
 /// otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,10 +68,7 @@ impl Backend {
         };
         let schema = &config.schema;
         check_schema(schema)?;
-        let store = PostgresStore::connect(url)
-            .await?
-            .with_schema(schema)?
-            .with_poll_interval(POLL_INTERVAL);
+        let store = PostgresStore::connect(url).await?.with_schema(schema)?;
         store
             .migrate()
             .await

@@ -14,4 +14,5 @@ mod corrupt_rows_are_reported;
 mod gap_safe_global_order;
 mod schemas_isolate_tenants;
 mod support;
+mod unit_of_work;
 mod waiting_for_events;

@@ -14,7 +14,7 @@ use sqlx::{AssertSqlSafe, PgPool, Row};
 use super::memory::still_in_progress;
 use super::{Begun, IdempotencyKeys, Reservation, StoredResponse, WAIT_FOR_OWNER};
 use crate::api::error::ApiError;
-use crate::store::TransactionalStore;
+use annals_postgres::UnitOfWork;
 
 /// How long an owner may work on a request before a retry may take its key over.
 const LEASE_SECONDS: i32 = 30;
@@ -149,7 +149,7 @@ impl IdempotencyKeys for PostgresKeys {
                         keys: self.clone(),
                         key: key.to_owned(),
                         token,
-                        store: Arc::new(TransactionalStore::new(self.store.clone())),
+                        store: Arc::new(self.store.unit_of_work()),
                         finished: false,
                     })));
                 }
@@ -173,7 +173,7 @@ struct PostgresReservation {
     keys: PostgresKeys,
     key: String,
     token: uuid::Uuid,
-    store: Arc<TransactionalStore>,
+    store: Arc<UnitOfWork>,
     finished: bool,
 }
 
@@ -196,24 +196,19 @@ impl Reservation for PostgresReservation {
             .bind(self.token)
             .bind(status)
             .bind(&response.body);
-        let updated = match self.store.take_transaction().await {
-            Some(mut tx) => {
-                let updated = query
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(ApiError::internal)?
-                    .rows_affected();
-                if updated == 1 {
-                    tx.commit().await.map_err(ApiError::internal)?;
-                }
-                updated
-            }
-            None => query
-                .execute(&self.keys.pool)
+        let updated = {
+            let mut transaction = self.store.transaction().await.map_err(ApiError::internal)?;
+            query
+                .execute(&mut **transaction)
                 .await
                 .map_err(ApiError::internal)?
-                .rows_affected(),
+                .rows_affected()
         };
+        if updated == 1 {
+            self.store.commit().await.map_err(ApiError::internal)?;
+        } else {
+            self.store.rollback().await;
+        }
         if updated == 1 {
             Ok(())
         } else {
@@ -224,7 +219,7 @@ impl Reservation for PostgresReservation {
 
     async fn release(mut self: Box<Self>) {
         self.finished = true;
-        drop(self.store.take_transaction().await);
+        self.store.rollback().await;
         if let Err(error) = release(&self.keys, &self.key, self.token).await {
             tracing::warn!(%error, key = self.key, "could not release an idempotency key; it frees itself when its lease ends");
         }
