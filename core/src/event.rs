@@ -7,8 +7,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::error::{BoxError, Error, Result};
 use crate::ids::{EventId, Position, StreamId, StreamVersion};
+use crate::payload::Payload;
 
 /// A domain event type: usually an enum with one variant per thing that happened, in the past tense.
 ///
@@ -37,7 +38,8 @@ use crate::ids::{EventId, Position, StreamId, StreamVersion};
 /// let (name, payload) = AccountEvent::Deposited { amount: 5 }.encode().unwrap();
 /// assert_eq!(name, "MoneyDeposited");
 /// assert_eq!(payload, serde_json::json!({"amount": 5}));
-/// assert_eq!(AccountEvent::decode(&name, &payload).unwrap(), AccountEvent::Deposited { amount: 5 });
+/// let stored = annals::Payload::from(payload);
+/// assert_eq!(AccountEvent::decode(&name, &stored).unwrap(), AccountEvent::Deposited { amount: 5 });
 /// ```
 pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The schema version of this event's payload. Defaults to 1.
@@ -70,29 +72,32 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
 
     /// Brings a stored payload written under an older schema version up to date, before [`Event::decode`].
     /// Receives the stored name, schema version and payload; returns `Some((name, payload))` to decode instead
-    /// (a rename is allowed), or `None` when the stored event is current. The default returns `None`, so
-    /// current events are decoded straight from the stored payload, without a copy. See
+    /// (a rename is allowed), or `None` when the stored event is current. Look at the name and version first
+    /// and parse the payload ([`Payload::to_value`]) only for events you rewrite: the default returns `None`,
+    /// so current events are parsed once, straight from the stored text into the event. See
     /// `docs/event-versioning.md`.
     ///
     /// # Errors
-    /// A message saying why the payload cannot be upgraded; it surfaces as [`Error::Decode`] naming the event.
+    /// Why the payload cannot be upgraded (a message converts with `?`); it surfaces as [`Error::Decode`]
+    /// naming the event.
     fn upcast(
         event_type: &str,
         schema_version: u32,
-        payload: &Value,
-    ) -> std::result::Result<Option<(String, Value)>, String> {
+        payload: &Payload,
+    ) -> std::result::Result<Option<(String, Value)>, BoxError> {
         let _ = (event_type, schema_version, payload);
         Ok(None)
     }
 
-    /// Rebuilds an event from its persisted name and payload, reading the payload in place.
+    /// Rebuilds an event from its persisted name and payload, parsing the payload's text straight into the
+    /// variant.
     ///
     /// # Errors
     /// The serde error when `event_type` is not a variant of this type or `payload` does not fit it.
-    fn decode(event_type: &str, payload: &Value) -> std::result::Result<Self, serde_json::Error> {
+    fn decode(event_type: &str, payload: &Payload) -> std::result::Result<Self, serde_json::Error> {
         Self::deserialize(Tagged {
             name: event_type,
-            payload,
+            payload: payload.as_str(),
         })
     }
 }
@@ -100,7 +105,7 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
 /// A stored event seen as serde's externally tagged enum `{name: payload}`, without building that map.
 struct Tagged<'a> {
     name: &'a str,
-    payload: &'a Value,
+    payload: &'a str,
 }
 
 impl<'de> serde::Deserializer<'de> for Tagged<'de> {
@@ -132,14 +137,29 @@ impl<'de> serde::de::EnumAccess<'de> for Tagged<'de> {
     }
 }
 
-/// The content of one variant: the stored payload.
-struct Content<'a>(&'a Value);
+/// The content of one variant: the stored payload's JSON text, parsed as the variant asks.
+struct Content<'a>(&'a str);
+
+impl<'de> Content<'de> {
+    /// Runs `read` on a parser over the whole text and checks nothing but whitespace follows.
+    fn parse<T>(
+        self,
+        read: impl FnOnce(
+            &mut serde_json::Deserializer<serde_json::de::StrRead<'de>>,
+        ) -> std::result::Result<T, serde_json::Error>,
+    ) -> std::result::Result<T, serde_json::Error> {
+        let mut parser = serde_json::Deserializer::from_str(self.0);
+        let value = read(&mut parser)?;
+        parser.end()?;
+        Ok(value)
+    }
+}
 
 impl<'de> serde::de::VariantAccess<'de> for Content<'de> {
     type Error = serde_json::Error;
 
     fn unit_variant(self) -> std::result::Result<(), Self::Error> {
-        match self.0 {
+        match serde_json::from_str::<Value>(self.0)? {
             Value::Null => Ok(()),
             Value::Object(fields) if fields.is_empty() => Ok(()),
             other => Err(serde::de::Error::invalid_type(
@@ -153,7 +173,7 @@ impl<'de> serde::de::VariantAccess<'de> for Content<'de> {
         self,
         seed: T,
     ) -> std::result::Result<T::Value, Self::Error> {
-        seed.deserialize(self.0)
+        self.parse(|parser| seed.deserialize(parser))
     }
 
     fn tuple_variant<V: serde::de::Visitor<'de>>(
@@ -161,7 +181,7 @@ impl<'de> serde::de::VariantAccess<'de> for Content<'de> {
         _len: usize,
         visitor: V,
     ) -> std::result::Result<V::Value, Self::Error> {
-        serde::Deserializer::deserialize_seq(self.0, visitor)
+        self.parse(|parser| serde::Deserializer::deserialize_seq(parser, visitor))
     }
 
     fn struct_variant<V: serde::de::Visitor<'de>>(
@@ -169,7 +189,7 @@ impl<'de> serde::de::VariantAccess<'de> for Content<'de> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> std::result::Result<V::Value, Self::Error> {
-        serde::Deserializer::deserialize_struct(self.0, "", fields, visitor)
+        self.parse(|parser| serde::Deserializer::deserialize_struct(parser, "", fields, visitor))
     }
 }
 
@@ -312,8 +332,8 @@ pub struct RecordedEvent {
     pub event_type: String,
     /// Schema version of `payload`.
     pub schema_version: u32,
-    /// The event's data.
-    pub payload: Value,
+    /// The event's data, as stored: parsed only when decoded.
+    pub payload: Payload,
     /// Correlation, causation and free-form metadata.
     pub metadata: Metadata,
 }
@@ -327,9 +347,9 @@ impl RecordedEvent {
     pub fn decode<E: Event>(&self) -> Result<E> {
         let upcast = E::upcast(&self.event_type, self.schema_version, &self.payload)
             .map_err(|reason| self.decode_error(format!("upcasting failed: {reason}")))?;
-        let decoded = match &upcast {
+        let decoded = match upcast {
             None => E::decode(&self.event_type, &self.payload),
-            Some((event_type, payload)) => E::decode(event_type, payload),
+            Some((event_type, payload)) => E::decode(&event_type, &Payload::from(payload)),
         };
         decoded.map_err(|source| self.decode_error(source))
     }

@@ -59,6 +59,7 @@ mod error;
 mod event;
 mod expected;
 mod ids;
+mod payload;
 mod repository;
 mod store;
 mod stream_locks;
@@ -74,6 +75,7 @@ pub use ids::{
     EventId, InvalidStreamId, InvalidStreamIdReason, MAX_STREAM_ID_LEN, Position, StreamId,
     StreamVersion,
 };
+pub use payload::Payload;
 pub use repository::{CommandError, DEFAULT_MAX_RETRIES, Executed, Loaded, Repository};
 pub use store::{AppendResult, EventStore, check_append, resolve_replayed_append};
 pub use stream_locks::{StreamGuard, StreamLocks};

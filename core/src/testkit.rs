@@ -531,7 +531,7 @@ pub async fn read_stream_pages(store: Arc<dyn EventStore>) {
     for (i, e) in seen.iter().enumerate() {
         assert_eq!(e.stream_id, id);
         assert_eq!(e.stream_version, StreamVersion(i as u64 + 1));
-        assert_eq!(e.payload["n"], json!(i));
+        assert_eq!(e.payload.to_value().unwrap()["n"], json!(i));
     }
     assert_eq!(
         store
@@ -601,7 +601,7 @@ pub async fn read_all_pages(store: Arc<dyn EventStore>) {
     );
     let ns: Vec<u64> = seen
         .iter()
-        .map(|e| e.payload["n"].as_u64().unwrap())
+        .map(|e| e.payload.to_value().unwrap()["n"].as_u64().unwrap())
         .collect();
     assert_eq!(
         ns,

@@ -28,7 +28,7 @@ impl Projection for Balances {
     }
 
     async fn apply(&self, event: &RecordedEvent, docs: &mut Documents<'_>) -> Result<(), BoxError> {
-        let amount = event.payload["amount"].as_i64().unwrap_or(0);
+        let amount = event.payload.to_value()?["amount"].as_i64().unwrap_or(0);
         let balance = docs
             .get::<i64>("accounts", &event.stream_id)
             .await?

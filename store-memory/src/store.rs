@@ -3,8 +3,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use annals::{
-    AppendResult, EventId, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, Result,
-    StreamId, StreamVersion, async_trait, check_append, resolve_replayed_append,
+    AppendResult, EventId, EventStore, ExpectedVersion, NewEvent, Payload, Position, RecordedEvent,
+    Result, StreamId, StreamVersion, async_trait, check_append, resolve_replayed_append,
 };
 use tokio::sync::watch;
 
@@ -124,7 +124,7 @@ impl State {
                 recorded_at,
                 event_type: event.event_type,
                 schema_version: event.schema_version,
-                payload: event.payload,
+                payload: Payload::from(&event.payload),
                 metadata: event.metadata,
             });
         }

@@ -3,9 +3,10 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use annals::{EventId, Metadata, Position, RecordedEvent, StreamId, StreamVersion};
+use annals::{EventId, Metadata, Payload, Position, RecordedEvent, StreamId, StreamVersion};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
+use serde_json::value::RawValue;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgExecutor, Row};
@@ -213,6 +214,13 @@ pub(crate) fn decode_row(row: &PgRow, stream: Option<&StreamId>) -> annals::Resu
     let schema_version: i32 = row
         .try_get(4)
         .map_err(|e| at("unreadable schema version", &e))?;
+    let payload = row
+        .try_get::<Json<&RawValue>, _>(6)
+        .map(|Json(payload)| Payload::from(payload));
+    let (payload, payload_error) = match payload {
+        Ok(payload) => (payload, None),
+        Err(e) => (Payload::from(serde_json::Value::Null), Some(e)),
+    };
     let mut event = RecordedEvent {
         event_id: EventId(uuid::Uuid::nil()),
         stream_id,
@@ -221,7 +229,7 @@ pub(crate) fn decode_row(row: &PgRow, stream: Option<&StreamId>) -> annals::Resu
         recorded_at: DateTime::<Utc>::MIN_UTC,
         event_type,
         schema_version: u32::try_from(schema_version).unwrap_or(0),
-        payload: serde_json::Value::Null,
+        payload,
         metadata: Metadata::default(),
     };
     if position <= 0 || version <= 0 || schema_version < 0 {
@@ -229,10 +237,12 @@ pub(crate) fn decode_row(row: &PgRow, stream: Option<&StreamId>) -> annals::Resu
             "impossible envelope: position {position}, stream version {version}, schema version {schema_version}"
         )));
     }
+    if let Some(source) = payload_error {
+        return Err(event.decode_error(source));
+    }
     let fields = (|| -> Result<(), sqlx::Error> {
         event.event_id = EventId(row.try_get(2)?);
         event.recorded_at = row.try_get(3)?;
-        event.payload = row.try_get(6)?;
         if let Some(Json(metadata)) = row.try_get::<Option<Json<Metadata>>, _>(7)? {
             event.metadata = metadata;
         }

@@ -67,8 +67,8 @@ fn a_command_may_produce_no_events() {
 }
 
 #[test]
-fn unit_and_tuple_variants_decode_in_place() {
-    use annals::Event;
+fn every_variant_shape_decodes_from_the_stored_text() {
+    use annals::{Event, Payload};
     use serde::{Deserialize, Serialize};
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -87,13 +87,28 @@ fn unit_and_tuple_variants_decode_in_place() {
         Shapes::Struct { a: true },
     ] {
         let (name, payload) = shape.encode().unwrap();
-        assert_eq!(Shapes::decode(&name, &payload).unwrap(), shape);
+        assert_eq!(
+            Shapes::decode(&name, &Payload::from(payload)).unwrap(),
+            shape
+        );
     }
-    let unknown = Shapes::decode("Vanished", &serde_json::Value::Null).unwrap_err();
+    // PostgreSQL's jsonb text, with its spacing, decodes the same.
+    let stored = Payload::from_json(r#"[1, "x"]"#).unwrap();
+    assert_eq!(
+        Shapes::decode("Tuple", &stored).unwrap(),
+        Shapes::Tuple(1, "x".into())
+    );
+    let empty = Payload::from_json("{}").unwrap();
+    assert_eq!(Shapes::decode("Unit", &empty).unwrap(), Shapes::Unit);
+    let null = Payload::from(serde_json::Value::Null);
+    let unknown = Shapes::decode("Vanished", &null).unwrap_err();
     assert!(
         unknown.to_string().contains("unknown variant `Vanished`"),
         "{unknown}"
     );
-    let wrong = Shapes::decode("Struct", &serde_json::json!({"a": "yes"})).unwrap_err();
+    let wrong =
+        Shapes::decode("Struct", &Payload::from(serde_json::json!({"a": "yes"}))).unwrap_err();
     assert!(wrong.to_string().contains("invalid type"), "{wrong}");
+    let surplus = Shapes::decode("Unit", &Payload::from(serde_json::json!(1))).unwrap_err();
+    assert!(surplus.to_string().contains("no payload"), "{surplus}");
 }

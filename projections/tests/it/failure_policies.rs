@@ -30,7 +30,8 @@ impl Projection for Picky {
     }
 
     async fn apply(&self, event: &RecordedEvent, docs: &mut Documents<'_>) -> Result<(), BoxError> {
-        if event.payload["poison"] == json!(true) {
+        let payload = event.payload.to_value()?;
+        if payload["poison"] == json!(true) {
             if self.broken.load(Ordering::SeqCst) {
                 return Err("cannot handle poison".into());
             }
@@ -43,7 +44,7 @@ impl Projection for Picky {
         docs.put(
             "sum",
             &event.stream_id,
-            &(n + event.payload["amount"].as_u64().unwrap_or(0)),
+            &(n + payload["amount"].as_u64().unwrap_or(0)),
         )?;
         Ok(())
     }

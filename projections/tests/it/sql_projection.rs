@@ -46,8 +46,11 @@ impl SqlProjection for Totals {
         // Fold the batch per stream first, then one upsert.
         let mut per_stream = std::collections::BTreeMap::<&str, (i64, i64)>::new();
         for event in events {
-            let amount = event.payload["amount"]
-                .as_i64()
+            let amount = event
+                .payload
+                .to_value()
+                .ok()
+                .and_then(|payload| payload["amount"].as_i64())
                 .ok_or((0, "amount missing".into()))?;
             let entry = per_stream.entry(event.stream_id.as_str()).or_default();
             entry.0 += 1;

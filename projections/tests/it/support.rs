@@ -76,7 +76,7 @@ impl Projection for Tallies {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
-        let Deposited { amount } = serde_json::from_value(event.payload.clone())?;
+        let Deposited { amount } = event.payload.parse()?;
         let mut tally = docs
             .get::<Tally>("tally", &event.stream_id)
             .await?

@@ -111,7 +111,7 @@ async fn several_appends_in_one_transaction_are_read_in_order_after_commit(pool:
     let all = store.read_all(Position::START, 10).await.unwrap();
     let ns: Vec<_> = all
         .iter()
-        .map(|e| e.payload["n"].as_u64().unwrap())
+        .map(|e| e.payload.to_value().unwrap()["n"].as_u64().unwrap())
         .collect();
     assert_eq!(ns, [0, 1, 2]);
 }

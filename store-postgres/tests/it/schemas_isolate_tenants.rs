@@ -40,7 +40,10 @@ async fn tenants_in_one_database_never_see_each_other(pool: PgPool) {
     assert_eq!(a.load_stream(&id).await.unwrap().len(), 2);
     assert_eq!(b.load_stream(&id).await.unwrap().len(), 1);
     assert_eq!(
-        b.read_all(Position::START, 10).await.unwrap()[0].payload["n"],
+        b.read_all(Position::START, 10).await.unwrap()[0]
+            .payload
+            .to_value()
+            .unwrap()["n"],
         3
     );
 
