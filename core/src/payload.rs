@@ -43,6 +43,16 @@ impl Payload {
         Ok(Self(Arc::from(json)))
     }
 
+    /// A payload from JSON text a store's database has already checked (PostgreSQL's `jsonb`, for one, only
+    /// ever holds and returns valid JSON), without checking it again: the text is parsed once, when decoded.
+    ///
+    /// Text that is not valid JSON is not undefined behaviour: decoding it fails with
+    /// [`Error::Decode`](crate::Error::Decode) naming the event, and it equals no other payload. Use
+    /// [`Payload::from_json`] for text from anywhere else.
+    pub fn from_stored_json(json: &str) -> Self {
+        Self(Arc::from(json))
+    }
+
     /// The JSON text.
     pub fn as_str(&self) -> &str {
         &self.0

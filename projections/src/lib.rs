@@ -60,6 +60,7 @@ mod error;
 mod policy;
 mod projection;
 mod projections;
+mod read_ahead;
 mod reader;
 mod runner;
 mod sql;

@@ -13,8 +13,12 @@ use crate::backend::{Acquired, Backend, BatchTx, Commit, Slot, parked_from};
 use crate::documents::{DocBuffer, Documents};
 use crate::error::{BoxError, Error, Result};
 use crate::policy::ProjectionOptions;
+use crate::read_ahead::ReadAhead;
 use crate::projection::{Projection, SqlProjection};
 use crate::status::{Progress, RebuildOutcome, RebuildReport, ReplayReport, SlotState};
+
+/// Pages a catching-up or rebuilding runner reads ahead of the one it applies.
+const READ_AHEAD_PAGES: usize = 2;
 
 /// The projection code behind a registration.
 #[derive(Clone)]
@@ -326,28 +330,34 @@ impl Engine {
         Ok(true)
     }
 
-    /// Processes `events` (a full page) while reading the page after it; returns that next page (`None` when
-    /// the page was interrupted, see [`process_page`](Self::process_page)).
-    #[allow(clippy::too_many_arguments)]
-    async fn process_and_prefetch(
+    /// The page after `slot.checkpoint`: from the read-ahead when it is at that position, else read directly.
+    /// A full page read directly starts a read-ahead after it; an empty page or an error from the read-ahead
+    /// ends it.
+    async fn next_page(
         &self,
         p: &Registered,
-        slot: &mut Slot,
-        events: &[RecordedEvent],
-        state: SlotState,
-        parked: &mut usize,
-        throughput: Option<f64>,
-        stop: &Shutdown,
-    ) -> Result<Option<Vec<RecordedEvent>>> {
-        let after = events.last().map_or(slot.checkpoint, |e| e.position);
-        let (next, complete) = tokio::join!(
-            self.store.read_all(after, p.options.batch_size),
-            self.process_page(p, slot, events, state, parked, throughput, stop)
-        );
-        if !complete? {
-            return Ok(None);
+        slot: &Slot,
+        ahead: &mut Option<ReadAhead>,
+    ) -> annals::Result<Vec<RecordedEvent>> {
+        let batch = p.options.batch_size;
+        if let Some(reader) = ahead.as_mut().filter(|r| r.after() == slot.checkpoint) {
+            let events = reader.next().await;
+            if !matches!(&events, Ok(events) if !events.is_empty()) {
+                *ahead = None;
+            }
+            return events;
         }
-        Ok(Some(next?))
+        let events = self.store.read_all(slot.checkpoint, batch).await?;
+        *ahead = match events.last() {
+            Some(last) if events.len() >= batch => Some(ReadAhead::start(
+                Arc::clone(&self.store),
+                last.position,
+                batch,
+                READ_AHEAD_PAGES,
+            )),
+            _ => None,
+        };
+        Ok(events)
     }
 
     /// Retries, parks or stops at a failing event.
@@ -509,17 +519,14 @@ impl Engine {
         let mut live = false;
         let mut pending_caught_up = true;
         let mut parked = 0;
-        let mut prefetched = None;
+        let mut ahead = None;
         let mut rate = Rate::new();
         self.notify(slot);
         loop {
             if is_shut(shutdown) {
                 return Ok(());
             }
-            let events = match prefetched.take() {
-                Some(events) => events,
-                None => self.store.read_all(slot.checkpoint, batch).await?,
-            };
+            let events = self.next_page(p, slot, &mut ahead).await?;
             if events.is_empty() {
                 if !live {
                     self.backend
@@ -556,24 +563,9 @@ impl Engine {
             pending_caught_up = true;
             let span = info_span!("projection_batch", projection = %p.name,
                                   from = slot.checkpoint.get(), events = events.len());
-            if events.len() >= batch {
-                prefetched = self
-                    .process_and_prefetch(
-                        p,
-                        slot,
-                        &events,
-                        state,
-                        &mut parked,
-                        rate.get(),
-                        shutdown,
-                    )
-                    .instrument(span)
-                    .await?;
-            } else {
-                self.process_page(p, slot, &events, state, &mut parked, rate.get(), shutdown)
-                    .instrument(span)
-                    .await?;
-            }
+            self.process_page(p, slot, &events, state, &mut parked, rate.get(), shutdown)
+                .instrument(span)
+                .await?;
             rate.add(events.len());
         }
     }
@@ -633,7 +625,7 @@ impl Engine {
             head = total,
             "rebuild started"
         );
-        let mut prefetched = None;
+        let mut ahead = None;
         let mut rate = Rate::new();
         progress(Progress {
             done: slot.checkpoint.get(),
@@ -655,14 +647,7 @@ impl Engine {
                     parked,
                 ));
             }
-            let read = match prefetched.take() {
-                Some(events) => Ok(events),
-                None => {
-                    self.store
-                        .read_all(slot.checkpoint, p.options.batch_size)
-                        .await
-                }
-            };
+            let read = self.next_page(p, &slot, &mut ahead).await;
             let events = match read {
                 Ok(events) => events,
                 Err(e) => {
@@ -699,7 +684,7 @@ impl Engine {
             }
             events_read += events.len() as u64;
             match self
-                .process_and_prefetch(
+                .process_page(
                     p,
                     &mut slot,
                     &events,
@@ -710,7 +695,8 @@ impl Engine {
                 )
                 .await
             {
-                Ok(next) => prefetched = next,
+                // Interrupted or not, the loop looks at `cancel` next.
+                Ok(_) => {}
                 Err(e) => {
                     let _ = self.backend.release(&slot, self.owner).await;
                     return Err(e);

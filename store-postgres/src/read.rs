@@ -6,8 +6,7 @@ use std::time::Instant;
 use annals::{EventId, Metadata, Payload, Position, RecordedEvent, StreamId, StreamVersion};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use serde_json::value::RawValue;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgRow, PgValueFormat};
 use sqlx::types::Json;
 use sqlx::{PgExecutor, Row};
 use tracing::Instrument;
@@ -193,7 +192,7 @@ pub(crate) fn decode_row(row: &PgRow, stream: Option<&StreamId>) -> annals::Resu
         source: what.into(),
     };
     let position: i64 = row
-        .try_get(0)
+        .try_get_unchecked(0)
         .map_err(|e| corrupt(format!("unreadable position: {e}")))?;
     let at = |what: &str, e: &dyn std::fmt::Display| {
         corrupt(format!("stored event at position {position}: {what}: {e}"))
@@ -201,24 +200,21 @@ pub(crate) fn decode_row(row: &PgRow, stream: Option<&StreamId>) -> annals::Resu
     let stream_id = match stream {
         Some(stream) => stream.clone(),
         None => {
-            let raw: String = row.try_get(8).map_err(|e| at("unreadable stream id", &e))?;
+            let raw: String = row.try_get_unchecked(8).map_err(|e| at("unreadable stream id", &e))?;
             StreamId::new(raw).map_err(|e| at("invalid stream id", &e))?
         }
     };
     let version: i64 = row
-        .try_get(1)
+        .try_get_unchecked(1)
         .map_err(|e| at("unreadable stream version", &e))?;
     let event_type: String = row
-        .try_get(5)
+        .try_get_unchecked(5)
         .map_err(|e| at("unreadable event type", &e))?;
     let schema_version: i32 = row
-        .try_get(4)
+        .try_get_unchecked(4)
         .map_err(|e| at("unreadable schema version", &e))?;
-    let payload = row
-        .try_get::<Json<&RawValue>, _>(6)
-        .map(|Json(payload)| Payload::from(payload));
-    let (payload, payload_error) = match payload {
-        Ok(payload) => (payload, None),
+    let (payload, payload_error) = match stored_json(row, 6) {
+        Ok(json) => (Payload::from_stored_json(json), None),
         Err(e) => (Payload::from(serde_json::Value::Null), Some(e)),
     };
     let mut event = RecordedEvent {
@@ -241,9 +237,9 @@ pub(crate) fn decode_row(row: &PgRow, stream: Option<&StreamId>) -> annals::Resu
         return Err(event.decode_error(source));
     }
     let fields = (|| -> Result<(), sqlx::Error> {
-        event.event_id = EventId(row.try_get(2)?);
-        event.recorded_at = row.try_get(3)?;
-        if let Some(Json(metadata)) = row.try_get::<Option<Json<Metadata>>, _>(7)? {
+        event.event_id = EventId(row.try_get_unchecked(2)?);
+        event.recorded_at = row.try_get_unchecked(3)?;
+        if let Some(Json(metadata)) = row.try_get_unchecked::<Option<Json<Metadata>>, _>(7)? {
             event.metadata = metadata;
         }
         Ok(())
@@ -252,4 +248,23 @@ pub(crate) fn decode_row(row: &PgRow, stream: Option<&StreamId>) -> annals::Resu
         Ok(()) => Ok(event),
         Err(source) => Err(event.decode_error(source)),
     }
+}
+
+/// The JSON text of a `jsonb` column, as PostgreSQL sent it: in the binary format a version byte (1) and the
+/// text. PostgreSQL only stores valid JSON in `jsonb`, so the text is not parsed here but once, when decoded.
+fn stored_json(row: &PgRow, index: usize) -> Result<&str, sqlx::Error> {
+    let value = row.try_get_raw(index)?;
+    let decode = |source: sqlx::error::BoxDynError| sqlx::Error::ColumnDecode {
+        index: index.to_string(),
+        source,
+    };
+    let bytes = value.as_bytes().map_err(decode)?;
+    let text = match value.format() {
+        PgValueFormat::Text => bytes,
+        PgValueFormat::Binary => match bytes.split_first() {
+            Some((1, text)) => text,
+            _ => return Err(decode("unsupported jsonb format version (expected 1)".into())),
+        },
+    };
+    std::str::from_utf8(text).map_err(|e| decode(e.into()))
 }
