@@ -24,20 +24,46 @@ pub(crate) struct Entry {
     pub(crate) dirty: bool,
 }
 
-/// The documents read and written by one batch, keyed by `(collection, key)`.
+/// The documents read and written by one batch, by collection, then key (so lookups borrow the caller's strings).
 #[derive(Debug, Default)]
 pub(crate) struct DocBuffer {
-    pub(crate) entries: HashMap<(String, String), Entry>,
+    collections: HashMap<String, HashMap<String, Entry>>,
 }
 
 impl DocBuffer {
+    fn get(&self, collection: &str, key: &str) -> Option<&Entry> {
+        self.collections.get(collection)?.get(key)
+    }
+
+    fn set(&mut self, collection: &str, key: &str, entry: Entry) {
+        let entries = match self.collections.get_mut(collection) {
+            Some(entries) => entries,
+            None => self.collections.entry(collection.to_owned()).or_default(),
+        };
+        match entries.get_mut(key) {
+            Some(slot) => *slot = entry,
+            None => {
+                entries.insert(key.to_owned(), entry);
+            }
+        }
+    }
+
+    /// The number of documents read or written.
+    pub(crate) fn len(&self) -> usize {
+        self.collections.values().map(HashMap::len).sum()
+    }
+
     /// The changed documents: `Some` to upsert, `None` to delete.
     pub(crate) fn into_writes(self) -> Vec<(String, String, Option<Value>)> {
-        self.entries
-            .into_iter()
-            .filter(|(_, e)| e.dirty)
-            .map(|((c, k), e)| (c, k, e.value))
-            .collect()
+        let mut writes = Vec::new();
+        for (collection, entries) in self.collections {
+            for (key, entry) in entries {
+                if entry.dirty {
+                    writes.push((collection.clone(), key, entry.value));
+                }
+            }
+        }
+        writes
     }
 }
 
@@ -54,7 +80,7 @@ pub struct Documents<'a> {
 impl std::fmt::Debug for Documents<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Documents")
-            .field("buffered", &self.buffer.entries.len())
+            .field("buffered", &self.buffer.len())
             .finish_non_exhaustive()
     }
 }
@@ -70,17 +96,32 @@ impl Documents<'_> {
         key: impl AsRef<str>,
     ) -> Result<Option<T>> {
         let key = key.as_ref();
-        match self.get_json(collection, key).await? {
-            None => Ok(None),
-            Some(value) => {
-                serde_json::from_value(value)
-                    .map(Some)
-                    .map_err(|source| Error::Document {
-                        collection: collection.to_owned(),
-                        key: key.to_owned(),
-                        source,
-                    })
+        let value = match self.buffer.get(collection, key) {
+            Some(entry) => entry.value.as_ref(),
+            None => {
+                let value = self.source.load(collection, key).await?;
+                self.buffer.set(
+                    collection,
+                    key,
+                    Entry {
+                        value,
+                        dirty: false,
+                    },
+                );
+                self.buffer
+                    .get(collection, key)
+                    .and_then(|entry| entry.value.as_ref())
             }
+        };
+        match value {
+            None => Ok(None),
+            Some(value) => T::deserialize(value)
+                .map(Some)
+                .map_err(|source| Error::Document {
+                    collection: collection.to_owned(),
+                    key: key.to_owned(),
+                    source,
+                }),
         }
     }
 
@@ -94,13 +135,13 @@ impl Documents<'_> {
         key: impl AsRef<str>,
     ) -> Result<Option<Value>> {
         let key = key.as_ref();
-        let id = (collection.to_owned(), key.to_owned());
-        if let Some(entry) = self.buffer.entries.get(&id) {
+        if let Some(entry) = self.buffer.get(collection, key) {
             return Ok(entry.value.clone());
         }
         let value = self.source.load(collection, key).await?;
-        self.buffer.entries.insert(
-            id,
+        self.buffer.set(
+            collection,
+            key,
             Entry {
                 value: value.clone(),
                 dirty: false,
@@ -131,8 +172,9 @@ impl Documents<'_> {
 
     /// Stores raw JSON at `(collection, key)`.
     pub fn put_json(&mut self, collection: &str, key: impl AsRef<str>, value: Value) {
-        self.buffer.entries.insert(
-            (collection.to_owned(), key.as_ref().to_owned()),
+        self.buffer.set(
+            collection,
+            key.as_ref(),
             Entry {
                 value: Some(value),
                 dirty: true,
@@ -142,8 +184,9 @@ impl Documents<'_> {
 
     /// Deletes the document at `(collection, key)` (nothing happens when there is none).
     pub fn delete(&mut self, collection: &str, key: impl AsRef<str>) {
-        self.buffer.entries.insert(
-            (collection.to_owned(), key.as_ref().to_owned()),
+        self.buffer.set(
+            collection,
+            key.as_ref(),
             Entry {
                 value: None,
                 dirty: true,

@@ -203,25 +203,26 @@ impl Engine {
         }
     }
 
-    /// Applies `events` inside `tx`; returns the document writes.
+    /// Applies `events` inside `tx`, reading and writing documents through `buffer` (so a transaction that spans
+    /// several pages sees its own earlier writes); returns how many events the projection wanted.
     async fn apply_into(
         &self,
         p: &Registered,
         tx: &mut dyn BatchTx,
         events: &[RecordedEvent],
-    ) -> std::result::Result<(DocBuffer, usize), BatchError> {
+        buffer: &mut DocBuffer,
+    ) -> std::result::Result<usize, BatchError> {
         let wanted: Vec<(usize, &RecordedEvent)> = events
             .iter()
             .enumerate()
             .filter(|(_, e)| p.wants(e))
             .collect();
-        let mut buffer = DocBuffer::default();
         match &p.kind {
             Kind::Docs(projection) => {
                 for &(index, event) in &wanted {
                     let mut docs = Documents {
                         source: tx.docs(),
-                        buffer: &mut buffer,
+                        buffer: &mut *buffer,
                     };
                     projection
                         .apply(event, &mut docs)
@@ -240,7 +241,7 @@ impl Engine {
                     .map_err(|(j, e)| classify(wanted.get(j).map_or(0, |w| w.0), e))?;
             }
         }
-        Ok((buffer, wanted.len()))
+        Ok(wanted.len())
     }
 
     /// Applies one batch to `slot` and commits it with the checkpoint.
@@ -265,7 +266,10 @@ impl Engine {
                 false,
             )
             .await?;
-        let (buffer, applied) = self.apply_into(p, tx.as_mut(), events).await?;
+        let mut buffer = DocBuffer::default();
+        let applied = self
+            .apply_into(p, tx.as_mut(), events, &mut buffer)
+            .await?;
         tx.commit(Commit {
             writes: buffer.into_writes(),
             checkpoint: Some(last.position),
@@ -737,9 +741,9 @@ impl Engine {
                 .await?;
             let Some(last) = events.last() else { break };
             let last = last.position;
-            // Keep the buffer of earlier pages: apply into the same transaction, then merge.
-            match self.apply_into(p, tx.as_mut(), &events).await {
-                Ok((buffer, _)) => writes.entries.extend(buffer.entries),
+            // One buffer for every page: later pages read what earlier ones wrote in this transaction.
+            match self.apply_into(p, tx.as_mut(), &events, &mut writes).await {
+                Ok(_) => {}
                 Err(BatchError::Infra(e)) => return Err(e),
                 Err(BatchError::Apply { .. }) => return Ok(false),
             }
@@ -793,11 +797,12 @@ impl Engine {
                 .backend
                 .begin(&slot, self.owner, self.lease_ttl, None, false)
                 .await?;
+            let mut buffer = DocBuffer::default();
             match self
-                .apply_into(p, tx.as_mut(), std::slice::from_ref(&event))
+                .apply_into(p, tx.as_mut(), std::slice::from_ref(&event), &mut buffer)
                 .await
             {
-                Ok((buffer, _)) => {
+                Ok(_) => {
                     tx.commit(Commit {
                         writes: buffer.into_writes(),
                         unpark: vec![parked.position],

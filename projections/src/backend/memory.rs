@@ -18,7 +18,8 @@ use crate::runner::Registered;
 use crate::sql::SqlTx;
 use crate::status::{ParkedEvent, SlotState};
 
-type Docs = Arc<RwLock<BTreeMap<(String, String), Value>>>;
+/// A generation's documents: collection, then key (so lookups borrow, and keys of a collection sort together).
+type Docs = Arc<RwLock<BTreeMap<String, BTreeMap<String, Value>>>>;
 
 #[derive(Debug)]
 struct MemSlot {
@@ -131,7 +132,9 @@ impl MemoryBackend {
     }
 }
 
-fn read_docs(docs: &Docs) -> std::sync::RwLockReadGuard<'_, BTreeMap<(String, String), Value>> {
+fn read_docs(
+    docs: &Docs,
+) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, BTreeMap<String, Value>>> {
     docs.read().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -339,7 +342,8 @@ impl Backend for MemoryBackend {
             return Ok(None);
         };
         Ok(read_docs(&docs)
-            .get(&(collection.to_owned(), key.to_owned()))
+            .get(collection)
+            .and_then(|c| c.get(key))
             .cloned())
     }
 
@@ -354,12 +358,14 @@ impl Backend for MemoryBackend {
             return Ok(Vec::new());
         };
         let docs = read_docs(&docs);
-        let start = (collection.to_owned(), prefix.to_owned());
-        Ok(docs
-            .range(start..)
-            .take_while(|((c, k), _)| c == collection && k.starts_with(prefix))
+        let Some(collection) = docs.get(collection) else {
+            return Ok(Vec::new());
+        };
+        Ok(collection
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
-            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
     }
 
@@ -384,7 +390,8 @@ struct MemTx {
 impl DocSource for MemTx {
     async fn load(&mut self, collection: &str, key: &str) -> Result<Option<Value>> {
         Ok(read_docs(&self.docs)
-            .get(&(collection.to_owned(), key.to_owned()))
+            .get(collection)
+            .and_then(|c| c.get(key))
             .cloned())
     }
 }
@@ -415,9 +422,15 @@ impl BatchTx for MemTx {
             let mut docs = s.docs.write().unwrap_or_else(PoisonError::into_inner);
             for (collection, key, value) in commit.writes {
                 match value {
-                    Some(v) => docs.insert((collection, key), v),
-                    None => docs.remove(&(collection, key)),
-                };
+                    Some(v) => {
+                        docs.entry(collection).or_default().insert(key, v);
+                    }
+                    None => {
+                        if let Some(documents) = docs.get_mut(&collection) {
+                            documents.remove(&key);
+                        }
+                    }
+                }
             }
         }
         s.take(self.owner, self.ttl);
