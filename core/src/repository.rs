@@ -129,18 +129,20 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// [`Error::Decode`] when a stored event does not decode into `A::Event`, or the store's error.
     #[tracing::instrument(level = "debug", skip(self), fields(stream = %stream))]
     pub async fn load(&self, stream: &StreamId) -> Result<Loaded<A>, Error> {
-        let recorded = self.store.load_stream(stream).await?;
         let mut loaded = Loaded {
             state: A::default(),
             version: StreamVersion::NONE,
             position: Position::START,
         };
-        for event in &recorded {
-            let decoded: A::Event = event.decode()?;
-            loaded.state.apply(&decoded);
-            loaded.version = event.stream_version;
-            loaded.position = event.position;
-        }
+        self.store
+            .visit_stream(stream, &mut |event| {
+                let decoded: A::Event = event.decode()?;
+                loaded.state.apply(&decoded);
+                loaded.version = event.stream_version;
+                loaded.position = event.position;
+                Ok(())
+            })
+            .await?;
         Ok(loaded)
     }
 

@@ -73,6 +73,23 @@ pub trait EventStore: Send + Sync {
         self.read_stream(stream, StreamVersion::FIRST, usize::MAX)
             .await
     }
+
+    /// Hands every event of `stream` to `visit`, in version order, and stops at the first error `visit` returns.
+    /// [`Repository::load`](crate::Repository::load) folds aggregates through it.
+    ///
+    /// The default reads the whole stream with [`load_stream`](EventStore::load_stream) first. Stores that
+    /// receive events one by one override it to visit each as it arrives, so decoding and folding overlap the
+    /// read and the stream is never held in memory whole.
+    async fn visit_stream(
+        &self,
+        stream: &StreamId,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<()> + Send),
+    ) -> Result<()> {
+        for event in &self.load_stream(stream).await? {
+            visit(event)?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -109,6 +126,14 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
 
     async fn load_stream(&self, stream: &StreamId) -> Result<Vec<RecordedEvent>> {
         (**self).load_stream(stream).await
+    }
+
+    async fn visit_stream(
+        &self,
+        stream: &StreamId,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<()> + Send),
+    ) -> Result<()> {
+        (**self).visit_stream(stream, visit).await
     }
 }
 

@@ -29,8 +29,19 @@ use crate::{
 #[macro_export]
 macro_rules! store_conformance {
     ($(#[$attr:meta])* fn($($arg:ident : $ty:ty),* $(,)?) -> $store:expr) => {
-        $crate::__store_conformance_cases! {
-            [$(#[$attr])*] [$($arg: $ty),*] [$store]
+        $crate::__store_conformance_list! {
+            $crate::__store_conformance_cases { [$(#[$attr])*] [$($arg: $ty),*] [$store] }
+        }
+    };
+}
+
+/// The one list of conformance cases: calls `$callback!` with `$prefix` followed by every case's name.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_conformance_list {
+    ($callback:path { $($prefix:tt)* }) => {
+        $callback! {
+            $($prefix)*
             head_of_empty_store_is_start,
             append_records_the_envelope,
             expected_version_any,
@@ -47,6 +58,7 @@ macro_rules! store_conformance {
             global_order_is_consistent_with_stream_order,
             wait_for_events_wakes_up,
             stream_ids_are_validated_and_kept_verbatim,
+            visit_stream_hands_over_the_stream_in_order,
         }
     };
 }
@@ -80,29 +92,12 @@ where
     Fut: std::future::Future<Output = Arc<dyn EventStore>>,
 {
     macro_rules! run {
-        ($($case:ident),*) => {$(
+        ($($case:ident),* $(,)?) => {$(
             tracing::info!(case = stringify!($case), "conformance case");
             $case(make_store().await).await;
         )*};
     }
-    run!(
-        head_of_empty_store_is_start,
-        append_records_the_envelope,
-        expected_version_any,
-        expected_version_no_stream,
-        expected_version_stream_exists,
-        expected_version_exact,
-        concurrent_appends_have_exactly_one_winner,
-        idempotent_reappend_writes_nothing,
-        reappend_at_another_version_conflicts,
-        event_id_reuse_is_rejected,
-        malformed_appends_are_rejected,
-        read_stream_pages,
-        read_all_pages,
-        global_order_is_consistent_with_stream_order,
-        wait_for_events_wakes_up,
-        stream_ids_are_validated_and_kept_verbatim
-    );
+    crate::__store_conformance_list!(run {});
 }
 
 fn stream(name: &str) -> StreamId {
@@ -570,6 +565,67 @@ pub async fn read_stream_pages(store: Arc<dyn EventStore>) {
             .unwrap()
             .is_empty()
     );
+}
+
+pub async fn visit_stream_hands_over_the_stream_in_order(store: Arc<dyn EventStore>) {
+    let id = stream("visited-1");
+    for chunk in 0..3 {
+        store
+            .append(&id, ExpectedVersion::Any, events(chunk * 4..chunk * 4 + 4))
+            .await
+            .unwrap();
+        store
+            .append(
+                &stream("visited-2"),
+                ExpectedVersion::Any,
+                vec![event(chunk)],
+            )
+            .await
+            .unwrap();
+    }
+    let loaded = store.load_stream(&id).await.unwrap();
+    let mut visited = Vec::new();
+    store
+        .visit_stream(&id, &mut |e| {
+            visited.push(e.clone());
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(visited, loaded, "visit_stream sees what load_stream reads");
+    assert_eq!(visited.len(), 12);
+
+    // The first error stops the visit and is returned as it is.
+    let mut calls = 0;
+    let stopped = store
+        .visit_stream(&id, &mut |e| {
+            calls += 1;
+            if e.stream_version == StreamVersion(5) {
+                return Err(e.decode_error("stop here"));
+            }
+            Ok(())
+        })
+        .await;
+    match stopped {
+        Err(Error::Decode {
+            stream, version, ..
+        }) => {
+            assert_eq!(stream, id);
+            assert_eq!(version, StreamVersion(5));
+        }
+        other => panic!("expected the visitor's error, got {other:?}"),
+    }
+    assert_eq!(calls, 5, "no event is visited after the error");
+
+    let mut none = 0;
+    store
+        .visit_stream(&stream("visited-never"), &mut |_| {
+            none += 1;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(none, 0);
 }
 
 pub async fn read_all_pages(store: Arc<dyn EventStore>) {

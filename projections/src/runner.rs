@@ -13,8 +13,8 @@ use crate::backend::{Acquired, Backend, BatchTx, Commit, Slot, parked_from};
 use crate::documents::{DocBuffer, Documents};
 use crate::error::{BoxError, Error, Result};
 use crate::policy::ProjectionOptions;
-use crate::read_ahead::ReadAhead;
 use crate::projection::{Projection, SqlProjection};
+use crate::read_ahead::ReadAhead;
 use crate::status::{Progress, RebuildOutcome, RebuildReport, ReplayReport, SlotState};
 
 /// Pages a catching-up or rebuilding runner reads ahead of the one it applies.
@@ -267,9 +267,7 @@ impl Engine {
             )
             .await?;
         let mut buffer = DocBuffer::default();
-        let applied = self
-            .apply_into(p, tx.as_mut(), events, &mut buffer)
-            .await?;
+        let applied = self.apply_into(p, tx.as_mut(), events, &mut buffer).await?;
         tx.commit(Commit {
             writes: buffer.into_writes(),
             checkpoint: Some(last.position),

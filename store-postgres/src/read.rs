@@ -26,8 +26,26 @@ impl PostgresStore {
         from: StreamVersion,
         limit: usize,
     ) -> annals::Result<Vec<RecordedEvent>> {
+        let mut events = Vec::new();
+        self.visit_stream_rows(stream, from, limit, &mut |event| {
+            events.push(event);
+            Ok(())
+        })
+        .await?;
+        Ok(events)
+    }
+
+    /// Hands the events of `stream` from version `from` on (at most `limit`) to `visit` as their rows arrive,
+    /// in one query; stops at the first error `visit` returns.
+    pub(crate) async fn visit_stream_rows(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        limit: usize,
+        visit: &mut (dyn FnMut(RecordedEvent) -> annals::Result<()> + Send),
+    ) -> annals::Result<()> {
         if limit == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let span = tracing::debug_span!(
             "annals_postgres.read_stream",
@@ -39,14 +57,22 @@ impl PostgresStore {
         );
         async {
             let started = Instant::now();
-            let rows = sqlx::query(self.inner.statements.load.clone())
+            let mut rows = sqlx::query(self.inner.statements.load.clone())
                 .bind(stream.as_str())
                 .bind(i64::try_from(from.get()).unwrap_or(i64::MAX))
                 .bind(sql_limit(limit))
                 .fetch(&self.pool);
-            let events = decode_stream(rows, Some(stream), "read_stream").await?;
-            record_done(events.len(), started);
-            Ok(events)
+            let mut count = 0;
+            while let Some(row) = rows
+                .try_next()
+                .await
+                .map_err(|e| store_error("read_stream", e))?
+            {
+                visit(decode_row(&row, Some(stream))?)?;
+                count += 1;
+            }
+            record_done(count, started);
+            Ok(())
         }
         .instrument(span)
         .await
@@ -200,7 +226,9 @@ pub(crate) fn decode_row(row: &PgRow, stream: Option<&StreamId>) -> annals::Resu
     let stream_id = match stream {
         Some(stream) => stream.clone(),
         None => {
-            let raw: String = row.try_get_unchecked(8).map_err(|e| at("unreadable stream id", &e))?;
+            let raw: String = row
+                .try_get_unchecked(8)
+                .map_err(|e| at("unreadable stream id", &e))?;
             StreamId::new(raw).map_err(|e| at("invalid stream id", &e))?
         }
     };
@@ -263,7 +291,11 @@ fn stored_json(row: &PgRow, index: usize) -> Result<&str, sqlx::Error> {
         PgValueFormat::Text => bytes,
         PgValueFormat::Binary => match bytes.split_first() {
             Some((1, text)) => text,
-            _ => return Err(decode("unsupported jsonb format version (expected 1)".into())),
+            _ => {
+                return Err(decode(
+                    "unsupported jsonb format version (expected 1)".into(),
+                ));
+            }
         },
     };
     std::str::from_utf8(text).map_err(|e| decode(e.into()))

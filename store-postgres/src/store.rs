@@ -182,6 +182,17 @@ impl EventStore for PostgresStore {
         self.read_all_page(after, limit).await
     }
 
+    async fn visit_stream(
+        &self,
+        stream: &StreamId,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> annals::Result<()> + Send),
+    ) -> annals::Result<()> {
+        self.visit_stream_rows(stream, StreamVersion::FIRST, usize::MAX, &mut |event| {
+            visit(&event)
+        })
+        .await
+    }
+
     async fn head(&self) -> annals::Result<Position> {
         self.safe_head().await
     }
