@@ -21,6 +21,16 @@ async fn tenants_in_one_database_never_see_each_other(pool: PgPool) {
     ra2.unwrap();
     a.migrate().await.unwrap();
     assert_eq!(a.schema(), "tenant_a");
+    // Every embedded migration is applied, once, in each schema.
+    for schema in ["tenant_a", "tenant_b"] {
+        let versions: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT version FROM {schema}._sqlx_migrations WHERE success ORDER BY version"
+        )))
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(versions, [1, 2], "migrations applied in {schema}");
+    }
 
     let id = stream("shared-name");
     let in_a = a
