@@ -17,8 +17,10 @@ use crate::projection::{Projection, SqlProjection};
 use crate::read_ahead::ReadAhead;
 use crate::status::{Progress, RebuildOutcome, RebuildReport, ReplayReport, SlotState};
 
-/// Pages a catching-up or rebuilding runner reads ahead of the one it applies.
+/// Pages a catching-up or rebuilding runner reads ahead of the batch it applies.
 const READ_AHEAD_PAGES: usize = 2;
+/// Events per page read ahead, when batches are smaller: fewer, larger reads; batches are cut from them.
+const READ_AHEAD_PAGE_EVENTS: usize = 5_000;
 
 /// The projection code behind a registration.
 #[derive(Clone)]
@@ -332,9 +334,9 @@ impl Engine {
         Ok(true)
     }
 
-    /// The page after `slot.checkpoint`: from the read-ahead when it is at that position, else read directly.
-    /// A full page read directly starts a read-ahead after it; an empty page or an error from the read-ahead
-    /// ends it.
+    /// The batch after `slot.checkpoint`: from the read-ahead when it is at that position, else read directly.
+    /// A full batch read directly starts a read-ahead after it; a short batch or an error from the read-ahead
+    /// ends it (the next call reads directly again).
     async fn next_page(
         &self,
         p: &Registered,
@@ -343,8 +345,8 @@ impl Engine {
     ) -> annals::Result<Vec<RecordedEvent>> {
         let batch = p.options.batch_size;
         if let Some(reader) = ahead.as_mut().filter(|r| r.after() == slot.checkpoint) {
-            let events = reader.next().await;
-            if !matches!(&events, Ok(events) if !events.is_empty()) {
+            let events = reader.next(batch).await;
+            if !matches!(&events, Ok(events) if events.len() >= batch) {
                 *ahead = None;
             }
             return events;
@@ -354,7 +356,7 @@ impl Engine {
             Some(last) if events.len() >= batch => Some(ReadAhead::start(
                 Arc::clone(&self.store),
                 last.position,
-                batch,
+                batch.max(READ_AHEAD_PAGE_EVENTS),
                 READ_AHEAD_PAGES,
             )),
             _ => None,
