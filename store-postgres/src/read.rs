@@ -14,6 +14,9 @@ use tracing::Instrument;
 use crate::failure::store_error;
 use crate::store::PostgresStore;
 
+/// The most events a page read allocates room for before the rows arrive.
+const MAX_PREALLOCATED: usize = 10_000;
+
 /// A page size or count as the `bigint` PostgreSQL wants (`usize::MAX` means "no limit").
 pub(crate) fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -133,7 +136,7 @@ impl PostgresStore {
             .bind(i64::try_from(bound.get()).unwrap_or(i64::MAX))
             .bind(sql_limit(limit))
             .fetch(&self.pool);
-        decode_stream(rows, None, "read_all").await
+        decode_stream(rows, limit, None, "read_all").await
     }
 
     /// Asks the database how far the global order is safe to read now, and remembers it.
@@ -187,10 +190,12 @@ impl PostgresStore {
 /// Decodes rows as they arrive, so decoding overlaps with the server sending the rest.
 async fn decode_stream(
     mut rows: impl futures::Stream<Item = Result<PgRow, sqlx::Error>> + Unpin,
+    limit: usize,
     stream: Option<&StreamId>,
     operation: &'static str,
 ) -> annals::Result<Vec<RecordedEvent>> {
-    let mut events = Vec::new();
+    // Sized for a full page up front (pages are usually full while catching up): no regrowth and copying.
+    let mut events = Vec::with_capacity(limit.min(MAX_PREALLOCATED));
     while let Some(row) = rows
         .try_next()
         .await
