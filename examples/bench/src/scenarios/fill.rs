@@ -1,7 +1,8 @@
 //! Writing a scenario's starting data (not measured): the same events on both sides, in batches.
 
 use annals::{EventStore, ExpectedVersion, NewEvent, StreamId, StreamVersion};
-use sqlx::PgPool;
+use anyhow::Context as _;
+use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::domain::nth_event;
 use crate::raw::RawTable;
@@ -52,6 +53,28 @@ pub(crate) async fn raw(
             version += take;
             n += take;
         }
+    }
+    Ok(())
+}
+
+/// Lets the server settle after a fill, before anything is timed: `VACUUM (ANALYZE)` every table in `schemas` (so
+/// autovacuum does not start on them in the middle of a measured run), then a `CHECKPOINT` when the role may take
+/// one (so the periodic checkpoint is not due during the runs either; skipped without the privilege).
+pub(crate) async fn settle(pool: &PgPool, schemas: &[&str]) -> anyhow::Result<()> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = ANY($1)",
+    )
+    .bind(schemas)
+    .fetch_all(pool)
+    .await?;
+    for table in tables {
+        sqlx::query(AssertSqlSafe(format!("VACUUM (ANALYZE) {table}")))
+            .execute(pool)
+            .await
+            .with_context(|| format!("cannot vacuum {table}"))?;
+    }
+    if let Err(e) = sqlx::query("CHECKPOINT").execute(pool).await {
+        eprintln!("  (no CHECKPOINT before the runs: {e})");
     }
     Ok(())
 }

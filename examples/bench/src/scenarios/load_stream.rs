@@ -34,6 +34,7 @@ pub(crate) async fn run(settings: &Settings, name: &str) -> anyhow::Result<Strin
                     let table = RawTable::create(&raw_pool, raw_scratch).await?;
                     fill::annals(store.as_ref(), &[stream.as_str()], events).await?;
                     fill::raw(&table, &raw_pool, &[stream.as_str()], events).await?;
+                    fill::settle(&raw_pool, &[annals_scratch.name(), raw_scratch.name()]).await?;
                     let workload = LoadStream {
                         repository: Repository::new(store),
                         stream: StreamId::new(stream.as_str())?,

@@ -47,6 +47,7 @@ pub(crate) async fn run(settings: &Settings, name: &str) -> anyhow::Result<Strin
                     let table = RawTable::create(&raw_pool, raw_scratch).await?;
                     fill::annals(store.as_ref(), &names, per_stream).await?;
                     fill::raw(&table, &raw_pool, &names, per_stream).await?;
+                    fill::settle(&raw_pool, &[annals_scratch.name(), raw_scratch.name()]).await?;
                     let workload = ReadAll {
                         store,
                         page_size: settings.page_size,

@@ -69,6 +69,7 @@ pub(crate) async fn run(settings: &Settings, name: &str, target: Target) -> anyh
                     let table = RawTable::create(&raw_pool, raw_scratch).await?;
                     fill::annals(store.as_ref(), &names, per_stream).await?;
                     fill::raw(&table, &raw_pool, &names, per_stream).await?;
+                    fill::settle(&raw_pool, &[annals_scratch.name(), raw_scratch.name()]).await?;
                     let workload = Rebuild {
                         target,
                         store,
