@@ -69,7 +69,7 @@ mod status;
 pub use cli::{ProjectionsCommand, exit, exit_code};
 pub use documents::Documents;
 pub use error::{BoxError, Error, Result};
-pub use policy::{FailurePolicy, ProjectionOptions};
+pub use policy::{DEFAULT_READ_AHEAD, FailurePolicy, ProjectionOptions};
 pub use projection::{Projection, SqlProjection};
 pub use projections::{Projections, RebuildOptions};
 pub use reader::DocumentReader;

@@ -76,19 +76,24 @@ impl FailurePolicy {
 pub struct ProjectionOptions {
     pub(crate) batch_size: usize,
     pub(crate) failure_policy: FailurePolicy,
+    pub(crate) read_ahead: usize,
 }
+
+/// Events per page a catching-up or rebuilding runner reads ahead by default.
+pub const DEFAULT_READ_AHEAD: usize = 5_000;
 
 impl Default for ProjectionOptions {
     fn default() -> Self {
         Self {
             batch_size: 500,
             failure_policy: FailurePolicy::stop(),
+            read_ahead: DEFAULT_READ_AHEAD,
         }
     }
 }
 
 impl ProjectionOptions {
-    /// Batch size 500, failure policy stop.
+    /// Batch size 500, failure policy stop, read-ahead in pages of [`DEFAULT_READ_AHEAD`] events.
     pub fn new() -> Self {
         Self::default()
     }
@@ -102,6 +107,14 @@ impl ProjectionOptions {
     /// What to do when the projection fails to apply an event.
     pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
         self.failure_policy = policy;
+        self
+    }
+
+    /// How many events per page the runner reads ahead, on a task of its own, while it catches up or rebuilds
+    /// (at most two pages wait in memory; pages smaller than the batch size are read at the batch size). `0`
+    /// turns reading ahead off: each batch is then read when the one before it has been applied.
+    pub fn read_ahead(mut self, events_per_page: usize) -> Self {
+        self.read_ahead = events_per_page;
         self
     }
 }
@@ -120,5 +133,7 @@ mod tests {
         assert!(!p.park && p.then_park().park);
         assert_eq!(FailurePolicy::default(), FailurePolicy::stop());
         assert_eq!(ProjectionOptions::new().batch_size(0).batch_size, 1);
+        assert_eq!(ProjectionOptions::new().read_ahead, DEFAULT_READ_AHEAD);
+        assert_eq!(ProjectionOptions::new().read_ahead(0).read_ahead, 0);
     }
 }

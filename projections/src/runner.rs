@@ -19,8 +19,6 @@ use crate::status::{Progress, RebuildOutcome, RebuildReport, ReplayReport, SlotS
 
 /// Pages a catching-up or rebuilding runner reads ahead of the batch it applies.
 const READ_AHEAD_PAGES: usize = 2;
-/// Events per page read ahead, when batches are smaller: fewer, larger reads; batches are cut from them.
-const READ_AHEAD_PAGE_EVENTS: usize = 5_000;
 
 /// The projection code behind a registration.
 #[derive(Clone)]
@@ -353,12 +351,14 @@ impl Engine {
         }
         let events = self.store.read_all(slot.checkpoint, batch).await?;
         *ahead = match events.last() {
-            Some(last) if events.len() >= batch => Some(ReadAhead::start(
-                Arc::clone(&self.store),
-                last.position,
-                batch.max(READ_AHEAD_PAGE_EVENTS),
-                READ_AHEAD_PAGES,
-            )),
+            Some(last) if events.len() >= batch && p.options.read_ahead > 0 => {
+                Some(ReadAhead::start(
+                    Arc::clone(&self.store),
+                    last.position,
+                    batch.max(p.options.read_ahead),
+                    READ_AHEAD_PAGES,
+                ))
+            }
             _ => None,
         };
         Ok(events)

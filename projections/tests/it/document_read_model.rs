@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use annals::{EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId};
 use annals_projections::{
-    BoxError, Documents, Error, Projection, Projections, SqlProjection, SqlTx, async_trait,
+    BoxError, Documents, Error, Projection, ProjectionOptions, Projections, SqlProjection, SqlTx,
+    async_trait,
 };
 use serde_json::json;
 use sqlx::PgPool;
@@ -175,4 +176,54 @@ async fn bad_registrations_and_unknown_names_are_clear_errors() {
         matches!(err, Error::SqlNeedsPostgres { ref name } if name == "sql_named"),
         "{err}"
     );
+}
+
+/// Reading ahead only changes how events are fetched: off, in pages smaller than a batch, and in pages much larger
+/// than a batch (cut back into batches, across page boundaries), the rebuilt read model is the same.
+async fn every_read_ahead_setting_builds_the_same_read_model(
+    store: impl EventStore + Clone + 'static,
+    backend: impl Fn(Tallies, ProjectionOptions) -> Projections,
+) {
+    write_events(&store, "ra", 7, 30).await;
+    let expected = from_scratch(store.clone()).await;
+    for read_ahead in [0, 3, 64] {
+        let projections = backend(
+            Tallies::new(),
+            ProjectionOptions::new()
+                .batch_size(10)
+                .read_ahead(read_ahead),
+        );
+        projections.migrate().await.unwrap();
+        let report = projections.rebuild("tallies").await.unwrap();
+        assert_eq!(
+            report.events,
+            7 * 31,
+            "read_ahead({read_ahead}) read every event once"
+        );
+        assert_eq!(
+            untagged(snapshot(&projections).await),
+            untagged(expected.clone()),
+            "read_ahead({read_ahead})"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_read_ahead_settings_build_the_same_read_model() {
+    let store = memory_store();
+    let runner_store = store.clone();
+    every_read_ahead_setting_builds_the_same_read_model(store, move |p, options| {
+        Projections::memory(runner_store.clone()).with_options(p, options)
+    })
+    .await;
+}
+
+#[sqlx::test]
+async fn postgres_read_ahead_settings_build_the_same_read_model(pool: PgPool) {
+    let store = pg_store(&pool).await;
+    let runner_store = store.clone();
+    every_read_ahead_setting_builds_the_same_read_model(store, move |p, options| {
+        Projections::postgres(runner_store.clone(), pool.clone()).with_options(p, options)
+    })
+    .await;
 }
