@@ -1,14 +1,68 @@
 //! Writing a scenario's starting data (not measured): the same events on both sides, in batches.
 
+use std::sync::Arc;
+
 use annals::{EventStore, ExpectedVersion, NewEvent, StreamId, StreamVersion};
 use anyhow::Context as _;
 use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::domain::nth_event;
+use crate::harness::{self, Scratch};
 use crate::raw::RawTable;
+use crate::settings::Settings;
 
 /// Events per append while filling.
 const BATCH: usize = 1_000;
+
+/// Both sides of a read scenario, holding the same events, settled and ready to be measured.
+pub(crate) struct Filled {
+    /// The Annals store, in its own scratch schema.
+    pub(crate) store: Arc<dyn EventStore>,
+    /// The baseline table, in the other scratch schema.
+    pub(crate) table: RawTable,
+    /// The Annals side's pool.
+    pub(crate) annals_pool: PgPool,
+    /// The baseline's pool.
+    pub(crate) raw_pool: PgPool,
+    /// The baseline's scratch schema.
+    pub(crate) raw_schema: String,
+}
+
+/// Opens a pool of `connections` per side, creates both scratch schemas, writes `per_stream` events to each of
+/// `streams` on both sides, settles the server, runs `work`, and drops both schemas whatever happened.
+pub(crate) async fn prefilled<T>(
+    settings: &Settings,
+    connections: u32,
+    streams: &[&str],
+    per_stream: usize,
+    work: impl AsyncFnOnce(Filled) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let annals_pool = harness::pool(&settings.database_url, connections).await?;
+    let raw_pool = harness::pool(&settings.database_url, connections).await?;
+    Scratch::create(&annals_pool, "annals")
+        .await?
+        .run(async |annals_scratch| {
+            Scratch::create(&raw_pool, "raw")
+                .await?
+                .run(async |raw_scratch| {
+                    let store = settings.annals_store(&annals_pool, annals_scratch).await?;
+                    let table = RawTable::create(&raw_pool, raw_scratch).await?;
+                    annals(store.as_ref(), streams, per_stream).await?;
+                    raw(&table, &raw_pool, streams, per_stream).await?;
+                    settle(&raw_pool, &[annals_scratch.name(), raw_scratch.name()]).await?;
+                    work(Filled {
+                        store,
+                        table,
+                        annals_pool: annals_pool.clone(),
+                        raw_pool: raw_pool.clone(),
+                        raw_schema: raw_scratch.name().to_owned(),
+                    })
+                    .await
+                })
+                .await
+        })
+        .await
+}
 
 /// Appends `per_stream` events to each of `streams` through the Annals store.
 pub(crate) async fn annals(
@@ -60,7 +114,7 @@ pub(crate) async fn raw(
 /// Lets the server settle after a fill, before anything is timed: `VACUUM (ANALYZE)` every table in `schemas` (so
 /// autovacuum does not start on them in the middle of a measured run), then a `CHECKPOINT` when the role may take
 /// one (so the periodic checkpoint is not due during the runs either; skipped without the privilege).
-pub(crate) async fn settle(pool: &PgPool, schemas: &[&str]) -> anyhow::Result<()> {
+async fn settle(pool: &PgPool, schemas: &[&str]) -> anyhow::Result<()> {
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = ANY($1)",
     )

@@ -9,7 +9,7 @@ use annals::{Aggregate, EventStore, Repository, StreamId, StreamVersion};
 use sqlx::PgPool;
 
 use crate::domain::{Cart, stream_name};
-use crate::harness::{self, Phase, Scratch, Workload};
+use crate::harness::{self, Phase, Workload};
 use crate::raw::RawTable;
 use crate::scenarios::fill;
 use crate::settings::Settings;
@@ -21,33 +21,19 @@ pub(crate) const DEFAULT_EVENTS: usize = 10_000;
 pub(crate) async fn run(settings: &Settings, name: &str) -> anyhow::Result<String> {
     let events = settings.events.unwrap_or(DEFAULT_EVENTS).max(1);
     eprintln!("{name}: one stream of {events} events, loaded and folded");
-    let annals_pool = harness::pool(&settings.database_url, 2).await?;
-    let raw_pool = harness::pool(&settings.database_url, 2).await?;
     let stream = stream_name(0);
-    Scratch::create(&annals_pool, "annals")
-        .await?
-        .run(async |annals_scratch| {
-            Scratch::create(&raw_pool, "raw")
-                .await?
-                .run(async |raw_scratch| {
-                    let store = settings.annals_store(&annals_pool, annals_scratch).await?;
-                    let table = RawTable::create(&raw_pool, raw_scratch).await?;
-                    fill::annals(store.as_ref(), &[stream.as_str()], events).await?;
-                    fill::raw(&table, &raw_pool, &[stream.as_str()], events).await?;
-                    fill::settle(&raw_pool, &[annals_scratch.name(), raw_scratch.name()]).await?;
-                    let workload = LoadStream {
-                        repository: Repository::new(store),
-                        stream: StreamId::new(stream.as_str())?,
-                        pool: raw_pool.clone(),
-                        table,
-                        events,
-                    };
-                    let timings = harness::measure(name, &workload, settings.runs).await?;
-                    Ok(harness::latency_line(name, &timings))
-                })
-                .await
-        })
-        .await
+    fill::prefilled(settings, 2, &[stream.as_str()], events, async |filled| {
+        let workload = LoadStream {
+            repository: Repository::new(filled.store),
+            stream: StreamId::new(stream.as_str())?,
+            pool: filled.raw_pool,
+            table: filled.table,
+            events,
+        };
+        let timings = harness::measure(name, &workload, settings.runs).await?;
+        Ok(harness::latency_line(name, &timings))
+    })
+    .await
 }
 
 struct LoadStream {

@@ -13,8 +13,7 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::domain::stream_name;
-use crate::harness::{self, Phase, Scratch, Workload};
-use crate::raw::RawTable;
+use crate::harness::{self, Phase, Workload};
 use crate::scenarios::fill;
 use crate::settings::Settings;
 
@@ -35,32 +34,18 @@ pub(crate) async fn run(settings: &Settings, name: &str) -> anyhow::Result<Strin
         names.len(),
         settings.page_size
     );
-    let annals_pool = harness::pool(&settings.database_url, 2).await?;
-    let raw_pool = harness::pool(&settings.database_url, 2).await?;
-    Scratch::create(&annals_pool, "annals")
-        .await?
-        .run(async |annals_scratch| {
-            Scratch::create(&raw_pool, "raw")
-                .await?
-                .run(async |raw_scratch| {
-                    let store = settings.annals_store(&annals_pool, annals_scratch).await?;
-                    let table = RawTable::create(&raw_pool, raw_scratch).await?;
-                    fill::annals(store.as_ref(), &names, per_stream).await?;
-                    fill::raw(&table, &raw_pool, &names, per_stream).await?;
-                    fill::settle(&raw_pool, &[annals_scratch.name(), raw_scratch.name()]).await?;
-                    let workload = ReadAll {
-                        store,
-                        page_size: settings.page_size,
-                        pool: raw_pool.clone(),
-                        select_all: table.select_all(),
-                        events,
-                    };
-                    let timings = harness::measure(name, &workload, settings.runs).await?;
-                    Ok(harness::rate_line(name, events, &timings))
-                })
-                .await
-        })
-        .await
+    fill::prefilled(settings, 2, &names, per_stream, async |filled| {
+        let workload = ReadAll {
+            store: filled.store,
+            page_size: settings.page_size,
+            pool: filled.raw_pool,
+            select_all: filled.table.select_all(),
+            events,
+        };
+        let timings = harness::measure(name, &workload, settings.runs).await?;
+        Ok(harness::rate_line(name, events, &timings))
+    })
+    .await
 }
 
 struct ReadAll {

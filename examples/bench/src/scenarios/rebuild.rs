@@ -25,8 +25,8 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::domain::{CartEvent, ITEM_ADDED, ItemAdded, stream_name};
-use crate::harness::{self, Phase, Scratch, Workload};
-use crate::raw::{self, RawTable};
+use crate::harness::{self, Phase, Workload};
+use crate::raw;
 use crate::scenarios::fill;
 use crate::settings::Settings;
 
@@ -57,33 +57,19 @@ pub(crate) async fn run(settings: &Settings, name: &str, target: Target) -> anyh
         "{name}: {events} events over {} carts, batches of {BATCH}",
         names.len()
     );
-    let annals_pool = harness::pool(&settings.database_url, 4).await?;
-    let raw_pool = harness::pool(&settings.database_url, 4).await?;
-    Scratch::create(&annals_pool, "annals")
-        .await?
-        .run(async |annals_scratch| {
-            Scratch::create(&raw_pool, "raw")
-                .await?
-                .run(async |raw_scratch| {
-                    let store = settings.annals_store(&annals_pool, annals_scratch).await?;
-                    let table = RawTable::create(&raw_pool, raw_scratch).await?;
-                    fill::annals(store.as_ref(), &names, per_stream).await?;
-                    fill::raw(&table, &raw_pool, &names, per_stream).await?;
-                    fill::settle(&raw_pool, &[annals_scratch.name(), raw_scratch.name()]).await?;
-                    let workload = Rebuild {
-                        target,
-                        store,
-                        annals_pool: annals_pool.clone(),
-                        raw_pool: raw_pool.clone(),
-                        raw_schema: raw_scratch.name().to_owned(),
-                        expected: expected_balances(events, per_stream),
-                    };
-                    let timings = harness::measure(name, &workload, settings.runs).await?;
-                    Ok(harness::rate_line(name, events, &timings))
-                })
-                .await
-        })
-        .await
+    fill::prefilled(settings, 4, &names, per_stream, async |filled| {
+        let workload = Rebuild {
+            target,
+            store: filled.store,
+            annals_pool: filled.annals_pool,
+            raw_pool: filled.raw_pool,
+            raw_schema: filled.raw_schema,
+            expected: expected_balances(events, per_stream),
+        };
+        let timings = harness::measure(name, &workload, settings.runs).await?;
+        Ok(harness::rate_line(name, events, &timings))
+    })
+    .await
 }
 
 /// What one event adds to its cart's balance.
@@ -229,7 +215,27 @@ async fn drop_projection_schemas(pool: &PgPool, schema: &str, prefix: &str) -> a
     Ok(())
 }
 
+/// Cart 0's balance in the balances table `table` (a quoted, qualified name).
+async fn stored_balance(pool: &PgPool, table: &str) -> anyhow::Result<Option<i64>> {
+    Ok(sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT balance FROM {table} WHERE stream_id = $1"
+    )))
+    .bind(stream_name(0))
+    .fetch_optional(pool)
+    .await?)
+}
+
 impl Rebuild {
+    /// Fails unless `side` rebuilt cart 0 to the expected balance.
+    fn check(&self, side: &str, balance: Option<i64>) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            balance == Some(self.expected),
+            "{side} rebuilt cart 0 to balance {balance:?}, expected {}",
+            self.expected
+        );
+        Ok(())
+    }
+
     async fn annals_memory(&self) -> anyhow::Result<Duration> {
         let projections = Projections::memory(self.store.clone())
             .with_options(DocBalances, ProjectionOptions::new().batch_size(BATCH));
@@ -244,11 +250,7 @@ impl Rebuild {
             .documents(NAME)?
             .get::<i64>("carts", stream_name(0))
             .await?;
-        anyhow::ensure!(
-            balance == Some(self.expected),
-            "Annals rebuilt cart 0 with balance {balance:?}, expected {}",
-            self.expected
-        );
+        self.check("Annals", balance)?;
         Ok(elapsed)
     }
 
@@ -273,17 +275,9 @@ impl Rebuild {
             let live = projections
                 .schema(NAME)?
                 .context("the rebuilt projection has no schema")?;
-            let balance: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
-                "SELECT balance FROM \"{live}\".balances WHERE stream_id = $1"
-            )))
-            .bind(stream_name(0))
-            .fetch_optional(&self.annals_pool)
-            .await?;
-            anyhow::ensure!(
-                balance == Some(self.expected),
-                "Annals rebuilt cart 0 with balance {balance:?}, expected {}",
-                self.expected
-            );
+            let balance =
+                stored_balance(&self.annals_pool, &format!("\"{live}\".balances")).await?;
+            self.check("Annals", balance)?;
             Ok(elapsed)
         }
         .await;
@@ -310,11 +304,7 @@ impl Rebuild {
         drop(rows);
         let elapsed = started.elapsed();
         let balance = balances.get(&stream_name(0)).copied();
-        anyhow::ensure!(
-            balance == Some(self.expected),
-            "the baseline folded cart 0 to {balance:?}, expected {}",
-            self.expected
-        );
+        self.check("the baseline", balance)?;
         Ok(elapsed)
     }
 
@@ -359,17 +349,8 @@ impl Rebuild {
             }
         }
         let elapsed = started.elapsed();
-        let balance: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT balance FROM {table} WHERE stream_id = $1"
-        )))
-        .bind(stream_name(0))
-        .fetch_optional(&self.raw_pool)
-        .await?;
-        anyhow::ensure!(
-            balance == Some(self.expected),
-            "the baseline upserted cart 0 to {balance:?}, expected {}",
-            self.expected
-        );
+        let balance = stored_balance(&self.raw_pool, &table).await?;
+        self.check("the baseline", balance)?;
         Ok(elapsed)
     }
 }
