@@ -61,6 +61,7 @@ mod expected;
 mod ids;
 mod payload;
 mod repository;
+mod storable;
 mod store;
 mod stream_locks;
 pub mod testing;
@@ -77,6 +78,7 @@ pub use ids::{
 };
 pub use payload::Payload;
 pub use repository::{CommandError, DEFAULT_MAX_RETRIES, Executed, Loaded, Repository};
+pub use storable::MAX_SCHEMA_VERSION;
 pub use store::{AppendResult, EventStore, check_append, resolve_replayed_append};
 pub use stream_locks::{StreamGuard, StreamLocks};
 

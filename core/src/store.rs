@@ -137,8 +137,10 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
     }
 }
 
-/// Checks the shape of an append before any I/O: at least one event, no empty event type, no event id twice.
-/// Stores call this first so every store rejects the same input with the same error.
+/// Checks the shape of an append before any I/O: at least one event, no empty event type, no event id twice, and
+/// nothing some store cannot keep (a NUL character in an event type, payload or metadata; a schema version above
+/// [`MAX_SCHEMA_VERSION`](crate::MAX_SCHEMA_VERSION)). Stores call this first so every store rejects the same
+/// input with the same error.
 ///
 /// # Errors
 /// [`Error::InvalidAppend`](crate::Error::InvalidAppend) naming the offending event's index.
@@ -154,6 +156,9 @@ pub fn check_append(stream: &StreamId, events: &[NewEvent]) -> Result<()> {
     for (index, event) in events.iter().enumerate() {
         if event.event_type.is_empty() {
             return Err(invalid(format!("event #{index} has an empty event type")));
+        }
+        if let Some(reason) = crate::storable::unstorable(index, event) {
+            return Err(invalid(reason));
         }
         if !seen.insert(event.event_id) {
             return Err(invalid(format!(

@@ -53,6 +53,7 @@ macro_rules! __store_conformance_list {
             reappend_at_another_version_conflicts,
             event_id_reuse_is_rejected,
             malformed_appends_are_rejected,
+            unstorable_appends_are_rejected_alike,
             read_stream_pages,
             read_all_pages,
             global_order_is_consistent_with_stream_order,
@@ -496,6 +497,81 @@ pub async fn malformed_appends_are_rejected(store: Arc<dyn EventStore>) {
         "event #1 repeats",
     );
     assert_eq!(store.head().await.unwrap(), Position::START);
+}
+
+/// What some store cannot keep is refused by every store, with the same error: a NUL character (`\u0000`)
+/// anywhere in an event type, payload (keys included) or metadata, and a schema version above
+/// [`MAX_SCHEMA_VERSION`](crate::MAX_SCHEMA_VERSION). Nothing of such a batch is written.
+pub async fn unstorable_appends_are_rejected_alike(store: Arc<dyn EventStore>) {
+    let id = stream("unstorable-1");
+    let cases: Vec<(&str, Box<dyn Fn(&mut NewEvent)>)> = vec![
+        (
+            "its event type",
+            Box::new(|e| e.event_type = "Thing\0Happened".into()),
+        ),
+        (
+            "payload at /owner",
+            Box::new(|e| e.payload = json!({"owner": "a\u{0}b"})),
+        ),
+        (
+            "payload at /list/1",
+            Box::new(|e| e.payload = json!({"list": [1, "\u{0}"]})),
+        ),
+        (
+            "a key of its payload",
+            Box::new(|e| e.payload = json!({"ke\u{0}y": 1})),
+        ),
+        (
+            "metadata (correlation id)",
+            Box::new(|e| e.metadata.correlation_id = Some("c\u{0}".into())),
+        ),
+        (
+            "metadata (causation id)",
+            Box::new(|e| e.metadata.causation_id = Some("\u{0}".into())),
+        ),
+        (
+            "metadata at /user",
+            Box::new(|e| {
+                e.metadata.extra.insert("user".into(), json!("\u{0}"));
+            }),
+        ),
+        (
+            "schema version 2147483648",
+            Box::new(|e| e.schema_version = 1 << 31),
+        ),
+    ];
+    for (needle, break_it) in cases {
+        let mut batch = events(0..3);
+        break_it(&mut batch[1]);
+        match store.append(&id, ExpectedVersion::Any, batch).await {
+            Err(Error::InvalidAppend { stream, reason }) => {
+                assert_eq!(stream, id);
+                assert!(
+                    reason.contains("event #1") && reason.contains(needle),
+                    "{reason:?} should name event #1 and mention {needle:?}"
+                );
+            }
+            other => panic!("expected InvalidAppend mentioning {needle:?}, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        store.head().await.unwrap(),
+        Position::START,
+        "nothing was written"
+    );
+    assert_eq!(stream_len(&store, &id).await, 0);
+
+    // The largest schema version is kept, and a NUL written as text (not a character) is just text.
+    let mut edge = event(1);
+    edge.schema_version = crate::MAX_SCHEMA_VERSION;
+    edge.payload = json!({"text": "\\u0000"});
+    store
+        .append(&id, ExpectedVersion::NoStream, vec![edge])
+        .await
+        .unwrap();
+    let stored = store.load_stream(&id).await.unwrap();
+    assert_eq!(stored[0].schema_version, crate::MAX_SCHEMA_VERSION);
+    assert_eq!(stored[0].payload, json!({"text": "\\u0000"}));
 }
 
 pub async fn read_stream_pages(store: Arc<dyn EventStore>) {

@@ -170,6 +170,14 @@ pub enum AccountError {
         /// The name's length in characters.
         length: usize,
     },
+    /// The owner name contains a control character (a NUL, a line break, a tab...).
+    #[error("owner must not contain control characters, found U+{code:04X} at character {at}")]
+    OwnerHasControlCharacter {
+        /// The character's position in the name (0-based, in characters).
+        at: usize,
+        /// The character's code point.
+        code: u32,
+    },
     /// The amount is zero or larger than [`MAX_AMOUNT`].
     #[error("amount must be between 1 and {MAX_AMOUNT} minor units, got {amount}")]
     InvalidAmount {
@@ -263,6 +271,12 @@ impl Aggregate for Account {
                 if owner.trim().is_empty() || length > MAX_OWNER_LEN {
                     return Err(AccountError::InvalidOwner { length });
                 }
+                if let Some((at, c)) = owner.chars().enumerate().find(|(_, c)| c.is_control()) {
+                    return Err(AccountError::OwnerHasControlCharacter {
+                        at,
+                        code: u32::from(c),
+                    });
+                }
                 Ok(vec![E::Opened {
                     owner: owner.clone(),
                 }])
@@ -340,6 +354,20 @@ mod tests {
         assert_eq!(account.status, AccountStatus::Open);
         assert_eq!(account.owner, "Alice");
         assert_eq!(account.balance, 0);
+    }
+
+    #[test]
+    fn opening_refuses_control_characters_in_the_owner() {
+        given::<Account>([])
+            .when(C::Open {
+                owner: "a\u{0}b".into(),
+            })
+            .then_error(AccountError::OwnerHasControlCharacter { at: 1, code: 0 });
+        given::<Account>([])
+            .when(C::Open {
+                owner: "Ann\nLee".into(),
+            })
+            .then_error(AccountError::OwnerHasControlCharacter { at: 3, code: 10 });
     }
 
     #[test]

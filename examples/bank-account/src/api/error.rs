@@ -66,9 +66,9 @@ impl From<AccountError> for ApiError {
         let (status, code) = match error {
             AccountError::NotFound => (StatusCode::NOT_FOUND, "account_not_found"),
             AccountError::AlreadyExists => (StatusCode::CONFLICT, "account_exists"),
-            AccountError::InvalidOwner { .. } | AccountError::InvalidAmount { .. } => {
-                (StatusCode::BAD_REQUEST, "invalid_request")
-            }
+            AccountError::InvalidOwner { .. }
+            | AccountError::OwnerHasControlCharacter { .. }
+            | AccountError::InvalidAmount { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
             AccountError::InsufficientFunds { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds")
             }
@@ -105,6 +105,10 @@ impl From<annals::Error> for ApiError {
     fn from(error: annals::Error) -> Self {
         match error {
             annals::Error::InvalidStreamId(invalid) => Self::invalid_request(invalid.to_string()),
+            // Input the domain let through but no store keeps (a NUL character in a payload): the request's fault.
+            annals::Error::InvalidAppend { reason, .. } => {
+                Self::invalid_request(format!("the request cannot be stored: {reason}"))
+            }
             other => Self::internal(other),
         }
     }

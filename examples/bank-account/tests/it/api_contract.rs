@@ -129,6 +129,17 @@ async fn bad_input_is_a_400_naming_what_was_wrong(server: &TestServer) {
         ),
         ("/accounts", b"[1, 2]".to_vec(), "invalid request body"),
         ("/accounts", b"{\"owner\": \"  \"}".to_vec(), "owner"),
+        // A NUL no store keeps, and other control characters: refused up front, on every store alike.
+        (
+            "/accounts",
+            b"{\"owner\": \"a\\u0000b\"}".to_vec(),
+            "owner must not contain control characters",
+        ),
+        (
+            "/accounts",
+            b"{\"owner\": \"Ann\\nLee\"}".to_vec(),
+            "owner must not contain control characters",
+        ),
         (
             "/accounts",
             b"{\"id\": \"a/b\", \"owner\": \"A\"}".to_vec(),
