@@ -12,7 +12,9 @@ use sqlx::{PgConnection, Row};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::failure::{EVENT_ID_KEY, STREAM_VERSION_KEY, sqlstate, store_error, violated_unique};
+use crate::failure::{
+    EVENT_ID_KEY, STREAM_VERSION_KEY, non_negative, sqlstate, store_error, violated_unique,
+};
 use crate::store::PostgresStore;
 
 /// Whose transaction an append runs in, which decides how its failures can be examined.
@@ -75,8 +77,19 @@ fn expected_code(expected: ExpectedVersion) -> i64 {
     }
 }
 
-fn position(raw: Option<i64>) -> Position {
-    Position(raw.and_then(|p| u64::try_from(p).ok()).unwrap_or(0))
+/// A position `append_events` returned for an appended batch: present and positive.
+fn position(raw: Option<i64>, which: &str) -> annals::Result<Position> {
+    match raw {
+        Some(raw) if raw > 0 => Ok(Position(non_negative("append", which, raw)?)),
+        Some(raw) => Err(annals::Error::Backend {
+            operation: "append",
+            source: format!("append_events returned {which} {raw}; positions start at 1").into(),
+        }),
+        None => Err(annals::Error::Backend {
+            operation: "append",
+            source: format!("append_events returned no {which} for an appended batch").into(),
+        }),
+    }
 }
 
 impl PostgresStore {
@@ -231,12 +244,16 @@ impl PostgresStore {
         let read = |e| store_error("append", e);
         let outcome: i16 = row.try_get(0).map_err(read)?;
         let version: i64 = row.try_get(1).map_err(read)?;
-        let version = StreamVersion(u64::try_from(version).unwrap_or(0));
+        let version = StreamVersion(non_negative(
+            "append",
+            &format!("the version of stream {stream:?} (append_events' o_stream_version)"),
+            version,
+        )?);
         match outcome {
             0 => Ok(AppendResult {
                 stream_version: version,
-                first_position: position(row.try_get(2).map_err(read)?),
-                last_position: position(row.try_get(3).map_err(read)?),
+                first_position: position(row.try_get(2).map_err(read)?, "o_first_position")?,
+                last_position: position(row.try_get(3).map_err(read)?, "o_last_position")?,
             }),
             1 => Err(annals::Error::Conflict {
                 stream: stream.clone(),

@@ -7,6 +7,18 @@ pub(crate) const EVENT_ID_KEY: &str = "events_event_id_key";
 /// The unique constraint on (stream id, stream version).
 pub(crate) const STREAM_VERSION_KEY: &str = "events_stream_version_key";
 
+/// A count or position PostgreSQL returned as a `bigint`, which must not be negative: a negative one means a
+/// corrupt row (written by hand) or a broken function, and is an error naming `what`, never clamped to 0.
+pub(crate) fn non_negative(operation: &'static str, what: &str, value: i64) -> annals::Result<u64> {
+    u64::try_from(value).map_err(|_| annals::Error::Backend {
+        operation,
+        source: format!(
+            "{what} is {value}, which is impossible: the events table holds a corrupt row"
+        )
+        .into(),
+    })
+}
+
 /// Maps a driver error of `operation` to the store error a caller can act on.
 pub(crate) fn store_error(operation: &'static str, error: sqlx::Error) -> annals::Error {
     if is_transient(&error) {

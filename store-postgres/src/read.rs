@@ -11,7 +11,7 @@ use sqlx::types::Json;
 use sqlx::{PgExecutor, Row};
 use tracing::Instrument;
 
-use crate::failure::store_error;
+use crate::failure::{non_negative, store_error};
 use crate::store::PostgresStore;
 
 /// The most events a page read allocates room for before the rows arrive.
@@ -145,7 +145,7 @@ impl PostgresStore {
             .fetch_one(&self.pool)
             .await
             .map_err(|e| store_error("read_all", e))?;
-        let bound = u64::try_from(bound).unwrap_or(0);
+        let bound = non_negative("read_all", "safe_position()", bound)?;
         let previous = self.inner.safe_bound.fetch_max(bound, Ordering::AcqRel);
         Ok(Position(previous.max(bound)))
     }
@@ -155,7 +155,11 @@ impl PostgresStore {
             .fetch_one(&self.pool)
             .await
             .map_err(|e| store_error("head", e))?;
-        Ok(Position(u64::try_from(head).unwrap_or(0)))
+        Ok(Position(non_negative(
+            "head",
+            "head_position() (the highest stored position)",
+            head,
+        )?))
     }
 
     /// The stored events carrying any of `ids`, read through `executor`.
@@ -183,7 +187,11 @@ impl PostgresStore {
             .fetch_one(executor)
             .await
             .map_err(|e| store_error("append", e))?;
-        Ok(StreamVersion(u64::try_from(version).unwrap_or(0)))
+        Ok(StreamVersion(non_negative(
+            "append",
+            &format!("the highest stored version of stream {stream:?}"),
+            version,
+        )?))
     }
 }
 
@@ -250,6 +258,8 @@ pub(crate) fn decode_row(row: &PgRow, stream: Option<&StreamId>) -> annals::Resu
         Ok(json) => (Payload::from_stored_json(json), None),
         Err(e) => (Payload::from(serde_json::Value::Null), Some(e)),
     };
+    // The envelope so far, for naming the event in an error; an impossible number is refused just below, so the
+    // placeholder 0s are never handed out as data.
     let mut event = RecordedEvent {
         event_id: EventId(uuid::Uuid::nil()),
         stream_id,

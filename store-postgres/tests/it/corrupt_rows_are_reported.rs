@@ -133,3 +133,36 @@ async fn an_invalid_stored_stream_id_names_the_position(pool: PgPool) {
         "{message}"
     );
 }
+
+/// A negative position or version found in the table (a row written by hand) is an error naming what was read,
+/// never clamped to 0: a head of 0 would send a reader back to the start, a version of 0 would let an append
+/// expecting a new stream through.
+#[sqlx::test(migrations = false)]
+async fn negative_stored_positions_and_versions_are_errors_not_zero(pool: PgPool) {
+    let store = store(pool.clone()).await;
+    pool.execute(
+        "INSERT INTO annals.events (position, stream_version, event_id, schema_version, stream_id, event_type, payload)
+         VALUES (-7, -3, gen_random_uuid(), 1, 'bent', 'T', '{}')",
+    )
+    .await
+    .unwrap();
+    let backend = |what: &str, result: String| {
+        assert!(result.contains(what), "{result} should name {what}");
+    };
+    match store.head().await {
+        Err(error @ annals::Error::Backend { .. }) => backend("-7", error.to_string()),
+        other => panic!("a negative head must be an error, got {other:?}"),
+    }
+    let id = stream("bent");
+    match store
+        .append(
+            &id,
+            annals::ExpectedVersion::Any,
+            vec![crate::support::event(1)],
+        )
+        .await
+    {
+        Err(error @ annals::Error::Backend { .. }) => backend("-2", error.to_string()),
+        other => panic!("a negative stream version must be an error, got {other:?}"),
+    }
+}
