@@ -102,6 +102,21 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// An earlier failure in the same unit of work (one transaction spanning several appends) ended the unit:
+    /// nothing done through it will be committed, and every later operation on it is refused with this error.
+    /// Start the whole unit again from the beginning when `retryable` says that may succeed (the first failure
+    /// was a lost race or a transient fault), otherwise report `first`.
+    #[error(
+        "the unit of work was ended by an earlier failure and commits nothing; run the whole unit again{}: {first}",
+        if *retryable { "" } else { " only after fixing the cause" }
+    )]
+    UnitAborted {
+        /// The first failure, as its message.
+        first: String,
+        /// Whether running the whole unit again may succeed.
+        retryable: bool,
+    },
+
     /// The backend failed in a way retrying will not fix (bad configuration, corrupt data, a bug).
     #[error("{operation} failed: {source}")]
     Backend {

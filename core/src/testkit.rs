@@ -504,7 +504,8 @@ pub async fn malformed_appends_are_rejected(store: Arc<dyn EventStore>) {
 /// [`MAX_SCHEMA_VERSION`](crate::MAX_SCHEMA_VERSION). Nothing of such a batch is written.
 pub async fn unstorable_appends_are_rejected_alike(store: Arc<dyn EventStore>) {
     let id = stream("unstorable-1");
-    let cases: Vec<(&str, Box<dyn Fn(&mut NewEvent)>)> = vec![
+    type Breaks = Box<dyn Fn(&mut NewEvent)>;
+    let cases: Vec<(&str, Breaks)> = vec![
         (
             "its event type",
             Box::new(|e| e.event_type = "Thing\0Happened".into()),

@@ -128,9 +128,34 @@ impl PostgresStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> annals::Result<AppendResult> {
-        check_append(stream, &events)?;
-        self.append_traced(conn, Transaction::Callers, stream, expected, events)
-            .await
+        self.append_in_unit(conn, stream, expected, events).await.0
+    }
+
+    /// [`append_in`](PostgresStore::append_in), also telling whether a failure was a clean refusal: nothing was
+    /// written and the caller's transaction is intact (a conflict, a replay that does not match, a malformed
+    /// batch). Any other failure may have aborted the transaction or left it in an unknown state.
+    pub(crate) async fn append_in_unit(
+        &self,
+        conn: &mut PgConnection,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> (annals::Result<AppendResult>, bool) {
+        if let Err(invalid) = check_append(stream, &events) {
+            return (Err(invalid), true);
+        }
+        let mut refused = false;
+        let result = self
+            .append_traced(
+                conn,
+                Transaction::Callers,
+                stream,
+                expected,
+                events,
+                &mut refused,
+            )
+            .await;
+        (result, refused)
     }
 
     pub(crate) async fn append_with_pool(
@@ -146,7 +171,14 @@ impl PostgresStore {
             .await
             .map_err(|e| store_error("append", e))?;
         let result = self
-            .append_traced(&mut conn, Transaction::Own, stream, expected, events)
+            .append_traced(
+                &mut conn,
+                Transaction::Own,
+                stream,
+                expected,
+                events,
+                &mut false,
+            )
             .await;
         drop(conn);
         match &result {
@@ -167,6 +199,7 @@ impl PostgresStore {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
+        refused: &mut bool,
     ) -> annals::Result<AppendResult> {
         let span = tracing::debug_span!(
             "annals_postgres.append",
@@ -182,7 +215,7 @@ impl PostgresStore {
         async {
             let started = Instant::now();
             let result = self
-                .append_on(conn, transaction, stream, expected, &events)
+                .append_on(conn, transaction, stream, expected, &events, refused)
                 .await;
             let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             let span = tracing::Span::current();
@@ -209,8 +242,16 @@ impl PostgresStore {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: &[NewEvent],
+        refused: &mut bool,
     ) -> annals::Result<AppendResult> {
-        let columns = Columns::new(stream, events)?;
+        // Set at every return below that wrote nothing and left the transaction as it was.
+        let columns = match Columns::new(stream, events) {
+            Ok(columns) => columns,
+            Err(invalid) => {
+                *refused = true;
+                return Err(invalid);
+            }
+        };
         let notify_channel = (transaction == Transaction::Callers && self.inner.config.notify)
             .then(|| self.inner.signals.channel());
         let called = sqlx::query(self.inner.statements.append.clone())
@@ -255,15 +296,20 @@ impl PostgresStore {
                 first_position: position(row.try_get(2).map_err(read)?, "o_first_position")?,
                 last_position: position(row.try_get(3).map_err(read)?, "o_last_position")?,
             }),
-            1 => Err(annals::Error::Conflict {
-                stream: stream.clone(),
-                expected,
-                actual: version,
-            }),
+            1 => {
+                *refused = true;
+                Err(annals::Error::Conflict {
+                    stream: stream.clone(),
+                    expected,
+                    actual: version,
+                })
+            }
             // Some ids are stored: a retry of an earlier append, or ids reused. The transaction is intact.
             _ => {
                 let stored = self.events_by_ids(&mut *conn, &columns.ids).await?;
-                resolve_replayed_append(stream, expected, events, &stored, version)
+                let resolved = resolve_replayed_append(stream, expected, events, &stored, version);
+                *refused = resolved.is_err();
+                resolved
             }
         }
     }

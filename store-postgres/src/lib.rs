@@ -31,6 +31,7 @@ mod migrate;
 mod read;
 mod schema;
 mod store;
+mod transaction;
 mod unit_of_work;
 mod wait;
 
@@ -38,7 +39,7 @@ pub use error::{Error, Result};
 pub use schema::DEFAULT_SCHEMA;
 pub use sqlx::PgPool;
 pub use store::{DEFAULT_POLL_INTERVAL, PostgresStore};
-pub use unit_of_work::UnitOfWork;
+pub use unit_of_work::{UnitOfWork, UnitState, UnitTransaction};
 
 #[doc = include_str!("../../docs/postgres.md")]
 pub mod guide {}

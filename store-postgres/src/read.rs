@@ -39,9 +39,23 @@ impl PostgresStore {
     }
 
     /// Hands the events of `stream` from version `from` on (at most `limit`) to `visit` as their rows arrive,
-    /// in one query; stops at the first error `visit` returns.
+    /// in one query on the pool; stops at the first error `visit` returns.
     pub(crate) async fn visit_stream_rows(
         &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        limit: usize,
+        visit: &mut (dyn FnMut(RecordedEvent) -> annals::Result<()> + Send),
+    ) -> annals::Result<()> {
+        self.visit_stream_on(&self.pool, stream, from, limit, visit)
+            .await
+    }
+
+    /// [`visit_stream_rows`](Self::visit_stream_rows) through `executor` (a unit of work's transaction, so that
+    /// it sees its own uncommitted events).
+    pub(crate) async fn visit_stream_on<'c>(
+        &self,
+        executor: impl PgExecutor<'c>,
         stream: &StreamId,
         from: StreamVersion,
         limit: usize,
@@ -64,7 +78,7 @@ impl PostgresStore {
                 .bind(stream.as_str())
                 .bind(i64::try_from(from.get()).unwrap_or(i64::MAX))
                 .bind(sql_limit(limit))
-                .fetch(&self.pool);
+                .fetch(executor);
             let mut count = 0;
             while let Some(row) = rows
                 .try_next()

@@ -33,6 +33,7 @@ pub(crate) struct Config {
     pub(crate) schema: String,
     pub(crate) poll_interval: Duration,
     pub(crate) notify: bool,
+    pub(crate) transaction_retries: u32,
 }
 
 /// The state clones share.
@@ -81,6 +82,7 @@ impl PostgresStore {
                 schema: DEFAULT_SCHEMA.to_owned(),
                 poll_interval: DEFAULT_POLL_INTERVAL,
                 notify: true,
+                transaction_retries: annals::DEFAULT_MAX_RETRIES,
             },
         )
     }
@@ -129,6 +131,12 @@ impl PostgresStore {
     /// other processes see new events within their poll interval.
     pub fn with_notify(self, notify: bool) -> Self {
         self.reconfigure(|config| config.notify = notify)
+    }
+
+    /// Sets how many times [`transaction`](PostgresStore::transaction) runs a unit of work again after it lost a
+    /// race (default [`annals::DEFAULT_MAX_RETRIES`]; 0: never).
+    pub fn with_transaction_retries(self, retries: u32) -> Self {
+        self.reconfigure(|config| config.transaction_retries = retries)
     }
 
     /// Creates the schema if it is missing and applies the embedded migrations inside it, recording them in the

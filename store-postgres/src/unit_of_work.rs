@@ -1,26 +1,41 @@
-//! [`UnitOfWork`]: an [`EventStore`] whose appends go into one open transaction, so that rows of the caller's
-//! own (an idempotency key, an outbox message) commit or roll back together with the events.
+//! [`UnitOfWork`]: an [`EventStore`] whose appends and stream reads go through one open transaction, so that
+//! commands on several streams, and rows of the caller's own (an idempotency key, an outbox message), commit
+//! together or not at all.
 
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::Duration;
 
 use annals::{
     AppendResult, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId,
     StreamVersion, async_trait,
 };
-use sqlx::{Postgres, Transaction};
-use std::sync::Arc;
-
+use sqlx::{Executor, Postgres, Transaction};
 use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 
 use crate::failure::store_error;
 use crate::store::PostgresStore;
 
-/// One transaction's worth of appends, behind the [`EventStore`] trait: hand it to a
-/// [`Repository`](annals::Repository) and every append the repository makes joins the same transaction, which
-/// begins at the first append (or at [`transaction`](UnitOfWork::transaction)). Reads go through the store's
-/// pool and see committed events only. Nothing is visible to others until [`commit`](UnitOfWork::commit);
-/// dropping the unit (or [`rollback`](UnitOfWork::rollback)) discards everything, and so does a failed append
-/// (a conflict included), so that the repository's retry starts from a clean transaction.
+/// One transaction's worth of work behind the [`EventStore`] trait: hand it to [`Repository`](annals::Repository)s
+/// and every append they make joins the same transaction, which begins at the unit's first operation.
+///
+/// The contract:
+/// - **Reads of a stream** ([`read_stream`](EventStore::read_stream), [`visit_stream`](EventStore::visit_stream),
+///   so [`Repository::load`](annals::Repository::load)) run inside the transaction and see the unit's own
+///   uncommitted events: two commands on one stream in one unit work. The global order
+///   ([`read_all`](EventStore::read_all), [`head`](EventStore::head),
+///   [`wait_for_events`](EventStore::wait_for_events)) is read through the store's pool: committed events only.
+/// - **A refused append** (a conflict, a malformed batch, an id reused) writes nothing and leaves the transaction
+///   as it was, so a repository can reload inside the unit (seeing the concurrent writer's events) and decide
+///   again. But the unit remembers it: [`commit`](UnitOfWork::commit) fails unless the last append attempted on
+///   every stream succeeded. A unit never commits half of what was asked of it.
+/// - **Any other failure** (a lost connection, a deadlock, a statement error) aborts the transaction: from then
+///   on every operation and `commit` return [`annals::Error::UnitAborted`] naming the first failure, until
+///   [`rollback`](UnitOfWork::rollback).
+/// - Nothing is visible to others until `commit`; dropping the unit or `rollback` discards everything.
+///
+/// [`PostgresStore::transaction`] runs a closure in a fresh unit and runs it again from the start when the unit
+/// lost a race (conflict, deadlock, serialization failure) — the easy way to write a multi-stream command.
 ///
 /// ```no_run
 /// # use annals::{EventStore, ExpectedVersion, NewEvent, StreamId};
@@ -38,8 +53,114 @@ use crate::store::PostgresStore;
 /// ```
 pub struct UnitOfWork {
     store: PostgresStore,
-    transaction: Arc<Mutex<Option<Transaction<'static, Postgres>>>>,
-    appended: std::sync::atomic::AtomicBool,
+    state: Arc<Mutex<UnitState>>,
+}
+
+/// What a [`UnitOfWork`] holds between operations: its transaction and what went wrong in it. Only reachable
+/// through [`UnitTransaction`].
+#[derive(Default)]
+pub struct UnitState {
+    transaction: Option<Transaction<'static, Postgres>>,
+    /// Whether an append succeeded (local waiters are woken after the commit).
+    appended: bool,
+    /// Whether the caller was handed the transaction (its statements may have failed unseen).
+    lent: bool,
+    /// The failure that ended the unit, sticky until `rollback`.
+    aborted: Option<Failure>,
+    /// Streams whose last append through the unit was refused.
+    refused: Vec<(StreamId, Failure)>,
+}
+
+#[derive(Debug, Clone)]
+struct Failure {
+    message: String,
+    retryable: bool,
+}
+
+impl Failure {
+    fn of(operation: &str, error: &annals::Error) -> Self {
+        Self {
+            message: format!("{operation} failed: {error}"),
+            // A lost race or a transient fault ended a transaction that never committed: running the whole unit
+            // again is safe and may succeed.
+            retryable: matches!(
+                error,
+                annals::Error::Conflict { .. } | annals::Error::Unavailable { .. }
+            ) || matches!(
+                error,
+                annals::Error::UnitAborted {
+                    retryable: true,
+                    ..
+                }
+            ),
+        }
+    }
+
+    fn error(&self) -> annals::Error {
+        annals::Error::UnitAborted {
+            first: self.message.clone(),
+            retryable: self.retryable,
+        }
+    }
+}
+
+impl UnitState {
+    /// The error every operation returns once the unit has ended.
+    fn check(&self) -> annals::Result<()> {
+        match &self.aborted {
+            Some(failure) => Err(failure.error()),
+            None => Ok(()),
+        }
+    }
+
+    fn abort(&mut self, failure: Failure) {
+        // Dropping the transaction rolls it back (on the connection's next use, or when it closes).
+        self.transaction = None;
+        if self.aborted.is_none() {
+            self.aborted = Some(failure);
+        }
+    }
+
+    async fn begun(
+        &mut self,
+        store: &PostgresStore,
+        operation: &'static str,
+    ) -> annals::Result<&mut Transaction<'static, Postgres>> {
+        self.check()?;
+        if self.transaction.is_none() {
+            match store.pool().begin().await {
+                Ok(begun) => self.transaction = Some(begun),
+                Err(error) => {
+                    let error = store_error(operation, error);
+                    self.abort(Failure::of(operation, &error));
+                    return Err(error);
+                }
+            }
+        }
+        self.transaction
+            .as_mut()
+            .ok_or_else(|| annals::Error::Backend {
+                operation,
+                source: "the unit of work lost its transaction".into(),
+            })
+    }
+}
+
+/// The unit's transaction, lent to the caller for statements of its own: dereferences to sqlx's
+/// [`Transaction`] (use `&mut **guard` as an executor). The unit is locked while the guard lives.
+pub struct UnitTransaction(OwnedMappedMutexGuard<UnitState, Transaction<'static, Postgres>>);
+
+impl Deref for UnitTransaction {
+    type Target = Transaction<'static, Postgres>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl DerefMut for UnitTransaction {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl PostgresStore {
@@ -47,67 +168,115 @@ impl PostgresStore {
     pub fn unit_of_work(&self) -> UnitOfWork {
         UnitOfWork {
             store: self.clone(),
-            transaction: Arc::new(Mutex::new(None)),
-            appended: std::sync::atomic::AtomicBool::new(false),
+            state: Arc::new(Mutex::new(UnitState::default())),
         }
     }
 }
 
 impl UnitOfWork {
-    /// The unit's transaction, begun now if nothing began it yet, for statements of the caller's own.
+    /// The unit's transaction, begun now if nothing began it yet, for statements of the caller's own. A
+    /// statement that fails there aborts the transaction; [`commit`](UnitOfWork::commit) then reports it instead
+    /// of committing.
     ///
     /// # Errors
-    /// [`annals::Error::Unavailable`] when no connection could be had or `BEGIN` failed.
-    pub async fn transaction(
-        &self,
-    ) -> annals::Result<
-        OwnedMappedMutexGuard<
-            Option<Transaction<'static, Postgres>>,
-            Transaction<'static, Postgres>,
-        >,
-    > {
-        let mut held = self.transaction.clone().lock_owned().await;
-        if held.is_none() {
-            let begun = self
-                .store
-                .pool()
-                .begin()
-                .await
-                .map_err(|e| store_error("begin", e))?;
-            *held = Some(begun);
-        }
-        OwnedMutexGuard::try_map(held, Option::as_mut).map_err(|_| annals::Error::Backend {
-            operation: "begin",
-            source: "the unit of work lost its transaction".into(),
-        })
+    /// [`annals::Error::UnitAborted`] when an earlier failure ended the unit; [`annals::Error::Unavailable`] when
+    /// no connection could be had or `BEGIN` failed.
+    pub async fn transaction(&self) -> annals::Result<UnitTransaction> {
+        let mut held = self.state.clone().lock_owned().await;
+        held.begun(&self.store, "begin").await?;
+        held.lent = true;
+        OwnedMutexGuard::try_map(held, |state| state.transaction.as_mut())
+            .map(UnitTransaction)
+            .map_err(|_| annals::Error::Backend {
+                operation: "begin",
+                source: "the unit of work lost its transaction".into(),
+            })
     }
 
     /// Commits everything appended and written through the unit, then wakes this process's waiters at once
-    /// (others learn of it through the notification sent inside the transaction). Does nothing when nothing
-    /// began a transaction.
+    /// (other processes learn of it through the notification sent inside the transaction). Does nothing when
+    /// nothing began a transaction.
     ///
     /// # Errors
-    /// [`annals::Error::Unavailable`] when the commit could not be confirmed: the events may or may not be stored;
-    /// retrying the command with the same event ids is safe.
+    /// - [`annals::Error::UnitAborted`], after rolling back, when the unit cannot commit everything asked of it:
+    ///   an earlier failure ended it, the last append to some stream was refused, or a statement of the caller's
+    ///   own failed. Nothing was committed; `retryable` says whether running the whole unit again may succeed.
+    /// - [`annals::Error::Unavailable`] when the commit could not be confirmed: the work may or may not be
+    ///   stored. Do not run the unit again blindly (its events would get new ids); check what was stored, or
+    ///   retry commands with the same event ids, which is safe.
     pub async fn commit(&self) -> annals::Result<()> {
-        let Some(transaction) = self.transaction.lock().await.take() else {
+        let mut state = self.state.lock().await;
+        state.check()?;
+        if let Some((_, failure)) = state.refused.first() {
+            let failure = failure.clone();
+            state.abort(failure);
+            return state.check();
+        }
+        let Some(mut transaction) = state.transaction.take() else {
             return Ok(());
         };
-        transaction
-            .commit()
-            .await
-            .map_err(|e| store_error("commit", e))?;
-        if self.appended.load(std::sync::atomic::Ordering::Acquire) {
+        if state.lent {
+            // PostgreSQL answers COMMIT in an aborted transaction with a silent ROLLBACK: ask first.
+            if let Err(error) = transaction.execute("SELECT 1").await {
+                let error = store_error("commit", error);
+                state.abort(Failure {
+                    message: format!("a statement run in the unit's transaction failed: {error}"),
+                    retryable: error.is_retryable(),
+                });
+                return state.check();
+            }
+        }
+        if let Err(error) = transaction.commit().await {
+            // A database error is the server's definite answer (nothing committed); anything else leaves the
+            // outcome unknown, which must not be mistaken for a failure that is safe to run again.
+            let definite = matches!(error, sqlx::Error::Database(_));
+            let error = store_error("commit", error);
+            state.abort(Failure {
+                message: format!("commit failed: {error}"),
+                retryable: definite && error.is_retryable(),
+            });
+            return Err(error);
+        }
+        let appended = std::mem::take(&mut state.appended);
+        *state = UnitState::default();
+        drop(state);
+        if appended {
             // `appended(false)` wakes local waiters without another NOTIFY: the transaction sent one.
             self.store.appended(false);
         }
         Ok(())
     }
 
-    /// Discards everything appended and written through the unit.
+    /// Discards everything appended and written through the unit, and forgets its failures: the unit can be used
+    /// again from scratch.
     pub async fn rollback(&self) {
+        let mut state = self.state.lock().await;
+        let appended = state.appended;
         // Dropping a transaction rolls it back.
-        drop(self.transaction.lock().await.take());
+        *state = UnitState::default();
+        drop(state);
+        if appended {
+            // An append held open may have held back local waiters; let them look again.
+            self.store.appended(false);
+        }
+    }
+
+    /// Whether running the whole unit again from the start may succeed: a refused append or the failure that
+    /// ended the unit was a lost race or a transient fault. `false` when nothing failed.
+    pub async fn may_succeed_if_run_again(&self) -> bool {
+        let state = self.state.lock().await;
+        let failures = state
+            .aborted
+            .iter()
+            .chain(state.refused.iter().map(|(_, f)| f));
+        let mut any = false;
+        for failure in failures {
+            if !failure.retryable {
+                return false;
+            }
+            any = true;
+        }
+        any
     }
 }
 
@@ -119,26 +288,25 @@ impl EventStore for UnitOfWork {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> annals::Result<AppendResult> {
-        let mut held = self.transaction.lock().await;
-        let mut transaction = match held.take() {
-            Some(transaction) => transaction,
-            None => self
-                .store
-                .pool()
-                .begin()
-                .await
-                .map_err(|e| store_error("append", e))?,
-        };
-        // On failure the transaction is dropped, which rolls the whole unit back, so that a retry starts from a
-        // clean transaction.
-        let result = self
+        let mut state = self.state.lock().await;
+        let transaction = state.begun(&self.store, "append").await?;
+        let (result, refused) = self
             .store
-            .append_in(&mut transaction, stream, expected, events)
-            .await?;
-        *held = Some(transaction);
-        self.appended
-            .store(true, std::sync::atomic::Ordering::Release);
-        Ok(result)
+            .append_in_unit(transaction, stream, expected, events)
+            .await;
+        state.refused.retain(|(refused, _)| refused != stream);
+        match &result {
+            Ok(_) => state.appended = true,
+            Err(error) if refused => {
+                let failure = Failure::of(&format!("the append to stream {stream:?}"), error);
+                state.refused.push((stream.clone(), failure));
+            }
+            Err(error) => {
+                let failure = Failure::of(&format!("the append to stream {stream:?}"), error);
+                state.abort(failure);
+            }
+        }
+        result
     }
 
     async fn read_stream(
@@ -147,7 +315,24 @@ impl EventStore for UnitOfWork {
         from: StreamVersion,
         limit: usize,
     ) -> annals::Result<Vec<RecordedEvent>> {
-        self.store.read_stream(stream, from, limit).await
+        let mut events = Vec::new();
+        self.visit_from(stream, from, limit, &mut |event| {
+            events.push(event);
+            Ok(())
+        })
+        .await?;
+        Ok(events)
+    }
+
+    async fn visit_stream(
+        &self,
+        stream: &StreamId,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> annals::Result<()> + Send),
+    ) -> annals::Result<()> {
+        self.visit_from(stream, StreamVersion::FIRST, usize::MAX, &mut |event| {
+            visit(&event)
+        })
+        .await
     }
 
     async fn read_all(&self, after: Position, limit: usize) -> annals::Result<Vec<RecordedEvent>> {
@@ -164,5 +349,38 @@ impl EventStore for UnitOfWork {
         timeout: Duration,
     ) -> annals::Result<Position> {
         self.store.wait_for_events(after, timeout).await
+    }
+}
+
+impl UnitOfWork {
+    /// Reads `stream` inside the unit's transaction. A failed statement ends the unit; an error of `visit`'s
+    /// own (an event that does not decode) does not.
+    async fn visit_from(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        limit: usize,
+        visit: &mut (dyn FnMut(RecordedEvent) -> annals::Result<()> + Send),
+    ) -> annals::Result<()> {
+        let mut state = self.state.lock().await;
+        let transaction = state.begun(&self.store, "read_stream").await?;
+        let mut visitor_failed = false;
+        let result = self
+            .store
+            .visit_stream_on(&mut **transaction, stream, from, limit, &mut |event| {
+                let visited = visit(event);
+                visitor_failed = visited.is_err();
+                visited
+            })
+            .await;
+        if let Err(error) = &result
+            && !visitor_failed
+        {
+            state.abort(Failure::of(
+                &format!("reading stream {stream:?} in the unit"),
+                error,
+            ));
+        }
+        result
     }
 }

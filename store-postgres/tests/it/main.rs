@@ -15,4 +15,5 @@ mod gap_safe_global_order;
 mod schemas_isolate_tenants;
 mod support;
 mod unit_of_work;
+mod unit_of_work_is_all_or_nothing;
 mod waiting_for_events;

@@ -72,7 +72,7 @@ async fn appends_and_the_callers_rows_commit_together_and_wake_local_waiters(poo
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_failed_append_rolls_the_unit_back(pool: PgPool) {
+async fn a_refused_append_keeps_the_whole_unit_from_committing(pool: PgPool) {
     let store = store(pool.clone()).await;
     let id = stream("order-2");
     store
@@ -92,10 +92,38 @@ async fn a_failed_append_rolls_the_unit_back(pool: PgPool) {
         matches!(conflict, Err(annals::Error::Conflict { .. })),
         "{conflict:?}"
     );
-    unit.commit().await.unwrap();
+    let refused = unit.commit().await;
+    assert!(
+        matches!(refused, Err(annals::Error::UnitAborted { .. })),
+        "{refused:?}"
+    );
     assert!(
         store.load_stream(&other).await.unwrap().is_empty(),
-        "the earlier append was rolled back"
+        "the earlier append was not committed on its own"
     );
     assert_eq!(store.load_stream(&id).await.unwrap().len(), 1);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_failed_statement_of_the_callers_own_is_reported_by_commit(pool: PgPool) {
+    let store = store(pool.clone()).await;
+    let id = stream("order-4");
+    let unit = store.unit_of_work();
+    unit.append(&id, ExpectedVersion::NoStream, vec![event(1)])
+        .await
+        .unwrap();
+    let failed = unit
+        .transaction()
+        .await
+        .unwrap()
+        .execute("INSERT INTO public.no_such_table VALUES (1)")
+        .await;
+    assert!(failed.is_err());
+    // PostgreSQL would answer COMMIT with a silent ROLLBACK here; the unit says so instead of reporting success.
+    let refused = unit.commit().await;
+    assert!(
+        matches!(refused, Err(annals::Error::UnitAborted { ref first, .. }) if first.contains("statement")),
+        "{refused:?}"
+    );
+    assert!(store.load_stream(&id).await.unwrap().is_empty());
 }
