@@ -14,6 +14,7 @@ mod corrupt_rows_are_reported;
 mod gap_safe_global_order;
 mod schemas_isolate_tenants;
 mod support;
+mod tls_connections;
 mod unit_of_work;
 mod unit_of_work_is_all_or_nothing;
 mod waiting_for_events;
