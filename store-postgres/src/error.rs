@@ -57,4 +57,31 @@ pub enum Error {
         #[source]
         source: sqlx::migrate::MigrateError,
     },
+
+    /// The database breaks a rule the store's ordering guarantee relies on (ADR 0001): the position sequence was
+    /// altered, the store's functions were replaced by ones that disagree on the schema's tag, the session reads
+    /// at a stricter isolation than READ COMMITTED, or the server is a hot standby. The store refuses to run
+    /// rather than risk a reader skipping an event; `fix` says what to change.
+    #[error("the event store schema {schema:?} cannot be used safely: {setting} is {found}; {fix}")]
+    Misconfigured {
+        /// The schema checked.
+        schema: String,
+        /// The setting or object at fault, for example `events_position_seq CACHE`.
+        setting: &'static str,
+        /// What was found.
+        found: String,
+        /// How to repair it.
+        fix: String,
+    },
+
+    /// The checks made at start-up could not run (the database could not be queried). Fix the cause and start
+    /// again.
+    #[error("cannot check the event store schema {schema:?}: {source}")]
+    Check {
+        /// The schema checked.
+        schema: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
 }

@@ -29,6 +29,7 @@ mod error;
 mod failure;
 mod migrate;
 mod read;
+mod safe_bound;
 mod schema;
 mod store;
 mod transaction;

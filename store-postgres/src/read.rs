@@ -1,6 +1,5 @@
 //! Reading: one stream (one query), the global order (one query per page, gap-safe), and the head.
 
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use annals::{EventId, Metadata, Payload, Position, RecordedEvent, StreamId, StreamVersion};
@@ -12,6 +11,7 @@ use sqlx::{PgExecutor, Row};
 use tracing::Instrument;
 
 use crate::failure::{non_negative, store_error};
+use crate::safe_bound::{SafeBound, Server};
 use crate::store::PostgresStore;
 
 /// The most events a page read allocates room for before the rows arrive.
@@ -116,16 +116,16 @@ impl PostgresStore {
         );
         async {
             let started = Instant::now();
-            let known = Position(self.inner.safe_bound.load(Ordering::Acquire));
-            let mut events = if known > after {
-                self.read_below(after, known, limit).await?
-            } else {
-                Vec::new()
+            let mut events = match self.inner.safe_bound.get() {
+                Some(known) if known.bound > after.get() => {
+                    self.read_below(after, known, limit).await?
+                }
+                _ => Vec::new(),
             };
             if events.len() < limit {
                 let from = events.last().map_or(after, |e| e.position);
                 let fresh = self.refresh_safe_bound().await?;
-                if fresh > from {
+                if fresh.bound > from.get() {
                     let rest = self.read_below(from, fresh, limit - events.len()).await?;
                     events.extend(rest);
                 }
@@ -135,40 +135,67 @@ impl PostgresStore {
         }
         .instrument(span)
         .await
+        .inspect_err(|error| self.forget_safe_bound_if_unavailable(error))
     }
 
     /// Events with `after < position <= bound`, in position order. Only for a `bound` that `safe_position()`
-    /// returned before this statement started.
+    /// returned before this statement started, on the server it names: on any other (or when the sequence went
+    /// back below the bound) the statement returns nothing.
     async fn read_below(
         &self,
         after: Position,
-        bound: Position,
+        bound: SafeBound,
         limit: usize,
     ) -> annals::Result<Vec<RecordedEvent>> {
         let rows = sqlx::query(self.inner.statements.read_below.clone())
             .bind(i64::try_from(after.get()).unwrap_or(i64::MAX))
-            .bind(i64::try_from(bound.get()).unwrap_or(i64::MAX))
+            .bind(i64::try_from(bound.bound).unwrap_or(i64::MAX))
             .bind(sql_limit(limit))
+            .bind(bound.server.started_at)
             .fetch(&self.pool);
         decode_stream(rows, limit, None, "read_all").await
     }
 
-    /// Asks the database how far the global order is safe to read now, and remembers it.
-    async fn refresh_safe_bound(&self) -> annals::Result<Position> {
-        let bound: i64 = sqlx::query_scalar(self.inner.statements.safe_position.clone())
+    /// Asks the database how far the global order is safe to read now, on which server, and remembers it.
+    async fn refresh_safe_bound(&self) -> annals::Result<SafeBound> {
+        let row = sqlx::query(self.inner.statements.safe_position.clone())
             .fetch_one(&self.pool)
             .await
             .map_err(|e| store_error("read_all", e))?;
-        let bound = non_negative("read_all", "safe_position()", bound)?;
-        let previous = self.inner.safe_bound.fetch_max(bound, Ordering::AcqRel);
-        Ok(Position(previous.max(bound)))
+        let column = |e| store_error("read_all", e);
+        let bound = non_negative(
+            "read_all",
+            "safe_position()",
+            row.try_get(0).map_err(column)?,
+        )?;
+        let last_drawn = non_negative(
+            "read_all",
+            "the position sequence's last value",
+            row.try_get(1).map_err(column)?,
+        )?;
+        let fresh = SafeBound {
+            server: Server {
+                system_identifier: row.try_get(2).map_err(column)?,
+                started_at: row.try_get(3).map_err(column)?,
+            },
+            bound,
+        };
+        Ok(self.inner.safe_bound.record(fresh, last_drawn))
+    }
+
+    /// A broken connection may come back to another server (a fail-over): what was safe before may not be.
+    pub(crate) fn forget_safe_bound_if_unavailable(&self, error: &annals::Error) {
+        if matches!(error, annals::Error::Unavailable { .. }) {
+            self.inner.safe_bound.forget();
+        }
     }
 
     pub(crate) async fn safe_head(&self) -> annals::Result<Position> {
         let head: i64 = sqlx::query_scalar(self.inner.statements.head.clone())
             .fetch_one(&self.pool)
             .await
-            .map_err(|e| store_error("head", e))?;
+            .map_err(|e| store_error("head", e))
+            .inspect_err(|error| self.forget_safe_bound_if_unavailable(error))?;
         Ok(Position(non_negative(
             "head",
             "head_position() (the highest stored position)",

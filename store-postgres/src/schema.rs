@@ -82,11 +82,21 @@ impl Statements {
                 "SELECT {EVENT_COLUMNS} FROM {s}.events \
                  WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3"
             )),
+            // The guard (an init plan, evaluated once): still the server the bound was found on ($4, its start
+            // time), and the sequence has not gone back below the bound. When it fails no row is returned and
+            // the reader asks for a fresh bound.
             read_below: sql(format!(
                 "SELECT {EVENT_COLUMNS}, stream_id FROM {s}.events \
-                 WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3"
+                 WHERE position > $1 AND position <= $2 \
+                   AND (SELECT pg_postmaster_start_time() = $4 \
+                           AND $2 <= coalesce(pg_sequence_last_value('{s}.events_position_seq'::regclass), 0)) \
+                 ORDER BY position LIMIT $3"
             )),
-            safe_position: sql(format!("SELECT {s}.safe_position()")),
+            safe_position: sql(format!(
+                "SELECT {s}.safe_position(), \
+                        coalesce(pg_sequence_last_value('{s}.events_position_seq'::regclass), 0), \
+                        (SELECT system_identifier FROM pg_control_system()), pg_postmaster_start_time()"
+            )),
             head: sql(format!("SELECT {s}.head_position()")),
             await_oldest_append: sql(format!("SELECT {s}.await_oldest_append($1)")),
             by_ids: sql(format!(

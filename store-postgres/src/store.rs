@@ -41,9 +41,8 @@ pub(crate) struct Inner {
     pub(crate) config: Config,
     pub(crate) statements: Statements,
     pub(crate) signals: Arc<Signals>,
-    /// The highest position found safe to read so far (see `read::read_all_page`). Safety is permanent: every
-    /// position at or below a safe bound is committed or will never exist, so the bound only grows.
-    pub(crate) safe_bound: std::sync::atomic::AtomicU64,
+    /// The highest position found safe to read so far, and the server it is safe on (see `safe_bound.rs`).
+    pub(crate) safe_bound: crate::safe_bound::KnownBound,
 }
 
 impl Drop for Inner {
@@ -96,7 +95,7 @@ impl PostgresStore {
                 config,
                 statements,
                 signals,
-                safe_bound: std::sync::atomic::AtomicU64::new(0),
+                safe_bound: crate::safe_bound::KnownBound::default(),
             }),
         }
     }
@@ -143,10 +142,24 @@ impl PostgresStore {
     /// schema's own `_sqlx_migrations` table. Safe to call from many processes at once (the migrator takes an
     /// advisory lock) and on every start-up (applied migrations are skipped).
     ///
+    /// Then checks the rules the ordering guarantee relies on (see [`verify`](PostgresStore::verify)).
+    ///
     /// # Errors
-    /// [`Error::Migrate`] naming the schema when a migration fails or the schema holds unknown migrations.
+    /// [`Error::Migrate`] naming the schema when a migration fails or the schema holds unknown migrations;
+    /// [`Error::Misconfigured`] or [`Error::Check`] from the checks.
     pub async fn migrate(&self) -> Result<(), Error> {
         crate::migrate::migrate(&self.pool, &self.inner.config.schema).await
+    }
+
+    /// Checks that the database still keeps the rules the gap-safe global order relies on (ADR 0001): the
+    /// position sequence has `CACHE 1`, `NO CYCLE`, a positive increment and a maximum below 2^48; the store's
+    /// functions agree on the schema's tag; sessions read at READ COMMITTED; the server is not a hot standby.
+    /// [`migrate`](PostgresStore::migrate) runs it; call it on its own in processes that do not migrate.
+    ///
+    /// # Errors
+    /// [`Error::Misconfigured`] naming the setting and the fix; [`Error::Check`] when the checks cannot run.
+    pub async fn verify(&self) -> Result<(), Error> {
+        crate::migrate::verify(&self.pool, &self.inner.config.schema).await
     }
 
     /// The connection pool, for your own queries (for example beginning a transaction for
