@@ -64,3 +64,38 @@ impl KnownBound {
         kept
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(started: i64) -> Server {
+        Server {
+            system_identifier: 7,
+            started_at: DateTime::<Utc>::from_timestamp(started, 0).unwrap_or_default(),
+        }
+    }
+
+    fn bound(started: i64, bound: u64) -> SafeBound {
+        SafeBound {
+            server: server(started),
+            bound,
+        }
+    }
+
+    #[test]
+    fn a_bound_grows_on_one_server_and_is_replaced_on_another() {
+        let known = KnownBound::default();
+        assert_eq!(known.record(bound(1, 10), 10), bound(1, 10));
+        // A concurrent reader's older, lower bound does not shrink it.
+        assert_eq!(known.record(bound(1, 8), 12), bound(1, 10));
+        // After a fail-over or restart (another start time) what was safe before counts for nothing.
+        assert_eq!(known.record(bound(2, 4), 4), bound(2, 4));
+        // The same server, but its sequence went back below the bound (a reset, a restore).
+        known.record(bound(2, 50), 50);
+        assert_eq!(known.record(bound(2, 3), 3), bound(2, 3));
+        // A broken connection forgets it.
+        known.forget();
+        assert_eq!(known.get(), None);
+    }
+}
