@@ -166,12 +166,32 @@ async fn reading_the_global_order_above_read_committed_is_refused(
     _options: PgPoolOptions,
     connect: PgConnectOptions,
 ) {
+    let plain = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(connect.clone())
+        .await
+        .unwrap();
+    store(plain.clone()).await;
+    plain.close().await;
     let pool = PgPoolOptions::new()
         .max_connections(2)
         .connect_with(connect.options([("default_transaction_isolation", "repeatable read")]))
         .await
         .unwrap();
-    let store = store(pool.clone()).await;
+    let store = annals_postgres::PostgresStore::from_pool(pool.clone());
+    // Start-up refuses it, naming the setting...
+    let refused = store.migrate().await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            annals_postgres::Error::Misconfigured {
+                setting: "default_transaction_isolation",
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    // ...and so does every global read of a store that skipped the check.
     let err = store.read_all(Position::START, 10).await.unwrap_err();
     assert!(
         matches!(
