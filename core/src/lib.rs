@@ -55,6 +55,8 @@
 //! workspace.
 
 mod aggregate;
+mod command_id;
+mod command_record;
 mod error;
 mod event;
 mod expected;
@@ -69,6 +71,8 @@ pub mod testing;
 pub mod testkit;
 
 pub use aggregate::Aggregate;
+pub use command_id::{CommandId, InvalidCommandId, MAX_COMMAND_ID_LEN};
+pub use command_record::{CommandOutcome, CommandRecord};
 pub use error::{BoxError, Error, Result};
 pub use event::{Event, Metadata, NewEvent, RecordedEvent};
 pub use expected::ExpectedVersion;
@@ -77,7 +81,10 @@ pub use ids::{
     StreamVersion,
 };
 pub use payload::Payload;
-pub use repository::{CommandError, DEFAULT_MAX_RETRIES, Executed, Loaded, Repository};
+pub use repository::{
+    CommandError, DEFAULT_MAX_RETRIES, DEFAULT_UNAVAILABLE_BACKOFF, DEFAULT_UNAVAILABLE_RETRIES,
+    Executed, Loaded, Repository,
+};
 pub use storable::MAX_SCHEMA_VERSION;
 pub use store::{AppendResult, EventStore, check_append, resolve_replayed_append};
 pub use stream_locks::{StreamGuard, StreamLocks};

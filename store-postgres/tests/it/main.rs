@@ -12,6 +12,7 @@ mod conformance;
 mod connection_faults;
 mod corrupt_rows_are_reported;
 mod gap_safe_global_order;
+mod killed_connections_are_retried;
 mod schemas_isolate_tenants;
 mod support;
 mod tls_connections;
