@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::ids::EventId;
 
 /// The longest command id accepted, in bytes.
-pub const MAX_COMMAND_ID_LEN: usize = 255;
+pub const MAX_COMMAND_ID_LEN: usize = 512;
 
 /// The namespace of event ids derived from command ids (a UUID v5 namespace, fixed forever: changing it would
 /// make every stored command run again).

@@ -65,6 +65,12 @@ impl AccountId {
         Self::new(id).unwrap_or_else(|e| unreachable!("a generated id is valid: {e}"))
     }
 
+    /// The account id a request under `command_id` opens when it names none: the same on every retry.
+    pub fn derived(command_id: &annals::CommandId) -> Self {
+        let id = format!("acc-{}", command_id.event_id(0).as_uuid().simple());
+        Self::new(id).unwrap_or_else(|e| unreachable!("a derived id is valid: {e}"))
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.id

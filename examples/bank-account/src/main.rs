@@ -21,7 +21,7 @@ struct StoreArgs {
     /// PostgreSQL URL; the embedded memory store when absent.
     #[arg(long, env = "DATABASE_URL", global = true)]
     database_url: Option<String>,
-    /// The PostgreSQL schema for events and idempotency keys (1 to 8 lowercase characters); the read models live
+    /// The PostgreSQL schema for events and command records (1 to 8 lowercase characters); the read models live
     /// in `<schema>_projections` and `<schema>_rm_<name>`.
     #[arg(long, env = "BANK_SCHEMA", default_value = "bank", global = true)]
     schema: String,

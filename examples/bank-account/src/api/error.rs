@@ -16,11 +16,6 @@ pub(crate) struct ApiError {
     pub(crate) message: String,
 }
 
-/// Marks a response whose outcome may differ on a retry (a lost race, a store failure), so the idempotency layer
-/// does not store it against the request's key.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Transient;
-
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
@@ -42,19 +37,15 @@ impl ApiError {
             "the service failed to handle the request; it may be retried",
         )
     }
-
-    fn is_transient(&self) -> bool {
-        self.status.is_server_error() || self.code == "conflict"
-    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let transient = self.is_transient();
         let body = json!({"error": {"code": self.code, "message": self.message}});
         let mut response = (self.status, Json(body)).into_response();
-        if transient {
-            response.extensions_mut().insert(Transient);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            let retry = axum::http::HeaderValue::from_static("1");
+            response.headers_mut().insert("retry-after", retry);
         }
         response
     }
@@ -95,6 +86,19 @@ impl From<annals::CommandError<AccountError>> for ApiError {
                     "the account kept changing under concurrent requests; gave up after {attempts} attempts, retry later"
                 ),
             ),
+            annals::CommandError::CommandIdReused { .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "the Idempotency-Key was used for a different request; use a fresh key for a new request",
+            ),
+            annals::CommandError::OutcomeUnknown { .. } => {
+                tracing::warn!(%error, "store unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the store is unavailable; the request may or may not have taken effect: retry it with the same Idempotency-Key",
+                )
+            }
             annals::CommandError::Store(error) => error.into(),
             other => Self::internal(other),
         }
@@ -108,6 +112,14 @@ impl From<annals::Error> for ApiError {
             // Input the domain let through but no store keeps (a NUL character in a payload): the request's fault.
             annals::Error::InvalidAppend { reason, .. } => {
                 Self::invalid_request(format!("the request cannot be stored: {reason}"))
+            }
+            unavailable @ annals::Error::Unavailable { .. } => {
+                tracing::warn!(error = %unavailable, "store unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the store is unavailable; retry later",
+                )
             }
             other => Self::internal(other),
         }

@@ -3,8 +3,9 @@
 use annals::Executed;
 use axum::Json;
 use axum::extract::{FromRequestParts, Query, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -51,13 +52,31 @@ pub(super) struct Changed {
 }
 
 impl Changed {
-    fn new(id: AccountId, done: &Executed<Account>) -> Json<Self> {
-        Json(Self {
+    fn new(id: AccountId, done: &Executed<Account>) -> Replied<Self> {
+        let body = Self {
             id,
             balance: done.state.balance,
             version: done.version.get(),
             position: done.position.get(),
-        })
+        };
+        Replied(body, done.replayed)
+    }
+}
+
+/// A JSON answer, marked `idempotent-replayed: true` when it is the remembered outcome of an earlier request
+/// with the same `Idempotency-Key`.
+pub(super) struct Replied<T>(T, bool);
+
+impl<T: Serialize> IntoResponse for Replied<T> {
+    fn into_response(self) -> Response {
+        let mut response = Json(self.0).into_response();
+        if self.1 {
+            let replayed = HeaderValue::from_static("true");
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", replayed);
+        }
+        response
     }
 }
 
@@ -68,10 +87,14 @@ pub(super) async fn health() -> Json<Value> {
 pub(super) async fn open(
     accounts: Accounts,
     JsonBody(request): JsonBody<OpenRequest>,
-) -> Result<(StatusCode, Json<Opened>), ApiError> {
-    let id = match request.id {
-        Some(id) => AccountId::new(id).map_err(|e| ApiError::invalid_request(e.to_string()))?,
-        None => AccountId::generate(),
+) -> Result<(StatusCode, Replied<Opened>), ApiError> {
+    let id = match (request.id, &accounts.command_id) {
+        (Some(id), _) => {
+            AccountId::new(id).map_err(|e| ApiError::invalid_request(e.to_string()))?
+        }
+        // A retry with the same key must reach the same account.
+        (None, Some(command_id)) => AccountId::derived(command_id),
+        (None, None) => AccountId::generate(),
     };
     let done = accounts
         .execute(
@@ -82,24 +105,22 @@ pub(super) async fn open(
         )
         .await?;
     let state = done.state;
-    Ok((
-        StatusCode::CREATED,
-        Json(Opened {
-            id,
-            owner: state.owner,
-            balance: state.balance,
-            status: state.status,
-            version: done.version.get(),
-            position: done.position.get(),
-        }),
-    ))
+    let opened = Opened {
+        id,
+        owner: state.owner,
+        balance: state.balance,
+        status: state.status,
+        version: done.version.get(),
+        position: done.position.get(),
+    };
+    Ok((StatusCode::CREATED, Replied(opened, done.replayed)))
 }
 
 pub(super) async fn deposit(
     accounts: Accounts,
     AccountPath(id): AccountPath,
     JsonBody(AmountRequest { amount }): JsonBody<AmountRequest>,
-) -> Result<Json<Changed>, ApiError> {
+) -> Result<Replied<Changed>, ApiError> {
     let done = accounts
         .execute(&id, AccountCommand::Deposit { amount })
         .await?;
@@ -110,7 +131,7 @@ pub(super) async fn withdraw(
     accounts: Accounts,
     AccountPath(id): AccountPath,
     JsonBody(AmountRequest { amount }): JsonBody<AmountRequest>,
-) -> Result<Json<Changed>, ApiError> {
+) -> Result<Replied<Changed>, ApiError> {
     let done = accounts
         .execute(&id, AccountCommand::Withdraw { amount })
         .await?;
@@ -121,7 +142,7 @@ pub(super) async fn close(
     accounts: Accounts,
     AccountPath(id): AccountPath,
     OptionalJsonBody(_): OptionalJsonBody<CloseRequest>,
-) -> Result<Json<Changed>, ApiError> {
+) -> Result<Replied<Changed>, ApiError> {
     let done = accounts.execute(&id, AccountCommand::Close).await?;
     Ok(Changed::new(id, &done))
 }
