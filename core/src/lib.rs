@@ -106,5 +106,9 @@ struct GuideTesting;
 struct Readme;
 
 #[cfg(doctest)]
+#[doc = include_str!("../../docs/command-ids.md")]
+struct GuideCommandIds;
+
+#[cfg(doctest)]
 #[doc = include_str!("../../docs/event-versioning.md")]
 struct GuideEventVersioning;
