@@ -41,7 +41,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let counters = Repository::<Counter, _>::new(MemoryStore::new());
+//! let counters = Repository::<Counter>::new(MemoryStore::new());
 //! let id = StreamId::new("counter-1")?;
 //! counters.execute(&id, &2).await?;
 //! let done = counters.execute(&id, &3).await?;

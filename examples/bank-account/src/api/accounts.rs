@@ -5,9 +5,9 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 
 use super::AppState;
-use super::correlation::CorrelationId;
 use super::error::ApiError;
 use crate::account::{Account, AccountCommand, AccountId};
+use annals_axum::{CorrelationId, IdempotencyKey};
 
 /// The accounts, as this request sees them: commands go through the [`Repository`], carrying the request's
 /// correlation id (and idempotency key) in their events' metadata, under the key's command id when it has one.
@@ -21,17 +21,13 @@ impl FromRequestParts<AppState> for Accounts {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let mut metadata = Metadata::default();
-        if let Some(CorrelationId(id)) = parts.extensions.get() {
-            metadata.correlation_id = Some(id.clone());
-        }
-        let command_id = match super::idempotency::command_id(&parts.headers)? {
-            Some((key, id)) => {
-                metadata = metadata.with("idempotency_key", key);
-                Some(id)
-            }
-            None => None,
-        };
+        let Ok(correlation) = CorrelationId::from_request_parts(parts, state).await;
+        let mut metadata = correlation.metadata();
+        let key = Option::<IdempotencyKey>::from_request_parts(parts, state).await?;
+        let command_id = key.map(|IdempotencyKey { key, command_id }| {
+            metadata = metadata.clone().with("idempotency_key", key);
+            command_id
+        });
         Ok(Self {
             command_id,
             repository: Repository::new(state.store.clone())

@@ -2,9 +2,8 @@
 
 use annals::Executed;
 use axum::Json;
-use axum::extract::{FromRequestParts, Query, State};
-use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -12,9 +11,9 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::accounts::{AccountPath, Accounts};
 use super::error::ApiError;
-use super::json::{JsonBody, OptionalJsonBody};
 use crate::account::{Account, AccountCommand, AccountId, AccountStatus};
 use crate::read_models::Balance;
+use annals_axum::{JsonBody, MinPosition, OptionalJsonBody};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,14 +68,7 @@ pub(super) struct Replied<T>(T, bool);
 
 impl<T: Serialize> IntoResponse for Replied<T> {
     fn into_response(self) -> Response {
-        let mut response = Json(self.0).into_response();
-        if self.1 {
-            let replayed = HeaderValue::from_static("true");
-            response
-                .headers_mut()
-                .insert("idempotent-replayed", replayed);
-        }
-        response
+        annals_axum::replayed(Json(self.0).into_response(), self.1)
     }
 }
 
@@ -147,40 +139,21 @@ pub(super) async fn close(
     Ok(Changed::new(id, &done))
 }
 
-/// `?min_position=N`: answer only once the read model has processed position `N`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ReadQuery {
-    min_position: Option<u64>,
-}
-
-/// The query string, validated.
-pub(super) struct ReadParams(ReadQuery);
-
-impl<S: Send + Sync> FromRequestParts<S> for ReadParams {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Query(query) = Query::<ReadQuery>::from_request_parts(parts, state).await?;
-        Ok(Self(query))
-    }
-}
-
 pub(super) async fn account(
     State(state): State<AppState>,
     AccountPath(id): AccountPath,
-    ReadParams(query): ReadParams,
+    MinPosition(min_position): MinPosition,
 ) -> Result<Json<Balance>, ApiError> {
-    let balance = state.read_models.balance(&id, query.min_position).await?;
+    let balance = state.read_models.balance(&id, min_position).await?;
     balance.map(Json).ok_or_else(not_found_account)
 }
 
 pub(super) async fn history(
     State(state): State<AppState>,
     AccountPath(id): AccountPath,
-    ReadParams(query): ReadParams,
+    MinPosition(min_position): MinPosition,
 ) -> Result<Json<Value>, ApiError> {
-    let items = state.read_models.history(&id, query.min_position).await?;
+    let items = state.read_models.history(&id, min_position).await?;
     if items.is_empty() {
         return Err(not_found_account());
     }

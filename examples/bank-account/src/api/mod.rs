@@ -1,11 +1,8 @@
 //! The HTTP service: routes, handlers and the layers around them.
 
 mod accounts;
-mod correlation;
 pub(crate) mod error;
 mod handlers;
-mod idempotency;
-mod json;
 
 use std::sync::Arc;
 
@@ -45,7 +42,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/accounts/{id}/events", get(events))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(correlation::correlation))
+        .layer(middleware::from_fn(annals_axum::correlate))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
