@@ -320,6 +320,22 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         self.run(stream, Some(command_id), command, metadata).await
     }
 
+    /// [`execute_once_with`](Repository::execute_once_with) when `command_id` is given,
+    /// [`execute_with`](Repository::execute_with) otherwise: for callers whose command id is optional (an HTTP
+    /// request with or without an `Idempotency-Key`).
+    ///
+    /// # Errors
+    /// See [`Repository::execute_once`].
+    pub async fn execute_under(
+        &self,
+        stream: &StreamId,
+        command_id: Option<&CommandId>,
+        command: &A::Command,
+        metadata: Metadata,
+    ) -> Result<Executed<A>, CommandError<A::Error>> {
+        self.run(stream, command_id, command, metadata).await
+    }
+
     #[tracing::instrument(level = "debug", skip(self, command, metadata), fields(stream = %stream))]
     async fn run(
         &self,

@@ -4,7 +4,7 @@ use annals::CommandId;
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use crate::error::HttpError;
 
@@ -77,4 +77,29 @@ pub fn replayed(mut response: Response, replayed: bool) -> Response {
             .insert(REPLAYED, HeaderValue::from_static("true"));
     }
     response
+}
+
+/// A JSON answer for a command's outcome, marked `idempotent-replayed: true` when the outcome was replayed.
+#[derive(Debug, Clone)]
+pub struct Replied<T> {
+    /// The body.
+    pub body: T,
+    /// Whether the outcome was replayed ([`annals::Executed::replayed`]).
+    pub replayed: bool,
+}
+
+impl<T> Replied<T> {
+    /// `body`, answering for `done`.
+    pub fn to<A: annals::Aggregate>(done: &annals::Executed<A>, body: T) -> Self {
+        Self {
+            body,
+            replayed: done.replayed,
+        }
+    }
+}
+
+impl<T: serde::Serialize> IntoResponse for Replied<T> {
+    fn into_response(self) -> Response {
+        replayed(axum::Json(self.body).into_response(), self.replayed)
+    }
 }

@@ -42,6 +42,6 @@ mod min_position;
 
 pub use correlation::{CORRELATION_ID, CorrelationId, correlate};
 pub use error::HttpError;
-pub use idempotency::{CLIENT_ID, IDEMPOTENCY_KEY, IdempotencyKey, REPLAYED, replayed};
+pub use idempotency::{CLIENT_ID, IDEMPOTENCY_KEY, IdempotencyKey, REPLAYED, Replied, replayed};
 pub use json::{JsonBody, OptionalJsonBody};
 pub use min_position::MinPosition;

@@ -44,19 +44,10 @@ impl Accounts {
         id: &AccountId,
         command: AccountCommand,
     ) -> Result<Executed<Account>, ApiError> {
-        let metadata = self.metadata.clone();
-        Ok(match &self.command_id {
-            Some(once) => {
-                (self.repository)
-                    .execute_once_with(id.stream(), once, &command, metadata)
-                    .await?
-            }
-            None => {
-                (self.repository)
-                    .execute_with(id.stream(), &command, metadata)
-                    .await?
-            }
-        })
+        let (once, metadata) = (self.command_id.as_ref(), self.metadata.clone());
+        Ok((self.repository)
+            .execute_under(id.stream(), once, &command, metadata)
+            .await?)
     }
 }
 

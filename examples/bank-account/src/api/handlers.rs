@@ -4,7 +4,6 @@ use annals::Executed;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -13,7 +12,7 @@ use super::accounts::{AccountPath, Accounts};
 use super::error::ApiError;
 use crate::account::{Account, AccountCommand, AccountId, AccountStatus};
 use crate::read_models::Balance;
-use annals_axum::{JsonBody, MinPosition, OptionalJsonBody};
+use annals_axum::{JsonBody, MinPosition, OptionalJsonBody, Replied};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,17 +57,7 @@ impl Changed {
             version: done.version.get(),
             position: done.position.get(),
         };
-        Replied(body, done.replayed)
-    }
-}
-
-/// A JSON answer, marked `idempotent-replayed: true` when it is the remembered outcome of an earlier request
-/// with the same `Idempotency-Key`.
-pub(super) struct Replied<T>(T, bool);
-
-impl<T: Serialize> IntoResponse for Replied<T> {
-    fn into_response(self) -> Response {
-        annals_axum::replayed(Json(self.0).into_response(), self.1)
+        Replied::to(done, body)
     }
 }
 
@@ -96,16 +85,15 @@ pub(super) async fn open(
             },
         )
         .await?;
-    let state = done.state;
     let opened = Opened {
         id,
-        owner: state.owner,
-        balance: state.balance,
-        status: state.status,
+        owner: done.state.owner.clone(),
+        balance: done.state.balance,
+        status: done.state.status,
         version: done.version.get(),
         position: done.position.get(),
     };
-    Ok((StatusCode::CREATED, Replied(opened, done.replayed)))
+    Ok((StatusCode::CREATED, Replied::to(&done, opened)))
 }
 
 pub(super) async fn deposit(
