@@ -55,6 +55,7 @@
 //! workspace.
 
 mod aggregate;
+mod category;
 mod command_id;
 mod command_record;
 mod error;
@@ -71,6 +72,7 @@ pub mod testing;
 pub mod testkit;
 
 pub use aggregate::Aggregate;
+pub use category::{Category, StreamKey};
 pub use command_id::{CommandId, InvalidCommandId, MAX_COMMAND_ID_LEN};
 pub use command_record::{CommandOutcome, CommandRecord};
 pub use error::{BoxError, Error, Result};

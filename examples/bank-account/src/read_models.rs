@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use annals::{Position, RecordedEvent};
+use annals::{Position, RecordedEvent, StreamKey};
 use annals_projections::{
     BoxError, DocumentReader, Documents, Projection, Projections, async_trait,
 };
