@@ -114,7 +114,11 @@ mod tests {
         let accounts = Category::new("account");
         let stream = |s: &str| StreamId::new(s).unwrap();
         assert_eq!(accounts.key_of(&stream("account-a-b")), Some("a-b"));
-        assert_eq!(accounts.key_of(&stream("accounts-1")), None, "another category");
+        assert_eq!(
+            accounts.key_of(&stream("accounts-1")),
+            None,
+            "another category"
+        );
         assert_eq!(accounts.key_of(&stream("account")), None);
         assert!(accounts.stream("").is_err(), "an empty key names no stream");
         assert!(accounts.stream("x\ny").is_err());
