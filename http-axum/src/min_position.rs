@@ -19,6 +19,30 @@ struct Params {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MinPosition(pub Option<Position>);
 
+impl MinPosition {
+    /// Refuses a position beyond `store`'s head at once with `422 position_beyond_head`: no event has it yet, so
+    /// waiting for a read model to reach it would only hold the request (and a connection) until the timeout.
+    ///
+    /// # Errors
+    /// `422 position_beyond_head`, or the store's error mapped by [`HttpError`].
+    pub async fn reachable(self, store: &dyn annals::EventStore) -> Result<Self, HttpError> {
+        let Some(wanted) = self.0 else {
+            return Ok(self);
+        };
+        let head = store.head().await?;
+        if wanted > head {
+            return Err(HttpError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "position_beyond_head",
+                format!(
+                    "min_position {wanted} is beyond the last stored event ({head}); use a position a write answered with"
+                ),
+            ));
+        }
+        Ok(self)
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
     type Rejection = HttpError;
 

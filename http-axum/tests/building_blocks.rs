@@ -193,3 +193,31 @@ async fn bad_headers_queries_and_bodies_are_400() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}: {body}");
     }
 }
+
+#[tokio::test]
+async fn a_position_beyond_the_head_is_refused_at_once() {
+    use annals::{EventStore, NewEvent};
+    let store = annals_memory::MemoryStore::new();
+    let event = NewEvent::new("ThingHappened", serde_json::json!({}));
+    store
+        .append(&stream(), ExpectedVersion::NoStream, vec![event])
+        .await
+        .unwrap();
+    let at_head = MinPosition(Some(Position(1)))
+        .reachable(&store)
+        .await
+        .unwrap();
+    assert_eq!(at_head, MinPosition(Some(Position(1))));
+    assert_eq!(
+        MinPosition(None).reachable(&store).await.unwrap(),
+        MinPosition(None)
+    );
+    let beyond = MinPosition(Some(Position(i64::MAX as u64)))
+        .reachable(&store)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (beyond.status.as_u16(), beyond.code),
+        (422, "position_beyond_head")
+    );
+}
