@@ -13,9 +13,9 @@ impl From<AccountError> for ApiError {
         let (status, code) = match error {
             AccountError::NotFound => (StatusCode::NOT_FOUND, "account_not_found"),
             AccountError::AlreadyExists => (StatusCode::CONFLICT, "account_exists"),
-            AccountError::InvalidOwner { .. } | AccountError::InvalidAmount { .. } => {
-                (StatusCode::BAD_REQUEST, "invalid_request")
-            }
+            AccountError::InvalidOwner { .. }
+            | AccountError::OwnerHasControlCharacter { .. }
+            | AccountError::InvalidAmount { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
             AccountError::InsufficientFunds { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds")
             }
