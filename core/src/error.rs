@@ -1,5 +1,6 @@
 //! The store-level error type shared by every [`EventStore`](crate::EventStore) implementation.
 
+use crate::command_id::CommandId;
 use crate::expected::ExpectedVersion;
 use crate::ids::{EventId, InvalidStreamId, Position, StreamId, StreamVersion};
 
@@ -115,6 +116,25 @@ pub enum Error {
         first: String,
         /// Whether running the whole unit again may succeed.
         retryable: bool,
+    },
+
+    /// The store has no such capability (for example no record of command outcomes). Use a store that has it;
+    /// retrying will not help.
+    #[error("{operation} is not supported by this store")]
+    Unsupported {
+        /// The operation asked for, for example `"record_command"`.
+        operation: &'static str,
+    },
+
+    /// The command id already took effect: events derived from it are stored (in `stream`), so no other
+    /// outcome can be recorded under it. Executing a different command under a used id is the caller's
+    /// mistake: use a fresh id.
+    #[error("command id {command_id:?} already took effect in stream {stream:?}")]
+    CommandIdUsed {
+        /// The command id.
+        command_id: CommandId,
+        /// The stream holding its events.
+        stream: StreamId,
     },
 
     /// The backend failed in a way retrying will not fix (bad configuration, corrupt data, a bug).

@@ -214,6 +214,11 @@ pub struct Metadata {
     /// Free-form key/values (user id, tenant, client version, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra: BTreeMap<String, Value>,
+    /// The [`CommandId`](crate::CommandId) the event was appended under, when its command ran under one; last, so
+    /// that stored metadata that is not an object still fails to decode (see
+    /// [`Repository::execute_once`](crate::Repository::execute_once)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
 }
 
 impl Metadata {
@@ -238,6 +243,7 @@ impl Metadata {
             ),
             causation_id: Some(event.event_id.to_string()),
             extra: BTreeMap::new(),
+            command_id: None,
         }
     }
 

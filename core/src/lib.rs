@@ -41,7 +41,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let counters = Repository::<Counter, _>::new(MemoryStore::new());
+//! let counters = Repository::<Counter>::new(MemoryStore::new());
 //! let id = StreamId::new("counter-1")?;
 //! counters.execute(&id, &2).await?;
 //! let done = counters.execute(&id, &3).await?;
@@ -55,6 +55,9 @@
 //! workspace.
 
 mod aggregate;
+mod category;
+mod command_id;
+mod command_record;
 mod error;
 mod event;
 mod expected;
@@ -69,6 +72,9 @@ pub mod testing;
 pub mod testkit;
 
 pub use aggregate::Aggregate;
+pub use category::{Category, StreamKey};
+pub use command_id::{CommandId, InvalidCommandId, MAX_COMMAND_ID_LEN};
+pub use command_record::{CommandOutcome, CommandRecord};
 pub use error::{BoxError, Error, Result};
 pub use event::{Event, Metadata, NewEvent, RecordedEvent};
 pub use expected::ExpectedVersion;
@@ -77,7 +83,10 @@ pub use ids::{
     StreamVersion,
 };
 pub use payload::Payload;
-pub use repository::{CommandError, DEFAULT_MAX_RETRIES, Executed, Loaded, Repository};
+pub use repository::{
+    CommandError, DEFAULT_MAX_RETRIES, DEFAULT_UNAVAILABLE_BACKOFF, DEFAULT_UNAVAILABLE_RETRIES,
+    Executed, Loaded, Repository,
+};
 pub use storable::MAX_SCHEMA_VERSION;
 pub use store::{AppendResult, EventStore, check_append, resolve_replayed_append};
 pub use stream_locks::{StreamGuard, StreamLocks};
@@ -97,6 +106,10 @@ struct GuideTesting;
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct Readme;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/command-ids.md")]
+struct GuideCommandIds;
 
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/event-versioning.md")]

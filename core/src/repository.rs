@@ -1,12 +1,15 @@
-//! Command handling: load a stream, decide, append with optimistic concurrency, retry on conflicts.
+//! Command handling: load a stream, decide, append with optimistic concurrency, retry on conflicts and on an
+//! unavailable store, and run commands under a [`CommandId`] at most once.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::aggregate::Aggregate;
+use crate::command_id::CommandId;
+use crate::command_record::{CommandOutcome, CommandRecord};
 use crate::error::Error;
-use crate::event::{Metadata, NewEvent};
+use crate::event::{Event, Metadata, NewEvent, RecordedEvent};
 use crate::expected::ExpectedVersion;
 use crate::ids::{Position, StreamId, StreamVersion};
 use crate::store::EventStore;
@@ -14,6 +17,14 @@ use crate::stream_locks::StreamLocks;
 
 /// The default number of times [`Repository::execute`] reloads and decides again after a conflict.
 pub const DEFAULT_MAX_RETRIES: u32 = 8;
+
+/// The default number of times [`Repository::execute`] appends again, with the same event ids, after the store
+/// was unavailable during an append.
+pub const DEFAULT_UNAVAILABLE_RETRIES: u32 = 5;
+
+/// The default pause before the first retry of an append after the store was unavailable; it doubles with each
+/// retry (with jitter), up to two seconds.
+pub const DEFAULT_UNAVAILABLE_BACKOFF: Duration = Duration::from_millis(50);
 
 /// An aggregate's state as loaded from its stream.
 #[derive(Debug, Clone)]
@@ -39,6 +50,9 @@ pub struct Executed<A: Aggregate> {
     pub events: Vec<A::Event>,
     /// How many times the command was decided again after a conflict.
     pub retries: u32,
+    /// Whether this is the remembered outcome of an earlier execution under the same [`CommandId`] (nothing
+    /// was appended this time).
+    pub replayed: bool,
 }
 
 /// Why a command was not carried out. The three kinds stay apart: the domain said no, other writers kept
@@ -60,6 +74,37 @@ pub enum CommandError<E> {
         #[source]
         last: Error,
     },
+    /// The store stayed unavailable while the new events were being appended, through every retry: the events
+    /// may or may not be stored. Retrying under the same [`CommandId`] ([`Repository::execute_once`]) is safe:
+    /// it never doubles the effect. A command without one may have taken effect: look at the stream before
+    /// running it again (HTTP 503).
+    #[error(
+        "the outcome of the command on stream {stream:?} is unknown: the store stayed unavailable through \
+         {attempts} attempts to append ({last}); the events may or may not be stored; retrying under the same \
+         command id (or with the same event ids) is safe"
+    )]
+    OutcomeUnknown {
+        /// The stream appended to.
+        stream: StreamId,
+        /// The command id, when the command ran under one.
+        command_id: Option<CommandId>,
+        /// Append attempts made, the first included.
+        attempts: u32,
+        /// The last failure.
+        #[source]
+        last: Error,
+    },
+    /// The command id was used before for a different command (another stream, or another command whose
+    /// outcome differs on the same state). The caller's mistake: use a fresh id for a new command (HTTP 422).
+    #[error(
+        "command id {command_id:?} was used before for a different command (stream {stream:?})"
+    )]
+    CommandIdReused {
+        /// The reused id.
+        command_id: CommandId,
+        /// The stream the earlier command ran against.
+        stream: StreamId,
+    },
     /// The store failed (unavailable, undecodable data, invalid stream id). See [`enum@Error`].
     #[error(transparent)]
     Store(Error),
@@ -74,9 +119,28 @@ impl<E> From<Error> for CommandError<E> {
 /// Loads aggregates of type `A` from a store and executes commands against them.
 ///
 /// Cheap to clone when the store is (`Arc<dyn EventStore>`, the memory store, a connection pool).
+///
+/// ```
+/// # use annals::{Aggregate, Event};
+/// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)] enum Ev { E }
+/// # impl Event for Ev {}
+/// # #[derive(Default)] struct Counter;
+/// # impl Aggregate for Counter {
+/// #     type Command = (); type Event = Ev; type Error = std::convert::Infallible;
+/// #     fn decide(&self, _: &()) -> Result<Vec<Ev>, Self::Error> { Ok(vec![]) }
+/// #     fn apply(&mut self, _: &Ev) {}
+/// # }
+/// use annals::Repository;
+/// use annals_memory::MemoryStore;
+///
+/// let counters = Repository::<Counter>::new(MemoryStore::new());
+/// # let _ = counters;
+/// ```
 pub struct Repository<A, S = Arc<dyn EventStore>> {
     store: S,
     max_retries: u32,
+    unavailable_retries: u32,
+    unavailable_backoff: Duration,
     stream_locks: Option<StreamLocks>,
     _aggregate: PhantomData<fn() -> A>,
 }
@@ -86,23 +150,51 @@ impl<A, S: Clone> Clone for Repository<A, S> {
         Self {
             store: self.store.clone(),
             max_retries: self.max_retries,
+            unavailable_retries: self.unavailable_retries,
+            unavailable_backoff: self.unavailable_backoff,
             stream_locks: self.stream_locks.clone(),
             _aggregate: PhantomData,
         }
     }
 }
 
-impl<A: Aggregate, S: EventStore> Repository<A, S> {
-    /// A repository on `store` retrying conflicts up to [`DEFAULT_MAX_RETRIES`] times.
-    pub fn new(store: S) -> Self {
-        Self {
+impl<A: Aggregate> Repository<A> {
+    /// A repository of `A` on `store` (any [`EventStore`]: `Repository::<Counter>::new(MemoryStore::new())`),
+    /// retrying conflicts up to [`DEFAULT_MAX_RETRIES`] times and an unavailable store up to
+    /// [`DEFAULT_UNAVAILABLE_RETRIES`] times.
+    pub fn new<S: EventStore>(store: S) -> Repository<A, S> {
+        Repository {
             store,
             max_retries: DEFAULT_MAX_RETRIES,
+            unavailable_retries: DEFAULT_UNAVAILABLE_RETRIES,
+            unavailable_backoff: DEFAULT_UNAVAILABLE_BACKOFF,
             stream_locks: None,
             _aggregate: PhantomData,
         }
     }
+}
 
+/// What loading a stream for a command under a command id found.
+enum Scan<A: Aggregate> {
+    /// The id has no events in the stream: the current state.
+    Current(Loaded<A>),
+    /// The id's events are in the stream and the command decides the same on the state before them.
+    Replayed(Executed<A>),
+    /// The id's events are in the stream, but this command decides otherwise: a different command.
+    Reused,
+}
+
+/// The events of a command id met while scanning a stream.
+struct Seen<A: Aggregate> {
+    /// What this command decides on the state before the first of them (encoded), `None` when it decides
+    /// no events or a refusal.
+    decided: Option<Vec<(String, serde_json::Value)>>,
+    events: Vec<A::Event>,
+    faithful: bool,
+    complete: bool,
+}
+
+impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// Queues commands per stream within this process: a command waits until the previous command on the same
     /// stream (through any repository sharing `locks`) has finished, instead of racing it and retrying. Use
     /// it in services where many requests hit the same aggregate; conflicts with other processes are still
@@ -115,6 +207,14 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// Sets how many times a command is decided again after a conflict (0: never).
     pub fn with_max_retries(mut self, max_retries: u32) -> Self {
         self.max_retries = max_retries;
+        self
+    }
+
+    /// Sets how many times an append is tried again, with the same event ids, after the store was unavailable
+    /// (0: never), and the pause before the first retry (doubling after each, with jitter, up to two seconds).
+    pub fn with_unavailable_retries(mut self, retries: u32, first_backoff: Duration) -> Self {
+        self.unavailable_retries = retries;
+        self.unavailable_backoff = first_backoff;
         self
     }
 
@@ -163,21 +263,92 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// On a conflict it reloads and decides again, up to the configured number of retries. Every new event
     /// carries `metadata`; when it has no correlation id, one is generated for the whole command.
     ///
-    /// A store that is unavailable during the append is retried once with the same event ids, which the store
-    /// treats as idempotent, so a commit whose acknowledgement was lost is not written twice.
+    /// A store that is unavailable during the append is retried with the same event ids, which the store treats
+    /// as idempotent (a commit whose acknowledgement was lost is not written twice), a bounded number of times
+    /// with backoff ([`Repository::with_unavailable_retries`]).
     ///
     /// # Errors
     /// [`CommandError::Rejected`] when the aggregate refuses, [`CommandError::Conflict`] when retries run out,
-    /// [`CommandError::Store`] when the store fails.
-    #[tracing::instrument(level = "debug", skip(self, command, metadata), fields(stream = %stream))]
+    /// [`CommandError::OutcomeUnknown`] when the store stayed unavailable during the append,
+    /// [`CommandError::Store`] when the store fails otherwise.
     pub async fn execute_with(
         &self,
         stream: &StreamId,
+        command: &A::Command,
+        metadata: Metadata,
+    ) -> Result<Executed<A>, CommandError<A::Error>> {
+        self.run(stream, None, command, metadata).await
+    }
+
+    /// Executes `command` under `command_id`, at most once: the first execution decides and appends as
+    /// [`execute`](Repository::execute) does, with event ids derived from the command id
+    /// ([`CommandId::event_id`]) and the id in the events' metadata. Every later execution under the same id, at
+    /// any later time and whatever happened to the stream since, appends nothing and returns the original
+    /// outcome: the same versions, position and state as of that outcome (with [`Executed::replayed`] set), or
+    /// the same refusal. Racing executions under one id have one effect.
+    ///
+    /// Outcomes with events are recognised through their derived event ids, which the store keeps forever;
+    /// refusals and outcomes without events are kept in the store's command record
+    /// ([`EventStore::record_command`]), which a store may expire (see `docs/command-ids.md`). The aggregate's
+    /// `decide` must be deterministic (it is pure): a repeat is recognised by deciding again on the state the
+    /// original saw and comparing.
+    ///
+    /// # Errors
+    /// As [`execute_with`](Repository::execute_with), and [`CommandError::CommandIdReused`] when the id was used
+    /// for a different command (another stream, or a command that decides otherwise on the same state).
+    pub async fn execute_once(
+        &self,
+        stream: &StreamId,
+        command_id: &CommandId,
+        command: &A::Command,
+    ) -> Result<Executed<A>, CommandError<A::Error>> {
+        self.execute_once_with(stream, command_id, command, Metadata::default())
+            .await
+    }
+
+    /// [`execute_once`](Repository::execute_once) with the events' metadata (the command id is added to it).
+    ///
+    /// # Errors
+    /// See [`Repository::execute_once`].
+    pub async fn execute_once_with(
+        &self,
+        stream: &StreamId,
+        command_id: &CommandId,
+        command: &A::Command,
+        metadata: Metadata,
+    ) -> Result<Executed<A>, CommandError<A::Error>> {
+        self.run(stream, Some(command_id), command, metadata).await
+    }
+
+    /// [`execute_once_with`](Repository::execute_once_with) when `command_id` is given,
+    /// [`execute_with`](Repository::execute_with) otherwise: for callers whose command id is optional (an HTTP
+    /// request with or without an `Idempotency-Key`).
+    ///
+    /// # Errors
+    /// See [`Repository::execute_once`].
+    pub async fn execute_under(
+        &self,
+        stream: &StreamId,
+        command_id: Option<&CommandId>,
+        command: &A::Command,
+        metadata: Metadata,
+    ) -> Result<Executed<A>, CommandError<A::Error>> {
+        self.run(stream, command_id, command, metadata).await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, command, metadata), fields(stream = %stream))]
+    async fn run(
+        &self,
+        stream: &StreamId,
+        once: Option<&CommandId>,
         command: &A::Command,
         mut metadata: Metadata,
     ) -> Result<Executed<A>, CommandError<A::Error>> {
         if metadata.correlation_id.is_none() {
             metadata.correlation_id = Some(uuid::Uuid::now_v7().to_string());
+        }
+        if let Some(id) = once {
+            metadata.command_id = Some(id.as_str().to_owned());
         }
         let _turn = match &self.stream_locks {
             Some(locks) => Some(locks.lock(stream).await),
@@ -186,35 +357,94 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let loaded = match once {
+                None => self.load(stream).await?,
+                Some(id) => {
+                    // The record is asked beside the load, so a command id costs no extra round trip in time.
+                    let (scan, record) =
+                        tokio::join!(self.scan(stream, id, command), self.store.find_command(id));
+                    match scan? {
+                        Scan::Replayed(done) => return Ok(done),
+                        Scan::Reused => return Err(reused(id, stream)),
+                        Scan::Current(loaded) => match record? {
+                            Some(record) => {
+                                return self.replay_record(stream, command, record).await;
+                            }
+                            None => loaded,
+                        },
+                    }
+                }
+            };
             let Loaded {
                 mut state,
                 version,
                 position,
-            } = self.load(stream).await?;
-            let events = state.decide(command).map_err(CommandError::Rejected)?;
-            if events.is_empty() {
-                return Ok(Executed {
-                    state,
-                    version,
-                    position,
-                    events,
-                    retries: attempt - 1,
-                });
-            }
+            } = loaded;
+            let decided = state.decide(command);
+            let events = match (decided, once) {
+                (Ok(events), _) if !events.is_empty() => events,
+                (Ok(events), None) => {
+                    return Ok(Executed {
+                        state,
+                        version,
+                        position,
+                        events,
+                        retries: attempt - 1,
+                        replayed: false,
+                    });
+                }
+                (Err(rejection), None) => return Err(CommandError::Rejected(rejection)),
+                (decided, Some(id)) => {
+                    let outcome = match &decided {
+                        Err(rejection) => CommandOutcome::Refused {
+                            reason: rejection.to_string(),
+                        },
+                        Ok(_) => CommandOutcome::Unchanged,
+                    };
+                    let record = CommandRecord {
+                        command_id: id.clone(),
+                        stream: stream.clone(),
+                        version,
+                        position,
+                        outcome,
+                        recorded_at: chrono::Utc::now(),
+                    };
+                    match self.record(stream, id, record.clone()).await? {
+                        Some(held) if same_record(&held, &record) => {
+                            return match decided {
+                                Err(rejection) => Err(CommandError::Rejected(rejection)),
+                                Ok(events) => Ok(Executed {
+                                    state,
+                                    version,
+                                    position,
+                                    events,
+                                    retries: attempt - 1,
+                                    replayed: false,
+                                }),
+                            };
+                        }
+                        Some(held) => return self.replay_record(stream, command, held).await,
+                        // A racing execution under the id appended to this stream: scan again.
+                        None if attempt <= self.max_retries => continue,
+                        None => return Err(reused(id, stream)),
+                    }
+                }
+            };
             let new_events = events
                 .iter()
-                .map(|e| NewEvent::from_event(e).map(|n| n.with_metadata(metadata.clone())))
+                .enumerate()
+                .map(|(index, e)| {
+                    NewEvent::from_event(e).map(|n| {
+                        let n = n.with_metadata(metadata.clone());
+                        match once {
+                            Some(id) => n.with_id(id.event_id(index)),
+                            None => n,
+                        }
+                    })
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let expected = ExpectedVersion::Exact(version);
-            let mut appended = self
-                .store
-                .append(stream, expected, new_events.clone())
-                .await;
-            if matches!(appended, Err(Error::Unavailable { .. })) {
-                tracing::warn!(%stream, "store unavailable during append; retrying once with the same event ids");
-                appended = self.store.append(stream, expected, new_events).await;
-            }
-            match appended {
+            match self.append(stream, once, expected, new_events).await {
                 Ok(result) => {
                     for event in &events {
                         state.apply(event);
@@ -225,9 +455,10 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                         position: result.last_position,
                         events,
                         retries: attempt - 1,
+                        replayed: false,
                     });
                 }
-                Err(conflict @ Error::Conflict { .. }) => {
+                Err(CommandError::Store(conflict @ Error::Conflict { .. })) => {
                     if attempt > self.max_retries {
                         return Err(CommandError::Conflict {
                             stream: stream.clone(),
@@ -238,16 +469,242 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                     tracing::debug!(%stream, attempt, "conflict; reloading and deciding again");
                     tokio::time::sleep(backoff(attempt)).await;
                 }
+                Err(CommandError::Store(Error::EventIdReused {
+                    existing_stream, ..
+                })) if once.is_some() => {
+                    let id = once
+                        .cloned()
+                        .ok_or_else(|| CommandError::Store(internal()))?;
+                    return Err(CommandError::CommandIdReused {
+                        command_id: id,
+                        stream: existing_stream,
+                    });
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    /// Appends, trying again with the same events (same ids) while the store is unavailable, boundedly.
+    async fn append(
+        &self,
+        stream: &StreamId,
+        once: Option<&CommandId>,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<crate::store::AppendResult, CommandError<A::Error>> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let last = match self.store.append(stream, expected, events.clone()).await {
+                Err(unavailable @ Error::Unavailable { .. }) => unavailable,
+                other => return other.map_err(CommandError::Store),
+            };
+            if attempts > self.unavailable_retries {
+                return Err(CommandError::OutcomeUnknown {
+                    stream: stream.clone(),
+                    command_id: once.cloned(),
+                    attempts,
+                    last,
+                });
+            }
+            tracing::warn!(%stream, attempts, error = %last, "store unavailable during append; retrying with the same event ids");
+            tokio::time::sleep(unavailable_backoff(self.unavailable_backoff, attempts)).await;
+        }
+    }
+
+    /// Records a command id's outcome without events, trying again while the store is unavailable (recording is
+    /// idempotent). `None` when the id took effect in this stream meanwhile.
+    async fn record(
+        &self,
+        stream: &StreamId,
+        id: &CommandId,
+        record: CommandRecord,
+    ) -> Result<Option<CommandRecord>, CommandError<A::Error>> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.store.record_command(record.clone()).await {
+                Ok(held) => return Ok(Some(held)),
+                Err(Error::CommandIdUsed {
+                    stream: used_in, ..
+                }) => {
+                    if used_in == *stream {
+                        return Ok(None);
+                    }
+                    return Err(reused(id, &used_in));
+                }
+                Err(last @ Error::Unavailable { .. }) if attempts <= self.unavailable_retries => {
+                    tracing::warn!(%stream, attempts, error = %last, "store unavailable while recording a command outcome; retrying");
+                    tokio::time::sleep(unavailable_backoff(self.unavailable_backoff, attempts))
+                        .await;
+                }
+                Err(last @ Error::Unavailable { .. }) => {
+                    return Err(CommandError::OutcomeUnknown {
+                        stream: stream.clone(),
+                        command_id: Some(id.clone()),
+                        attempts,
+                        last,
+                    });
+                }
                 Err(other) => return Err(CommandError::Store(other)),
             }
         }
+    }
+
+    /// Folds the stream like [`load`](Repository::load), watching for events derived from `id`. When it meets
+    /// them, it decides `command` on the state just before them, compares, and stops folding after them, so the
+    /// state is the one as of the original outcome.
+    async fn scan(
+        &self,
+        stream: &StreamId,
+        id: &CommandId,
+        command: &A::Command,
+    ) -> Result<Scan<A>, Error> {
+        let first = id.event_id(0);
+        let mut loaded = Loaded {
+            state: A::default(),
+            version: StreamVersion::NONE,
+            position: Position::START,
+        };
+        let mut seen: Option<Seen<A>> = None;
+        self.store
+            .visit_stream(stream, &mut |event: &RecordedEvent| {
+                if seen.is_none() && event.event_id == first {
+                    let decided = match loaded.state.decide(command) {
+                        Ok(events) if !events.is_empty() => Some(
+                            events
+                                .iter()
+                                .map(Event::encode)
+                                .collect::<Result<Vec<_>, _>>()?,
+                        ),
+                        _ => None,
+                    };
+                    seen = Some(Seen {
+                        faithful: decided.is_some(),
+                        decided,
+                        events: Vec::new(),
+                        complete: false,
+                    });
+                }
+                let decoded: A::Event = event.decode()?;
+                if let Some(seen) = &mut seen {
+                    if seen.complete {
+                        return Ok(());
+                    }
+                    let index = seen.events.len();
+                    let expected = seen.decided.as_ref().and_then(|d| d.get(index));
+                    if expected.is_none() || event.event_id != id.event_id(index) {
+                        seen.complete = true;
+                        return Ok(());
+                    }
+                    let again = decoded.encode()?;
+                    seen.faithful &= expected == Some(&again);
+                    seen.events.push(event.decode()?);
+                }
+                loaded.state.apply(&decoded);
+                loaded.version = event.stream_version;
+                loaded.position = event.position;
+                Ok(())
+            })
+            .await?;
+        Ok(match seen {
+            None => Scan::Current(loaded),
+            Some(seen)
+                if seen.faithful
+                    && seen.decided.as_ref().map(Vec::len) == Some(seen.events.len()) =>
+            {
+                Scan::Replayed(Executed {
+                    state: loaded.state,
+                    version: loaded.version,
+                    position: loaded.position,
+                    events: seen.events,
+                    retries: 0,
+                    replayed: true,
+                })
+            }
+            Some(_) => Scan::Reused,
+        })
+    }
+
+    /// Answers a repeat of a command id whose outcome appended nothing: decides again on the state as of the
+    /// record's version, which reproduces the original answer when the command is the same.
+    async fn replay_record(
+        &self,
+        stream: &StreamId,
+        command: &A::Command,
+        record: CommandRecord,
+    ) -> Result<Executed<A>, CommandError<A::Error>> {
+        if record.stream != *stream {
+            return Err(reused(&record.command_id, &record.stream));
+        }
+        let limit = usize::try_from(record.version.get()).unwrap_or(usize::MAX);
+        let mut state = A::default();
+        for event in self
+            .store
+            .read_stream(stream, StreamVersion::FIRST, limit)
+            .await?
+        {
+            state.apply(&event.decode()?);
+        }
+        match (state.decide(command), &record.outcome) {
+            (Err(rejection), CommandOutcome::Refused { reason })
+                if rejection.to_string() == *reason =>
+            {
+                Err(CommandError::Rejected(rejection))
+            }
+            (Ok(events), CommandOutcome::Unchanged) if events.is_empty() => Ok(Executed {
+                state,
+                version: record.version,
+                position: record.position,
+                events,
+                retries: 0,
+                replayed: true,
+            }),
+            _ => Err(reused(&record.command_id, &record.stream)),
+        }
+    }
+}
+
+fn reused<E>(id: &CommandId, stream: &StreamId) -> CommandError<E> {
+    CommandError::CommandIdReused {
+        command_id: id.clone(),
+        stream: stream.clone(),
+    }
+}
+
+fn same_record(held: &CommandRecord, ours: &CommandRecord) -> bool {
+    held.command_id == ours.command_id
+        && held.stream == ours.stream
+        && held.version == ours.version
+        && held.outcome == ours.outcome
+}
+
+fn internal() -> Error {
+    Error::Backend {
+        operation: "execute",
+        source: "internal: a command id was expected".into(),
     }
 }
 
 /// A short, jittered pause before retrying a conflicted command, so that racing writers spread out.
 fn backoff(attempt: u32) -> Duration {
-    use std::hash::{BuildHasher, RandomState};
     let cap_micros = 200u64 << attempt.min(6);
-    let jitter = RandomState::new().hash_one(attempt) % cap_micros.max(1);
-    Duration::from_micros(jitter)
+    Duration::from_micros(jitter(attempt) % cap_micros.max(1))
+}
+
+/// The pause before the `attempt`-th retry after the store was unavailable: `first`, doubling, capped at two
+/// seconds, with up to half of it as jitter.
+fn unavailable_backoff(first: Duration, attempt: u32) -> Duration {
+    let full = first
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(Duration::from_secs(2));
+    let half = full / 2;
+    let jitter_micros = u64::try_from(half.as_micros()).unwrap_or(u64::MAX).max(1);
+    half + Duration::from_micros(jitter(attempt) % jitter_micros)
+}
+
+fn jitter(attempt: u32) -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(attempt)
 }

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::command_id::CommandId;
+use crate::command_record::CommandRecord;
 use crate::error::Result;
 use crate::event::{NewEvent, RecordedEvent};
 use crate::expected::ExpectedVersion;
@@ -90,6 +92,38 @@ pub trait EventStore: Send + Sync {
         }
         Ok(())
     }
+
+    /// The record of `command_id`'s outcome when that outcome appended nothing (a refusal, or no change); see
+    /// [`CommandRecord`]. `None` when the id has no record. The [`Repository`](crate::Repository) asks this for
+    /// commands executed under a command id; applications do not call it.
+    ///
+    /// The default has no record: stores that support command ids override both this and
+    /// [`record_command`](EventStore::record_command) (the conformance cases in
+    /// `annals::testkit::command_records` pin the rules).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`](crate::Error::Unsupported) from the default; the store's error otherwise.
+    async fn find_command(&self, command_id: &CommandId) -> Result<Option<CommandRecord>> {
+        let _ = command_id;
+        Err(crate::Error::Unsupported {
+            operation: "find_command",
+        })
+    }
+
+    /// Records `record` unless its command id has a record already, atomically, and returns the record that
+    /// holds the id: the given one (with the store's `recorded_at`) or the earlier one. Recording the same
+    /// record again is a no-op.
+    ///
+    /// # Errors
+    /// [`Error::CommandIdUsed`](crate::Error::CommandIdUsed) when an event with the id's first derived event id
+    /// ([`CommandId::event_id`]`(0)`) is stored: the id already took effect. [`Error::Unsupported`](crate::Error::Unsupported)
+    /// from the default.
+    async fn record_command(&self, record: CommandRecord) -> Result<CommandRecord> {
+        let _ = record;
+        Err(crate::Error::Unsupported {
+            operation: "record_command",
+        })
+    }
 }
 
 #[async_trait]
@@ -134,6 +168,14 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<()> + Send),
     ) -> Result<()> {
         (**self).visit_stream(stream, visit).await
+    }
+
+    async fn find_command(&self, command_id: &CommandId) -> Result<Option<CommandRecord>> {
+        (**self).find_command(command_id).await
+    }
+
+    async fn record_command(&self, record: CommandRecord) -> Result<CommandRecord> {
+        (**self).record_command(record).await
     }
 }
 

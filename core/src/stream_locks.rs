@@ -53,13 +53,21 @@ impl StreamLocks {
     }
 
     /// Waits for `stream`'s turn (first come, first served) and holds it until the guard is dropped.
+    ///
+    /// Cancel-safe: when the returned future is dropped while it waits (a client hung up), the stream is
+    /// forgotten as soon as no one else holds or waits for it.
     pub async fn lock(&self, stream: &StreamId) -> StreamGuard {
         let lock = self.map().entry(stream.clone()).or_default().clone();
-        StreamGuard {
+        // Built before waiting, so that dropping this future while it waits drops `turn` too, whose `Drop`
+        // removes the entry when this waiter was the last one. (The wait below, which owns `lock`, is dropped
+        // first: it lives in an inner scope.)
+        let mut turn = StreamGuard {
             locks: self.clone(),
             stream: stream.clone(),
-            guard: Some(lock.lock_owned().await),
-        }
+            guard: None,
+        };
+        turn.guard = Some(lock.lock_owned().await);
+        turn
     }
 
     /// How many streams are locked or waited for right now.
@@ -104,6 +112,49 @@ mod tests {
         drop(a);
         assert_eq!(locks.len(), 1);
         drop(b);
+        assert!(locks.is_empty());
+    }
+
+    /// Polls `waiter` once, so it is queued on the stream's lock, and returns it still waiting.
+    async fn queued<F: std::future::Future>(waiter: F) -> std::pin::Pin<Box<F>> {
+        let mut waiter = Box::pin(waiter);
+        tokio::select! {
+            biased;
+            _ = &mut waiter => panic!("the waiter must wait"),
+            () = std::future::ready(()) => {}
+        }
+        waiter
+    }
+
+    #[tokio::test]
+    async fn a_waiter_cancelled_while_waiting_leaves_no_entry() {
+        let locks = StreamLocks::new();
+        let a = id("a");
+        let held = locks.lock(&a).await;
+        let waiter = queued(locks.lock(&a)).await;
+        drop(waiter);
+        assert_eq!(locks.len(), 1, "the holder still holds it");
+        drop(held);
+        assert!(locks.is_empty(), "{locks:?}");
+    }
+
+    #[tokio::test]
+    async fn the_last_waiter_cancelled_after_the_holder_left_leaves_no_entry() {
+        let locks = StreamLocks::new();
+        let a = id("a");
+        let held = locks.lock(&a).await;
+        let mut waiters = Vec::new();
+        for _ in 0..10 {
+            waiters.push(queued(locks.lock(&a)).await);
+        }
+        // The holder leaves while others wait: the entry stays for them.
+        drop(held);
+        assert_eq!(locks.len(), 1);
+        // Every waiter is cancelled (clients hung up) before it got its turn.
+        drop(waiters);
+        assert!(locks.is_empty(), "{locks:?}");
+        // The stream is usable again.
+        drop(locks.lock(&id("a")).await);
         assert!(locks.is_empty());
     }
 

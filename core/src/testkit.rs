@@ -861,6 +861,7 @@ pub async fn stream_ids_are_validated_and_kept_verbatim(store: Arc<dyn EventStor
         let metadata = Metadata {
             correlation_id: Some(format!("corr-'{raw}'")),
             causation_id: Some("ünïcödé \"cause\"".to_owned()),
+            command_id: None,
             extra: metadata_extra.clone(),
         };
         let new = event(i as u64).with_metadata(metadata.clone());
@@ -875,3 +876,6 @@ pub async fn stream_ids_are_validated_and_kept_verbatim(store: Arc<dyn EventStor
     }
     assert_eq!(all_events(&store).await.len(), tricky.len());
 }
+
+// Command ids: the store's command record and at-most-once execution (`command_id_conformance!`).
+pub mod command_ids;

@@ -3,8 +3,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use annals::{
-    AppendResult, EventId, EventStore, ExpectedVersion, NewEvent, Payload, Position, RecordedEvent,
-    Result, StreamId, StreamVersion, async_trait, check_append, resolve_replayed_append,
+    AppendResult, CommandId, CommandRecord, EventId, EventStore, ExpectedVersion, NewEvent,
+    Payload, Position, RecordedEvent, Result, StreamId, StreamVersion, async_trait, check_append,
+    resolve_replayed_append,
 };
 use tokio::sync::watch;
 
@@ -28,6 +29,8 @@ struct State {
     streams: HashMap<StreamId, Vec<usize>>,
     /// Index of every event id in `log`.
     ids: HashMap<EventId, usize>,
+    /// Outcomes of command ids that appended nothing (see [`EventStore::record_command`]).
+    commands: HashMap<CommandId, CommandRecord>,
 }
 
 impl Default for MemoryStore {
@@ -63,6 +66,18 @@ impl MemoryStore {
     /// Whether no event is stored.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Forgets the recorded outcomes (refusals, no-change decisions) of command ids recorded before `cutoff`, and
+    /// returns how many were forgotten. A repeat of a forgotten command id runs the command again; outcomes with
+    /// events are never forgotten (their event ids are the record). The store never expires records on its own.
+    pub fn forget_commands_recorded_before(&self, cutoff: chrono::DateTime<chrono::Utc>) -> usize {
+        let mut state = self.write();
+        let before = state.commands.len();
+        state
+            .commands
+            .retain(|_, record| record.recorded_at >= cutoff);
+        before - state.commands.len()
     }
 
     // No code panics while holding the lock, so a poisoned lock still guards consistent data.
@@ -188,6 +203,26 @@ impl EventStore for MemoryStore {
 
     async fn head(&self) -> Result<Position> {
         Ok(Position(self.read().log.len() as u64))
+    }
+
+    async fn find_command(&self, command_id: &CommandId) -> Result<Option<CommandRecord>> {
+        Ok(self.read().commands.get(command_id).cloned())
+    }
+
+    async fn record_command(&self, mut record: CommandRecord) -> Result<CommandRecord> {
+        let mut state = self.write();
+        if let Some(&index) = state.ids.get(&record.command_id.event_id(0)) {
+            return Err(annals::Error::CommandIdUsed {
+                command_id: record.command_id,
+                stream: state.log[index].stream_id.clone(),
+            });
+        }
+        record.recorded_at = chrono::Utc::now();
+        Ok(state
+            .commands
+            .entry(record.command_id.clone())
+            .or_insert(record)
+            .clone())
     }
 
     async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<Position> {

@@ -218,6 +218,20 @@ impl EventStore for PostgresStore {
         self.safe_head().await
     }
 
+    async fn find_command(
+        &self,
+        command_id: &annals::CommandId,
+    ) -> annals::Result<Option<annals::CommandRecord>> {
+        self.find_command_row(command_id).await
+    }
+
+    async fn record_command(
+        &self,
+        record: annals::CommandRecord,
+    ) -> annals::Result<annals::CommandRecord> {
+        self.record_command_row(record).await
+    }
+
     async fn wait_for_events(
         &self,
         after: Position,

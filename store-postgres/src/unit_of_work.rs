@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annals::{
-    AppendResult, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId,
-    StreamVersion, async_trait,
+    AppendResult, CommandId, CommandRecord, EventStore, ExpectedVersion, NewEvent, Position,
+    RecordedEvent, StreamId, StreamVersion, async_trait,
 };
 use sqlx::{Executor, Postgres, Transaction};
 use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
@@ -282,6 +282,17 @@ impl UnitOfWork {
 
 #[async_trait]
 impl EventStore for UnitOfWork {
+    // The command record is read and written through the store's pool, outside the unit's transaction: a
+    // refusal or a no-change outcome is an answer whether or not the unit commits, and the record of a command
+    // that took effect is its derived events, which commit with the unit.
+    async fn find_command(&self, command_id: &CommandId) -> annals::Result<Option<CommandRecord>> {
+        self.store.find_command(command_id).await
+    }
+
+    async fn record_command(&self, record: CommandRecord) -> annals::Result<CommandRecord> {
+        self.store.record_command(record).await
+    }
+
     async fn append(
         &self,
         stream: &StreamId,

@@ -4,3 +4,4 @@
 mod domain;
 mod given_when_then;
 mod repository;
+mod unavailable;

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use annals::{Aggregate, StreamId};
+use annals::{Aggregate, Category, StreamId, StreamKey};
 use serde::{Deserialize, Serialize};
 
 /// The largest amount a single deposit or withdrawal may carry, in minor units (cents).
@@ -54,7 +54,8 @@ impl AccountId {
                 "account id {id:?} contains {bad:?}; allowed are letters, digits, '-', '_' and '.'"
             )));
         }
-        let stream = StreamId::new(format!("{STREAM_PREFIX}{id}"))
+        let stream = Self::CATEGORY
+            .stream(&id)
             .map_err(|e| InvalidAccountId(format!("account id {id:?}: {e}")))?;
         Ok(Self { id, stream })
     }
@@ -63,6 +64,12 @@ impl AccountId {
     pub fn generate() -> Self {
         let id = format!("acc-{}", uuid::Uuid::now_v7().simple());
         Self::new(id).unwrap_or_else(|e| unreachable!("a generated id is valid: {e}"))
+    }
+
+    /// The account id a request under `command_id` opens when it names none: the same on every retry.
+    pub fn derived(command_id: &annals::CommandId) -> Self {
+        let id = format!("acc-{}", command_id.event_id(0).as_uuid().simple());
+        Self::new(id).unwrap_or_else(|e| unreachable!("a derived id is valid: {e}"))
     }
 
     /// The id as text.
@@ -74,17 +81,20 @@ impl AccountId {
     pub fn stream(&self) -> &StreamId {
         &self.stream
     }
-
-    /// The account id of an account stream, or `None` for any other stream.
-    pub fn from_stream(stream: &StreamId) -> Option<Self> {
-        stream
-            .as_str()
-            .strip_prefix(STREAM_PREFIX)
-            .and_then(|id| Self::new(id).ok())
-    }
 }
 
-const STREAM_PREFIX: &str = "account-";
+/// Account streams are `account-<id>`: `AccountId::from_stream` tells which account a stream holds.
+impl StreamKey for AccountId {
+    const CATEGORY: Category = Category::new("account");
+
+    fn key(&self) -> &str {
+        &self.id
+    }
+
+    fn from_key(key: &str) -> Option<Self> {
+        Self::new(key).ok()
+    }
+}
 
 impl AsRef<str> for AccountId {
     fn as_ref(&self) -> &str {

@@ -17,7 +17,6 @@
 
 pub mod account;
 mod api;
-mod idempotency;
 pub mod read_models;
 mod service;
 

@@ -12,8 +12,37 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "bank", version, about = "The Annals bank-account example")]
 struct Cli {
+    /// Log output: `text` (coloured only when stderr is a terminal) or `json` (one object per line).
+    #[arg(
+        long,
+        env = "BANK_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info,sqlx=warn`).
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
 }
 
 #[derive(clap::Args)]
@@ -21,7 +50,7 @@ struct StoreArgs {
     /// PostgreSQL URL; the embedded memory store when absent.
     #[arg(long, env = "DATABASE_URL", global = true)]
     database_url: Option<String>,
-    /// The PostgreSQL schema for events and idempotency keys (1 to 8 lowercase characters); the read models live
+    /// The PostgreSQL schema for events and command records (1 to 8 lowercase characters); the read models live
     /// in `<schema>_projections` and `<schema>_rm_<name>`.
     #[arg(long, env = "BANK_SCHEMA", default_value = "bank", global = true)]
     schema: String,
@@ -57,14 +86,9 @@ impl StoreArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    match cli.command {
         Command::Serve { listen, store } => {
             let config = store.config();
             let service = Service::start(&config).await?;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use annals::{Position, RecordedEvent};
+use annals::{Position, RecordedEvent, StreamKey};
 use annals_projections::{
     BoxError, DocumentReader, Documents, Projection, Projections, async_trait,
 };
@@ -195,7 +195,7 @@ impl ReadModels {
     pub(crate) async fn balance(
         &self,
         id: &AccountId,
-        min_position: Option<u64>,
+        min_position: Option<Position>,
     ) -> Result<Option<Balance>, ApiError> {
         wait(&self.balances, min_position, self.max_wait).await?;
         self.balances
@@ -207,7 +207,7 @@ impl ReadModels {
     pub(crate) async fn history(
         &self,
         id: &AccountId,
-        min_position: Option<u64>,
+        min_position: Option<Position>,
     ) -> Result<Vec<HistoryItem>, ApiError> {
         wait(&self.history, min_position, self.max_wait).await?;
         let entries = self
@@ -221,13 +221,13 @@ impl ReadModels {
 
 async fn wait(
     reader: &DocumentReader,
-    min_position: Option<u64>,
+    min_position: Option<Position>,
     max_wait: Duration,
 ) -> Result<(), ApiError> {
     let Some(position) = min_position else {
         return Ok(());
     };
-    match reader.wait_for_position(Position(position), max_wait).await {
+    match reader.wait_for_position(position, max_wait).await {
         Ok(_) => Ok(()),
         Err(annals_projections::Error::Lagging { reached, .. }) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,

@@ -1,4 +1,4 @@
-//! Assembling the service: the store (embedded memory or PostgreSQL), the idempotency keys, the read models, and
+//! Assembling the service: the store (embedded memory or PostgreSQL), the read models, and
 //! the HTTP server.
 
 use std::future::Future;
@@ -12,7 +12,6 @@ use annals_projections::Projections;
 use anyhow::Context;
 
 use crate::api::{self, AppState};
-use crate::idempotency::{IdempotencyKeys, MemoryKeys, PostgresKeys};
 use crate::read_models::{self, ReadModels};
 
 /// The schema used when none is given.
@@ -24,7 +23,7 @@ pub const DEFAULT_SCHEMA: &str = "bank";
 pub struct StoreConfig {
     /// `postgres://...`; `None` for the embedded memory store.
     pub database_url: Option<String>,
-    /// The PostgreSQL schema of the events and idempotency keys; the read models live in `{schema}_projections`
+    /// The PostgreSQL schema of the events and command records; the read models live in `{schema}_projections`
     /// (bookkeeping) and `{schema}_rm_{name}` (one per read model).
     pub schema: String,
 }
@@ -47,11 +46,10 @@ impl StoreConfig {
     }
 }
 
-/// The store, the idempotency keys and the projections of one configuration.
+/// The store and the projections of one configuration.
 struct Backend {
     pool: Option<sqlx::PgPool>,
     store: Arc<dyn EventStore>,
-    idempotency: Arc<dyn IdempotencyKeys>,
     projections: Projections,
 }
 
@@ -63,7 +61,6 @@ impl Backend {
                 pool: None,
                 projections: read_models::register(Projections::memory(store.clone())),
                 store: Arc::new(store),
-                idempotency: Arc::new(MemoryKeys::default()),
             });
         };
         let schema = &config.schema;
@@ -73,10 +70,6 @@ impl Backend {
             .migrate()
             .await
             .with_context(|| format!("cannot migrate the event store in schema {schema:?}"))?;
-        let keys = PostgresKeys::new(store.clone(), schema);
-        keys.migrate().await.with_context(|| {
-            format!("cannot create the idempotency-key table in schema {schema:?}")
-        })?;
         let projections = Projections::postgres_in(
             store.clone(),
             store.pool().clone(),
@@ -91,7 +84,6 @@ impl Backend {
         Ok(Self {
             pool: Some(store.pool().clone()),
             store: Arc::new(store),
-            idempotency: Arc::new(keys),
             projections,
         })
     }
@@ -144,7 +136,6 @@ impl Service {
         Ok(Self {
             state: AppState {
                 store: backend.store,
-                idempotency: backend.idempotency,
                 read_models,
                 max_retries: DEFAULT_MAX_RETRIES,
                 writers: Default::default(),

@@ -25,3 +25,17 @@ mod in_a_tenant_schema {
         }
     );
 }
+
+mod command_ids {
+    use annals_postgres::PostgresStore;
+    use sqlx::PgPool;
+
+    annals::command_id_conformance!(
+        #[sqlx::test(migrations = false)]
+        fn(pool: PgPool) -> {
+            let store = PostgresStore::from_pool(pool).with_schema("Tenant_7").unwrap();
+            store.migrate().await.unwrap();
+            store
+        }
+    );
+}

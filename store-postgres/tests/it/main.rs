@@ -13,6 +13,7 @@ mod connection_faults;
 mod corrupt_rows_are_reported;
 mod gap_safe_global_order;
 mod hot_standby_is_refused;
+mod killed_connections_are_retried;
 mod safe_after_restore_and_misconfiguration;
 mod schemas_isolate_tenants;
 mod support;

@@ -29,7 +29,11 @@ async fn tenants_in_one_database_never_see_each_other(pool: PgPool) {
         .fetch_all(&pool)
         .await
         .unwrap();
-        assert_eq!(versions, [1, 2, 3], "migrations applied in {schema}");
+        assert_eq!(
+            versions,
+            embedded_versions(),
+            "migrations applied in {schema}"
+        );
     }
 
     let id = stream("shared-name");
@@ -134,4 +138,18 @@ async fn an_unmigrated_schema_is_a_clear_backend_error(pool: PgPool) {
         "{err:?}"
     );
     assert!(!err.is_retryable());
+}
+
+/// The versions of the migration files embedded in the store, in order.
+fn embedded_versions() -> Vec<i64> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+    let mut versions: Vec<i64> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            name.split('_').next()?.parse().ok()
+        })
+        .collect();
+    versions.sort_unstable();
+    versions
 }

@@ -1,39 +1,36 @@
 //! What a handler needs to run commands: the request's view of the accounts, and the validated `{id}` segment.
 
-use annals::{Executed, Metadata, Repository};
+use annals::{CommandId, Executed, Metadata, Repository};
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 
 use super::AppState;
-use super::correlation::CorrelationId;
 use super::error::ApiError;
-use super::idempotency::{IdempotencyKey, RequestStore};
 use crate::account::{Account, AccountCommand, AccountId};
+use annals_axum::{CorrelationId, IdempotencyKey};
 
 /// The accounts, as this request sees them: commands go through the [`Repository`], carrying the request's
-/// correlation id (and idempotency key) in their events' metadata.
+/// correlation id (and idempotency key) in their events' metadata, under the key's command id when it has one.
 pub(super) struct Accounts {
     repository: Repository<Account>,
     metadata: Metadata,
+    pub(super) command_id: Option<CommandId>,
 }
 
 impl FromRequestParts<AppState> for Accounts {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let store = parts
-            .extensions
-            .get::<RequestStore>()
-            .map_or_else(|| state.store.clone(), |s| s.0.clone());
-        let mut metadata = Metadata::default();
-        if let Some(CorrelationId(id)) = parts.extensions.get() {
-            metadata.correlation_id = Some(id.clone());
-        }
-        if let Some(IdempotencyKey(key)) = parts.extensions.get() {
-            metadata = metadata.with("idempotency_key", key.clone());
-        }
+        let Ok(correlation) = CorrelationId::from_request_parts(parts, state).await;
+        let mut metadata = correlation.metadata();
+        let key = Option::<IdempotencyKey>::from_request_parts(parts, state).await?;
+        let command_id = key.map(|IdempotencyKey { key, command_id }| {
+            metadata = metadata.clone().with("idempotency_key", key);
+            command_id
+        });
         Ok(Self {
-            repository: Repository::new(store)
+            command_id,
+            repository: Repository::new(state.store.clone())
                 .with_max_retries(state.max_retries)
                 .with_stream_locks(state.writers.clone()),
             metadata,
@@ -47,9 +44,9 @@ impl Accounts {
         id: &AccountId,
         command: AccountCommand,
     ) -> Result<Executed<Account>, ApiError> {
-        Ok(self
-            .repository
-            .execute_with(id.stream(), &command, self.metadata.clone())
+        let (once, metadata) = (self.command_id.as_ref(), self.metadata.clone());
+        Ok((self.repository)
+            .execute_under(id.stream(), once, &command, metadata)
             .await?)
     }
 }

@@ -2,18 +2,17 @@
 
 use annals::Executed;
 use axum::Json;
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::accounts::{AccountPath, Accounts};
 use super::error::ApiError;
-use super::json::{JsonBody, OptionalJsonBody};
 use crate::account::{Account, AccountCommand, AccountId, AccountStatus};
 use crate::read_models::Balance;
+use annals_axum::{JsonBody, MinPosition, OptionalJsonBody, Replied};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,13 +50,14 @@ pub(super) struct Changed {
 }
 
 impl Changed {
-    fn new(id: AccountId, done: &Executed<Account>) -> Json<Self> {
-        Json(Self {
+    fn new(id: AccountId, done: &Executed<Account>) -> Replied<Self> {
+        let body = Self {
             id,
             balance: done.state.balance,
             version: done.version.get(),
             position: done.position.get(),
-        })
+        };
+        Replied::to(done, body)
     }
 }
 
@@ -68,10 +68,14 @@ pub(super) async fn health() -> Json<Value> {
 pub(super) async fn open(
     accounts: Accounts,
     JsonBody(request): JsonBody<OpenRequest>,
-) -> Result<(StatusCode, Json<Opened>), ApiError> {
-    let id = match request.id {
-        Some(id) => AccountId::new(id).map_err(|e| ApiError::invalid_request(e.to_string()))?,
-        None => AccountId::generate(),
+) -> Result<(StatusCode, Replied<Opened>), ApiError> {
+    let id = match (request.id, &accounts.command_id) {
+        (Some(id), _) => {
+            AccountId::new(id).map_err(|e| ApiError::invalid_request(e.to_string()))?
+        }
+        // A retry with the same key must reach the same account.
+        (None, Some(command_id)) => AccountId::derived(command_id),
+        (None, None) => AccountId::generate(),
     };
     let done = accounts
         .execute(
@@ -81,25 +85,22 @@ pub(super) async fn open(
             },
         )
         .await?;
-    let state = done.state;
-    Ok((
-        StatusCode::CREATED,
-        Json(Opened {
-            id,
-            owner: state.owner,
-            balance: state.balance,
-            status: state.status,
-            version: done.version.get(),
-            position: done.position.get(),
-        }),
-    ))
+    let opened = Opened {
+        id,
+        owner: done.state.owner.clone(),
+        balance: done.state.balance,
+        status: done.state.status,
+        version: done.version.get(),
+        position: done.position.get(),
+    };
+    Ok((StatusCode::CREATED, Replied::to(&done, opened)))
 }
 
 pub(super) async fn deposit(
     accounts: Accounts,
     AccountPath(id): AccountPath,
     JsonBody(AmountRequest { amount }): JsonBody<AmountRequest>,
-) -> Result<Json<Changed>, ApiError> {
+) -> Result<Replied<Changed>, ApiError> {
     let done = accounts
         .execute(&id, AccountCommand::Deposit { amount })
         .await?;
@@ -110,7 +111,7 @@ pub(super) async fn withdraw(
     accounts: Accounts,
     AccountPath(id): AccountPath,
     JsonBody(AmountRequest { amount }): JsonBody<AmountRequest>,
-) -> Result<Json<Changed>, ApiError> {
+) -> Result<Replied<Changed>, ApiError> {
     let done = accounts
         .execute(&id, AccountCommand::Withdraw { amount })
         .await?;
@@ -121,45 +122,26 @@ pub(super) async fn close(
     accounts: Accounts,
     AccountPath(id): AccountPath,
     OptionalJsonBody(_): OptionalJsonBody<CloseRequest>,
-) -> Result<Json<Changed>, ApiError> {
+) -> Result<Replied<Changed>, ApiError> {
     let done = accounts.execute(&id, AccountCommand::Close).await?;
     Ok(Changed::new(id, &done))
-}
-
-/// `?min_position=N`: answer only once the read model has processed position `N`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ReadQuery {
-    min_position: Option<u64>,
-}
-
-/// The query string, validated.
-pub(super) struct ReadParams(ReadQuery);
-
-impl<S: Send + Sync> FromRequestParts<S> for ReadParams {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Query(query) = Query::<ReadQuery>::from_request_parts(parts, state).await?;
-        Ok(Self(query))
-    }
 }
 
 pub(super) async fn account(
     State(state): State<AppState>,
     AccountPath(id): AccountPath,
-    ReadParams(query): ReadParams,
+    MinPosition(min_position): MinPosition,
 ) -> Result<Json<Balance>, ApiError> {
-    let balance = state.read_models.balance(&id, query.min_position).await?;
+    let balance = state.read_models.balance(&id, min_position).await?;
     balance.map(Json).ok_or_else(not_found_account)
 }
 
 pub(super) async fn history(
     State(state): State<AppState>,
     AccountPath(id): AccountPath,
-    ReadParams(query): ReadParams,
+    MinPosition(min_position): MinPosition,
 ) -> Result<Json<Value>, ApiError> {
-    let items = state.read_models.history(&id, query.min_position).await?;
+    let items = state.read_models.history(&id, min_position).await?;
     if items.is_empty() {
         return Err(not_found_account());
     }

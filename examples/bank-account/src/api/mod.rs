@@ -1,11 +1,8 @@
 //! The HTTP service: routes, handlers and the layers around them.
 
 mod accounts;
-mod correlation;
 pub(crate) mod error;
 mod handlers;
-mod idempotency;
-mod json;
 
 use std::sync::Arc;
 
@@ -14,7 +11,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::{Router, middleware};
 
-use crate::idempotency::IdempotencyKeys;
 use crate::read_models::ReadModels;
 use handlers::{
     account, close, deposit, events, health, history, method_not_allowed, not_found, open, withdraw,
@@ -27,7 +23,6 @@ pub(crate) const BODY_LIMIT: usize = 64 * 1024;
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) store: Arc<dyn EventStore>,
-    pub(crate) idempotency: Arc<dyn IdempotencyKeys>,
     pub(crate) read_models: ReadModels,
     pub(crate) max_retries: u32,
     /// One writer at a time per account within this process (see [`StreamLocks`]).
@@ -47,11 +42,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/accounts/{id}/events", get(events))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            idempotency::idempotency,
-        ))
-        .layer(middleware::from_fn(correlation::correlation))
+        .layer(middleware::from_fn(annals_axum::correlate))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

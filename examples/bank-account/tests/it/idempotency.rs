@@ -180,3 +180,71 @@ async fn postgres_keys_survive_a_restart(pool: sqlx::PgPool) {
     assert_eq!(event_count(&second, "durable").await, 2);
     second.stop().await;
 }
+
+async fn bad_bodies_with_a_key_are_400_never_500(server: &TestServer) {
+    server.open("bad-body", "Alice").await;
+    let bodies: [&[u8]; 4] = [
+        b"{\"owner\": \"a\0b\"}",
+        b"{\"amount\": 1, \"x\": \"\xff\xfe\"}",
+        b"\xc3\x28",
+        b"\0",
+    ];
+    for (i, body) in bodies.iter().enumerate() {
+        for path in ["/accounts", "/accounts/bad-body/deposit", "/no/such/route"] {
+            let reply = server
+                .client
+                .post(server.url(path))
+                .header("idempotency-key", format!("bad-{i}"))
+                .header("content-type", "application/json")
+                .body(body.to_vec())
+                .send()
+                .await
+                .unwrap();
+            let reply = crate::support::reply(reply).await;
+            let expected = if path == "/no/such/route" { 404 } else { 400 };
+            assert_eq!(
+                reply.status.as_u16(),
+                expected,
+                "{path} {body:?}: {reply:?}"
+            );
+        }
+    }
+    assert_eq!(event_count(server, "bad-body").await, 1);
+}
+
+async fn keys_are_scoped_per_client(server: &TestServer) {
+    server.open("scoped", "Alice").await;
+    let deposit = |client: &'static str, amount: u64| async move {
+        let body = json!({ "amount": amount });
+        server
+            .send(
+                Method::POST,
+                "/accounts/scoped/deposit",
+                Some(&body),
+                &[("idempotency-key", "same-key"), ("x-client-id", client)],
+            )
+            .await
+    };
+    let a = deposit("client-a", 5).await;
+    assert_eq!(a.status, StatusCode::OK, "{a:?}");
+    // Another client's request under the same key is its own: no replay of client-a's answer, no 422.
+    let b = deposit("client-b", 7).await;
+    assert_eq!((b.status, &b.body["balance"]), (StatusCode::OK, &json!(12)));
+    assert_eq!(
+        deposit("client-a", 5).await.body,
+        a.body,
+        "client-a's retry replays"
+    );
+    assert_eq!(event_count(server, "scoped").await, 3);
+}
+
+on_both_stores!(
+    bad_bodies_with_a_key_are_400_never_500,
+    memory_bad_bodies_with_a_key_are_400_never_500,
+    postgres_bad_bodies_with_a_key_are_400_never_500
+);
+on_both_stores!(
+    keys_are_scoped_per_client,
+    memory_keys_are_scoped_per_client,
+    postgres_keys_are_scoped_per_client
+);

@@ -26,6 +26,7 @@ macro_rules! on_both_stores {
 mod api_contract;
 mod concurrency;
 mod idempotency;
+mod logs;
 mod read_models;
 mod rebuild;
 mod support;

@@ -1,0 +1,47 @@
+//! HTTP building blocks for Annals services on [axum]: the concerns every service shares, tested once.
+//!
+//! - [`HttpError`]: one error shape, `{"error": {"code", "message"}}`, and the mapping of the framework's errors
+//!   (a rejected command through your own `From<YourError>`, conflicts exhausted → `409 conflict`, a reused
+//!   idempotency key → `422 idempotency_key_reused`, store unavailable or outcome unknown → `503 unavailable` with
+//!   `Retry-After`, anything else → `500 internal`, naming nothing internal).
+//! - [`correlate`] and [`CorrelationId`]: `X-Correlation-Id` taken from the request (or generated), echoed on the
+//!   response, and put into the events' [`Metadata`](annals::Metadata).
+//! - [`IdempotencyKey`]: `Idempotency-Key`, scoped per client by `X-Client-Id`, as an [`annals::CommandId`] for
+//!   [`Repository::execute_once`](annals::Repository::execute_once).
+//! - [`JsonBody`] / [`OptionalJsonBody`]: JSON bodies whose every failure is a `400 invalid_request` naming the field.
+//! - [`MinPosition`]: `?min_position=N` for read-your-writes, and [`HttpError::lagging`] for the `504`.
+//!
+//! ```
+//! use annals_axum::{CorrelationId, HttpError, IdempotencyKey, JsonBody, correlate};
+//! use axum::{Router, middleware, routing::post};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Deposit { amount: u64 }
+//!
+//! async fn deposit(
+//!     correlation: CorrelationId,
+//!     key: Option<IdempotencyKey>,
+//!     JsonBody(body): JsonBody<Deposit>,
+//! ) -> Result<String, HttpError> {
+//!     let metadata = correlation.metadata();
+//!     let _ = (metadata, key.map(|k| k.command_id));
+//!     Ok(format!("deposited {}", body.amount))
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/deposit", post(deposit))
+//!     .layer(middleware::from_fn(correlate));
+//! # let _ = app;
+//! ```
+
+mod correlation;
+mod error;
+mod idempotency;
+mod json;
+mod min_position;
+
+pub use correlation::{CORRELATION_ID, CorrelationId, correlate};
+pub use error::HttpError;
+pub use idempotency::{CLIENT_ID, IDEMPOTENCY_KEY, IdempotencyKey, REPLAYED, Replied, replayed};
+pub use json::{JsonBody, OptionalJsonBody};
+pub use min_position::MinPosition;
