@@ -29,6 +29,7 @@ mod error;
 mod failure;
 mod migrate;
 mod read;
+mod reconnect;
 mod schema;
 mod store;
 mod transaction;
