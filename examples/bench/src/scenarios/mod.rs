@@ -3,6 +3,8 @@
 mod append_batch;
 mod command;
 mod fill;
+mod fold_all;
+mod growth;
 mod load_stream;
 mod read_all;
 mod rebuild;
@@ -27,12 +29,18 @@ pub(crate) enum Scenario {
     /// Read 100,000 events in global order.
     #[value(name = "read-all")]
     ReadAll,
+    /// Fold 100,000 events in global order into per-cart state.
+    #[value(name = "fold-all")]
+    FoldAll,
     /// Rebuild a projection of per-cart balances over 100,000 events into memory.
     #[value(name = "rebuild-memory")]
     RebuildMemory,
     /// Rebuild the same projection into a PostgreSQL table with batched upserts.
     #[value(name = "rebuild-postgres")]
     RebuildPostgres,
+    /// The growth curves: load against stream length, fold and rebuild against log size (with peak RSS),
+    /// commands against writers.
+    Growth,
     /// Every scenario above, in this order.
     All,
 }
@@ -47,8 +55,10 @@ impl Scenario {
                 Self::AppendBatch,
                 Self::Load10k,
                 Self::ReadAll,
+                Self::FoldAll,
                 Self::RebuildMemory,
                 Self::RebuildPostgres,
+                Self::Growth,
             ],
             one => vec![one],
         }
@@ -64,14 +74,18 @@ impl Scenario {
             Self::ReadAll => "read-all",
             Self::RebuildMemory => "rebuild-memory",
             Self::RebuildPostgres => "rebuild-postgres",
+            Self::FoldAll => "fold-all",
+            Self::Growth => "growth",
             Self::All => "all",
         }
     }
 
-    /// Runs one scenario (not `All`) and returns its result line.
-    pub(crate) async fn run(self, settings: &Settings) -> anyhow::Result<String> {
+    /// Runs one scenario (not `All`) and returns its result lines.
+    pub(crate) async fn run(self, settings: &Settings) -> anyhow::Result<Vec<String>> {
         let name = self.name();
-        match self {
+        let line = match self {
+            Self::Growth => return growth::run(settings).await,
+            Self::FoldAll => fold_all::run(settings, name).await,
             Self::Command1 => command::Commands::run(settings, name, 1, 10_000).await,
             Self::Command8 => command::Commands::run(settings, name, 8, 20_000).await,
             Self::AppendBatch => append_batch::AppendBatch::run(settings, name).await,
@@ -80,6 +94,7 @@ impl Scenario {
             Self::RebuildMemory => rebuild::run(settings, name, rebuild::Target::Memory).await,
             Self::RebuildPostgres => rebuild::run(settings, name, rebuild::Target::Postgres).await,
             Self::All => anyhow::bail!("`all` is not a single scenario; expand it first"),
-        }
+        };
+        Ok(vec![line?])
     }
 }
