@@ -484,17 +484,19 @@ mod tests {
 
     #[test]
     fn lines_put_higher_is_better_in_the_ratio_against_the_strongest_baseline() {
-        let timings = Timings {
+        let mut timings = Timings {
             annals: side("annals", &[2_000, 2_000, 2_000]),
             baselines: vec![
                 side("pooled", &[1_600, 1_600, 1_600]),
                 side("dedicated", &[1_000, 1_000, 1_000]),
             ],
         };
+        timings.annals.client_cpu = ms(&[400]);
+        timings.baselines[1].client_cpu = ms(&[100]);
         assert_eq!(
             rate_line("command-1", 10_000, &timings),
             "bench command-1: annals 5000/s raw 10000/s ratio 0.50 | dedicated; pooled 6250/s ratio 0.80 \
-             | client cpu/unit annals 0.0us raw 0.0us (0.00x)"
+             | client cpu/unit annals 40.0us raw 10.0us (4.00x)"
         );
         assert_eq!(
             latency_line("load-10k", &timings),
