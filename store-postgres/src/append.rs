@@ -293,17 +293,17 @@ impl PostgresStore {
         let row = match called {
             Ok(row) => row,
             Err(error) => {
-                return self
-                    .append_failed(
-                        conn,
-                        transaction,
-                        stream,
-                        expected,
-                        events,
-                        &columns.ids,
-                        error,
-                    )
-                    .await;
+                // Boxed: the cold path stays out of the future every append moves into a box.
+                return Box::pin(self.append_failed(
+                    conn,
+                    transaction,
+                    stream,
+                    expected,
+                    events,
+                    &columns.ids,
+                    error,
+                ))
+                .await;
             }
         };
         let read = |e| store_error("append", e);
@@ -330,7 +330,7 @@ impl PostgresStore {
             }
             // Some ids are stored: a retry of an earlier append, or ids reused. The transaction is intact.
             _ => {
-                let stored = self.events_by_ids(&mut *conn, &columns.ids).await?;
+                let stored = Box::pin(self.events_by_ids(&mut *conn, &columns.ids)).await?;
                 let resolved = resolve_replayed_append(stream, expected, events, &stored, version);
                 *refused = resolved.is_err();
                 resolved
