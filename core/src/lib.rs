@@ -55,6 +55,7 @@
 //! workspace.
 
 mod aggregate;
+mod cache;
 mod error;
 mod event;
 mod expected;
@@ -69,6 +70,7 @@ pub mod testing;
 pub mod testkit;
 
 pub use aggregate::Aggregate;
+pub use cache::CachedRepository;
 pub use error::{BoxError, Error, Result};
 pub use event::{Event, Metadata, NewEvent, RecordedEvent};
 pub use expected::ExpectedVersion;

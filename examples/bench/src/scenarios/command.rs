@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use annals::{Aggregate, EventStore, Repository, StreamId};
+use annals::{Aggregate, CachedRepository, EventStore, Repository, StreamId};
 use anyhow::Context as _;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
@@ -40,6 +40,8 @@ pub(crate) struct Commands {
     dedicated_pool: Pool,
     /// The pooled (pinging) baseline's pool; `None` leaves that baseline out.
     pooled_pool: Option<Pool>,
+    /// Whether the Annals side runs through a `CachedRepository` (the write-side aggregate cache).
+    cache: bool,
     /// Round trips of the last run (on the commands' path, background NOTIFYs, commands), when counting.
     last_trips: Mutex<Option<(usize, usize, usize)>>,
 }
@@ -52,9 +54,11 @@ impl Commands {
         name: &str,
         writers: usize,
         default_commands: usize,
+        cache: bool,
     ) -> anyhow::Result<String> {
         let commands = settings.commands.unwrap_or(default_commands);
         let scenario = Self::new(settings, writers, commands, true).await?;
+        let scenario = Self { cache, ..scenario };
         let line = scenario.measure(name).await;
         scenario.close().await;
         line
@@ -94,6 +98,7 @@ impl Commands {
                 true => Some(harness::pool_with(url, connections, PgPoolOptions::new()).await?),
                 false => None,
             },
+            cache: false,
             last_trips: Mutex::new(None),
         })
     }
@@ -197,12 +202,18 @@ trait Writer: Send + 'static {
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
-struct AnnalsWriter(Repository<Cart, Arc<dyn EventStore>>);
+enum AnnalsWriter {
+    Plain(Repository<Cart, Arc<dyn EventStore>>),
+    Cached(CachedRepository<Cart, Arc<dyn EventStore>>),
+}
 
 impl Writer for AnnalsWriter {
     async fn execute(&mut self, stream: &str, command: &AddItem) -> anyhow::Result<()> {
         let stream = StreamId::new(stream)?;
-        self.0.execute(&stream, command).await?;
+        match self {
+            Self::Plain(repository) => drop(repository.execute(&stream, command).await?),
+            Self::Cached(repository) => drop(repository.execute(&stream, command).await?),
+        }
         Ok(())
     }
 }
@@ -268,8 +279,13 @@ impl Workload for Commands {
             .run(async |scratch| {
                 let store = self.settings.annals_store(&pool.pool, scratch).await?;
                 let repository = Repository::new(store);
+                let commands = phase.scale(self.commands);
+                let cached = CachedRepository::new(repository.clone(), streams(commands));
                 let writers = (0..self.writers)
-                    .map(|_| AnnalsWriter(repository.clone()))
+                    .map(|_| match self.cache {
+                        true => AnnalsWriter::Cached(cached.clone()),
+                        false => AnnalsWriter::Plain(repository.clone()),
+                    })
                     .collect();
                 self.drive(phase.scale(self.commands), writers, pool.pinged)
                     .await

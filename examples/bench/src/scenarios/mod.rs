@@ -20,6 +20,12 @@ pub(crate) enum Scenario {
     /// 8 concurrent writers, 20,000 commands over 2,000 streams.
     #[value(name = "command-8")]
     Command8,
+    /// `command-1` with the write-side aggregate cache (`CachedRepository`) on the Annals side.
+    #[value(name = "command-1-cache")]
+    Command1Cache,
+    /// `command-8` with the write-side aggregate cache on the Annals side.
+    #[value(name = "command-8-cache")]
+    Command8Cache,
     /// 1 writer appending 1,000 events per call, 50 calls.
     #[value(name = "append-batch")]
     AppendBatch,
@@ -52,6 +58,8 @@ impl Scenario {
             Self::All => vec![
                 Self::Command1,
                 Self::Command8,
+                Self::Command1Cache,
+                Self::Command8Cache,
                 Self::AppendBatch,
                 Self::Load10k,
                 Self::ReadAll,
@@ -69,6 +77,8 @@ impl Scenario {
         match self {
             Self::Command1 => "command-1",
             Self::Command8 => "command-8",
+            Self::Command1Cache => "command-1-cache",
+            Self::Command8Cache => "command-8-cache",
             Self::AppendBatch => "append-batch",
             Self::Load10k => "load-10k",
             Self::ReadAll => "read-all",
@@ -86,8 +96,10 @@ impl Scenario {
         let line = match self {
             Self::Growth => return growth::run(settings).await,
             Self::FoldAll => fold_all::run(settings, name).await,
-            Self::Command1 => command::Commands::run(settings, name, 1, 10_000).await,
-            Self::Command8 => command::Commands::run(settings, name, 8, 20_000).await,
+            Self::Command1 => command::Commands::run(settings, name, 1, 10_000, false).await,
+            Self::Command8 => command::Commands::run(settings, name, 8, 20_000, false).await,
+            Self::Command1Cache => command::Commands::run(settings, name, 1, 10_000, true).await,
+            Self::Command8Cache => command::Commands::run(settings, name, 8, 20_000, true).await,
             Self::AppendBatch => append_batch::AppendBatch::run(settings, name).await,
             Self::Load10k => load_stream::run(settings, name).await,
             Self::ReadAll => read_all::run(settings, name).await,
