@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::failure::{
     EVENT_ID_KEY, STREAM_VERSION_KEY, non_negative, sqlstate, store_error, violated_unique,
 };
+use crate::reconnect::connection_lost;
 use crate::store::PostgresStore;
 
 /// Whose transaction an append runs in, which decides how its failures can be examined.
@@ -151,7 +152,7 @@ impl PostgresStore {
                 Transaction::Callers,
                 stream,
                 expected,
-                events,
+                &events,
                 &mut refused,
             )
             .await;
@@ -170,17 +171,40 @@ impl PostgresStore {
             .acquire()
             .await
             .map_err(|e| store_error("append", e))?;
-        let result = self
+        let mut result = self
             .append_traced(
                 &mut conn,
                 Transaction::Own,
                 stream,
                 expected,
-                events,
+                &events,
                 &mut false,
             )
             .await;
-        drop(conn);
+        if result.as_ref().is_err_and(connection_lost) {
+            // The pooled connection was dead (the pool does not ping before handing one out). Send the same
+            // events again, once, on a connection that just answered a ping: if the first attempt did commit,
+            // the event ids make this a replay that returns its result instead of writing twice. Boxed, as
+            // the other cold paths: every append moves its future into a box, so it stays small.
+            conn.close_on_drop();
+            drop(conn);
+            tracing::debug!(%stream, "pooled connection lost during append; retrying once on a fresh one");
+            result = Box::pin(async {
+                let mut fresh = self.fresh_connection("append").await?;
+                self.append_traced(
+                    &mut fresh,
+                    Transaction::Own,
+                    stream,
+                    expected,
+                    &events,
+                    &mut false,
+                )
+                .await
+            })
+            .await;
+        } else {
+            drop(conn);
+        }
         match &result {
             Ok(_) => self.appended(true),
             // A failure after reaching the database may have left a gap; let local waiters look again.
@@ -198,7 +222,7 @@ impl PostgresStore {
         transaction: Transaction,
         stream: &StreamId,
         expected: ExpectedVersion,
-        events: Vec<NewEvent>,
+        events: &[NewEvent],
         refused: &mut bool,
     ) -> annals::Result<AppendResult> {
         let span = tracing::debug_span!(
@@ -215,7 +239,7 @@ impl PostgresStore {
         async {
             let started = Instant::now();
             let result = self
-                .append_on(conn, transaction, stream, expected, &events, refused)
+                .append_on(conn, transaction, stream, expected, events, refused)
                 .await;
             let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             let span = tracing::Span::current();
@@ -269,17 +293,17 @@ impl PostgresStore {
         let row = match called {
             Ok(row) => row,
             Err(error) => {
-                return self
-                    .append_failed(
-                        conn,
-                        transaction,
-                        stream,
-                        expected,
-                        events,
-                        &columns.ids,
-                        error,
-                    )
-                    .await;
+                // Boxed: the cold path stays out of the future every append moves into a box.
+                return Box::pin(self.append_failed(
+                    conn,
+                    transaction,
+                    stream,
+                    expected,
+                    events,
+                    &columns.ids,
+                    error,
+                ))
+                .await;
             }
         };
         let read = |e| store_error("append", e);
@@ -306,7 +330,7 @@ impl PostgresStore {
             }
             // Some ids are stored: a retry of an earlier append, or ids reused. The transaction is intact.
             _ => {
-                let stored = self.events_by_ids(&mut *conn, &columns.ids).await?;
+                let stored = Box::pin(self.events_by_ids(&mut *conn, &columns.ids)).await?;
                 let resolved = resolve_replayed_append(stream, expected, events, &stored, version);
                 *refused = resolved.is_err();
                 resolved

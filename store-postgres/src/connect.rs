@@ -3,7 +3,7 @@
 use std::str::FromStr;
 
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 
 use crate::error::Error;
 
@@ -17,7 +17,7 @@ pub(crate) async fn connect_pool(url: &str) -> Result<PgPool, Error> {
     let port = options.get_port();
     let user = options.get_username().to_owned();
     let database = options.get_database().unwrap_or(&user).to_owned();
-    PgPoolOptions::new()
+    crate::store::PostgresStore::pool_options()
         .connect_with(options)
         .await
         .map_err(|source| Error::Connect {

@@ -31,6 +31,7 @@ mod failure;
 mod migrate;
 mod read;
 mod safe_bound;
+mod reconnect;
 mod schema;
 mod store;
 mod transaction;

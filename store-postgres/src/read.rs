@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use crate::failure::{non_negative, store_error};
 use crate::safe_bound::{SafeBound, Server};
+use crate::reconnect::connection_lost;
 use crate::store::PostgresStore;
 
 /// The most events a page read allocates room for before the rows arrive.
@@ -47,8 +48,29 @@ impl PostgresStore {
         limit: usize,
         visit: &mut (dyn FnMut(RecordedEvent) -> annals::Result<()> + Send),
     ) -> annals::Result<()> {
-        self.visit_stream_on(&self.pool, stream, from, limit, visit)
-            .await
+        let mut visited = 0usize;
+        let first = {
+            let mut counting = |event: RecordedEvent| {
+                visited += 1;
+                visit(event)
+            };
+            self.visit_stream_on(&self.pool, stream, from, limit, &mut counting)
+                .await
+        };
+        match first {
+            // A dead pooled connection fails before any row arrives: read again, once, on a fresh one. Boxed:
+            // the cold path stays out of the hot future, which every read moves into a box.
+            Err(error) if visited == 0 && connection_lost(&error) => {
+                tracing::debug!(%error, "pooled connection lost during a stream read; retrying once");
+                Box::pin(async {
+                    let mut fresh = self.fresh_connection("read_stream").await?;
+                    self.visit_stream_on(&mut *fresh, stream, from, limit, visit)
+                        .await
+                })
+                .await
+            }
+            other => other,
+        }
     }
 
     /// [`visit_stream_rows`](Self::visit_stream_rows) through `executor` (a unit of work's transaction, so that

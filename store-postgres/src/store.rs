@@ -72,6 +72,16 @@ impl PostgresStore {
         Ok(Self::from_pool(crate::connect::connect_pool(url).await?))
     }
 
+    /// The pool options [`connect`](PostgresStore::connect) uses, for building a pool of your own to hand to
+    /// [`from_pool`](PostgresStore::from_pool) (set the size and timeouts you need on top): sqlx's defaults,
+    /// except that a connection is not pinged before every acquire (`test_before_acquire(false)`), which would
+    /// cost a round trip per operation. A pooled connection found dead on use instead is replaced by the store:
+    /// a stream read or an append that fails on it is retried once on a connection that just answered a ping
+    /// (appends are idempotent by event id, so that never writes twice).
+    pub fn pool_options() -> sqlx::postgres::PgPoolOptions {
+        sqlx::postgres::PgPoolOptions::new().test_before_acquire(false)
+    }
+
     /// A store on an existing pool, in the schema `annals`. Size the pool for your writers plus one connection
     /// for the notification listener (taken on the first [`wait_for_events`](EventStore::wait_for_events)).
     pub fn from_pool(pool: PgPool) -> Self {

@@ -1,6 +1,7 @@
 //! Integration tests of the `annals` core on the memory store.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod aggregate_cache;
 mod domain;
 mod given_when_then;
 mod repository;

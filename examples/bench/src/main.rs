@@ -8,16 +8,22 @@
 //! (`load-10k` prints milliseconds and `ratio <raw/annals>`, so a higher ratio is always better.) Progress and the
 //! figure of every run go to stderr; stdout carries the result lines alone. See `docs/benchmarks.md`.
 
+mod cpu;
 mod domain;
 mod harness;
 mod raw;
 mod scenarios;
 mod settings;
+mod trips;
 
 use std::io::Write as _;
 
 use clap::Parser;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
+use crate::harness::Sides;
 use crate::scenarios::Scenario;
 use crate::settings::{Settings, StoreKind};
 
@@ -53,17 +59,29 @@ struct Args {
     /// Build the PostgreSQL store with `with_notify(false)`: appends send no NOTIFY (shows what it costs).
     #[arg(long)]
     no_notify: bool,
+    /// Run only this side: `annals` (suits `valgrind --tool=callgrind`), `raw` (every baseline) or one
+    /// baseline by name (`dedicated`, `pooled`, `copy`, `insert`).
+    #[arg(long)]
+    only: Option<String>,
+    /// The largest log of the growth curves' global fold and read-model rebuild (100,000 and 1,000,000 by
+    /// default; sizes above it are skipped).
+    #[arg(long, default_value_t = 1_000_000)]
+    growth_max: usize,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // `RUST_LOG=sqlx::query=debug` shows every statement each side sends (to count round trips); off by default.
-    if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+    // `RUST_LOG=sqlx::query=debug` shows every statement each side sends; off by default. The statement counter
+    // behind the "round trips" figures is always installed, and counts only while a counting run is going on.
+    let log = std::env::var_os("RUST_LOG").is_some().then(|| {
+        tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
-            .init();
-    }
+            .with_filter(tracing_subscriber::EnvFilter::from_default_env())
+    });
+    tracing_subscriber::registry()
+        .with(trips::StatementCounter)
+        .with(log)
+        .init();
     let settings = Settings {
         database_url: args.database_url,
         store: args.store,
@@ -72,16 +90,19 @@ fn main() -> anyhow::Result<()> {
         events: args.events,
         page_size: args.page_size.max(1),
         notify: !args.no_notify,
+        sides: Sides(args.only),
+        growth_max: args.growth_max,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         for scenario in args.scenario.expand() {
-            let line = scenario.run(&settings).await?;
-            let mut stdout = std::io::stdout().lock();
-            writeln!(stdout, "{line}")?;
-            stdout.flush()?;
+            for line in scenario.run(&settings).await? {
+                let mut stdout = std::io::stdout().lock();
+                writeln!(stdout, "{line}")?;
+                stdout.flush()?;
+            }
         }
         Ok(())
     })

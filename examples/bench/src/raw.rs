@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, PgPool};
+use sqlx::{AssertSqlSafe, PgConnection, PgExecutor, PgPool};
 
 use crate::domain::{CartEvent, ITEM_ADDED, ItemAdded};
 use crate::harness::Scratch;
@@ -16,6 +16,7 @@ pub(crate) struct RawTable {
     select_stream: Arc<str>,
     insert_one: Arc<str>,
     insert_batch: Arc<str>,
+    copy_in: Arc<str>,
     select_all: Arc<str>,
 }
 
@@ -51,6 +52,10 @@ impl RawTable {
                  SELECT $1, v, t, p FROM UNNEST($2::bigint[], $3::text[], $4::jsonb[]) AS e(v, t, p)"
             )
             .into(),
+            copy_in: format!(
+                "COPY {table} (stream_id, version, event_type, payload) FROM STDIN (FORMAT text)"
+            )
+            .into(),
             select_all: format!(
                 "SELECT position, stream_id, version, event_type, payload FROM {table} ORDER BY position"
             )
@@ -59,15 +64,15 @@ impl RawTable {
     }
 
     /// Reads a stream's events, decoded, with the stream's version.
-    pub(crate) async fn load(
+    pub(crate) async fn load<'c>(
         &self,
-        pool: &PgPool,
+        executor: impl PgExecutor<'c>,
         stream: &str,
     ) -> anyhow::Result<(Vec<CartEvent>, i64)> {
         let rows: Vec<(i64, String, Json<ItemAdded>)> =
             sqlx::query_as(AssertSqlSafe(self.select_stream.clone()))
                 .bind(stream)
-                .fetch_all(pool)
+                .fetch_all(executor)
                 .await?;
         let mut version = 0;
         let mut events = Vec::with_capacity(rows.len());
@@ -78,37 +83,42 @@ impl RawTable {
         Ok((events, version))
     }
 
-    /// Inserts one event at `version`; `Ok(false)` when another writer took that version first.
-    pub(crate) async fn insert(
+    /// Inserts a command's events at the versions after `after` in one autocommit statement (one row: a plain
+    /// `INSERT … VALUES`; more: the multi-row insert); `Ok(false)` when another writer took a version first.
+    pub(crate) async fn insert_all(
         &self,
-        pool: &PgPool,
+        conn: &mut PgConnection,
         stream: &str,
-        version: i64,
-        event: &CartEvent,
+        after: i64,
+        events: &[CartEvent],
     ) -> anyhow::Result<bool> {
-        let CartEvent::ItemAdded(item) = event;
-        let inserted = sqlx::query(AssertSqlSafe(self.insert_one.clone()))
-            .bind(stream)
-            .bind(version)
-            .bind(ITEM_ADDED)
-            .bind(Json(item))
-            .execute(pool)
-            .await;
+        let inserted = match events {
+            [] => return Ok(true),
+            [CartEvent::ItemAdded(item)] => sqlx::query(AssertSqlSafe(self.insert_one.clone()))
+                .bind(stream)
+                .bind(after + 1)
+                .bind(ITEM_ADDED)
+                .bind(Json(item))
+                .execute(&mut *conn)
+                .await
+                .map(drop),
+            many => self.insert_batch(&mut *conn, stream, after, many).await,
+        };
         match inserted {
-            Ok(_) => Ok(true),
+            Ok(()) => Ok(true),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
 
     /// Inserts `events` at the versions after `after`, in one multi-row statement (one implicit transaction).
-    pub(crate) async fn insert_batch(
+    pub(crate) async fn insert_batch<'c>(
         &self,
-        pool: &PgPool,
+        executor: impl PgExecutor<'c>,
         stream: &str,
         after: i64,
         events: &[CartEvent],
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), sqlx::Error> {
         let versions: Vec<i64> = (after + 1..).take(events.len()).collect();
         let types: Vec<&str> = events.iter().map(|_| ITEM_ADDED).collect();
         let payloads: Vec<Json<&ItemAdded>> = events
@@ -120,8 +130,37 @@ impl RawTable {
             .bind(versions)
             .bind(types)
             .bind(payloads)
-            .execute(pool)
+            .execute(executor)
             .await?;
+        Ok(())
+    }
+
+    /// Writes `events` at the versions after `after` with one `COPY … FROM STDIN` (text format; one implicit
+    /// transaction; the unique (stream, version) key still rejects a conflicting batch as a whole).
+    pub(crate) async fn copy_batch(
+        &self,
+        pool: &PgPool,
+        stream: &str,
+        after: i64,
+        events: &[CartEvent],
+    ) -> anyhow::Result<()> {
+        use std::fmt::Write as _;
+        let mut data = String::with_capacity(events.len() * 160);
+        for (offset, CartEvent::ItemAdded(item)) in (1..).zip(events) {
+            let json = serde_json::to_string(item)?;
+            write!(
+                data,
+                "{}\t{}\t{ITEM_ADDED}\t",
+                copy_text(stream),
+                after + offset
+            )?;
+            data.push_str(&copy_text(&json));
+            data.push('\n');
+        }
+        let mut conn = pool.acquire().await?;
+        let mut copy = conn.copy_in_raw(&self.copy_in).await?;
+        copy.send(data.into_bytes()).await?;
+        copy.finish().await?;
         Ok(())
     }
 
@@ -131,6 +170,24 @@ impl RawTable {
     }
 }
 
+/// `value` escaped for COPY's text format (backslash, tab, newline and carriage return).
+fn copy_text(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '\t', '\n', '\r']) {
+        return value.into();
+    }
+    let mut escaped = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '\t' => escaped.push_str("\\t"),
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            c => escaped.push(c),
+        }
+    }
+    escaped.into()
+}
+
 /// Turns a stored row back into the domain event, by its persisted type.
 pub(crate) fn decode(event_type: &str, item: ItemAdded) -> anyhow::Result<CartEvent> {
     anyhow::ensure!(
@@ -138,4 +195,15 @@ pub(crate) fn decode(event_type: &str, item: ItemAdded) -> anyhow::Result<CartEv
         "unknown event type {event_type:?} in the baseline table"
     );
     Ok(CartEvent::ItemAdded(item))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_escapes_what_copy_would_misread() {
+        assert_eq!(copy_text(r#"{"a":"b"}"#), r#"{"a":"b"}"#);
+        assert_eq!(copy_text("a\\b\tc\nd"), "a\\\\b\\tc\\nd");
+    }
 }

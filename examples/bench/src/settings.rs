@@ -27,6 +27,9 @@ pub(crate) struct Settings {
     pub(crate) events: Option<usize>,
     pub(crate) page_size: usize,
     pub(crate) notify: bool,
+    pub(crate) sides: crate::harness::Sides,
+    /// The largest size of the growth curves' global fold and rebuild.
+    pub(crate) growth_max: usize,
 }
 
 impl Settings {

@@ -11,6 +11,7 @@ mod append_in_transaction;
 mod conformance;
 mod connection_faults;
 mod corrupt_rows_are_reported;
+mod dead_pooled_connections;
 mod gap_safe_global_order;
 mod hot_standby_is_refused;
 mod killed_connections_are_retried;

@@ -2,16 +2,18 @@
 //! the stream's exact version.
 //!
 //! Both sides start from the same domain events, built before the clock starts; encoding them is measured.
+//!
+//! Baselines: `insert`, one multi-row `INSERT … SELECT FROM UNNEST(…)` per call, and `copy`, one
+//! `COPY … FROM STDIN` per call (the bulk path PostgreSQL offers; the unique (stream, version) key still rejects a
+//! conflicting batch whole). The ratio is taken against whichever is faster in the run.
 
 use std::time::{Duration, Instant};
 
-use annals::{ExpectedVersion, NewEvent, StreamId, StreamVersion};
-use sqlx::PgPool;
-
 use crate::domain::{CartEvent, nth_event, stream_name};
-use crate::harness::{self, Phase, Scratch, Workload};
+use crate::harness::{self, Phase, Pool, Scratch, Workload};
 use crate::raw::RawTable;
 use crate::settings::Settings;
+use annals::{ExpectedVersion, NewEvent, StreamId, StreamVersion};
 
 /// Events per append call.
 const BATCH: usize = 1_000;
@@ -24,8 +26,8 @@ const STREAMS: usize = 10;
 pub(crate) struct AppendBatch {
     settings: Settings,
     events: usize,
-    annals_pool: PgPool,
-    raw_pool: PgPool,
+    annals_pool: Pool,
+    raw_pool: Pool,
 }
 
 impl AppendBatch {
@@ -36,7 +38,7 @@ impl AppendBatch {
             "{name}: 1 writer, {} events in calls of {BATCH} over {STREAMS} streams",
             scenario.events()
         );
-        let timings = harness::measure(name, &scenario, settings.runs).await?;
+        let timings = harness::measure(name, &scenario, settings.runs, &settings.sides).await?;
         Ok(harness::rate_line(name, scenario.events(), &timings))
     }
 
@@ -45,7 +47,7 @@ impl AppendBatch {
         Ok(Self {
             settings: settings.clone(),
             events,
-            annals_pool: harness::pool(&settings.database_url, 2).await?,
+            annals_pool: harness::annals_pool(&settings.database_url, 2).await?,
             raw_pool: harness::pool(&settings.database_url, 2).await?,
         })
     }
@@ -70,8 +72,20 @@ fn batches(events: usize) -> Vec<(usize, u64, Vec<CartEvent>)> {
 }
 
 impl Workload for AppendBatch {
+    fn baselines(&self) -> &'static [&'static str] {
+        &["copy", "insert"]
+    }
+
+    fn annals_pool(&self) -> Option<&Pool> {
+        Some(&self.annals_pool)
+    }
+
+    fn raw_pool(&self, _index: usize) -> Option<&Pool> {
+        Some(&self.raw_pool)
+    }
+
     async fn annals(&self, phase: Phase) -> anyhow::Result<Duration> {
-        let pool = &self.annals_pool;
+        let pool = &self.annals_pool.pool;
         Scratch::create(pool, "annals")
             .await?
             .run(async |scratch| {
@@ -94,8 +108,8 @@ impl Workload for AppendBatch {
             .await
     }
 
-    async fn raw(&self, phase: Phase) -> anyhow::Result<Duration> {
-        let pool = &self.raw_pool;
+    async fn raw(&self, index: usize, phase: Phase) -> anyhow::Result<Duration> {
+        let pool = &self.raw_pool.pool;
         Scratch::create(pool, "raw")
             .await?
             .run(async |scratch| {
@@ -105,9 +119,15 @@ impl Workload for AppendBatch {
                 let started = Instant::now();
                 for (stream, before, events) in batches {
                     let before = i64::try_from(before)?;
-                    table
-                        .insert_batch(pool, &streams[stream], before, &events)
-                        .await?;
+                    if index == 0 {
+                        table
+                            .copy_batch(pool, &streams[stream], before, &events)
+                            .await?;
+                    } else {
+                        table
+                            .insert_batch(pool, &streams[stream], before, &events)
+                            .await?;
+                    }
                 }
                 Ok(started.elapsed())
             })

@@ -1,23 +1,34 @@
-//! `command-1` and `command-8`: writers executing single-event commands (load the stream, decide, append).
+//! `command-1` and `command-8` (and the writer curve of `growth`): writers executing single-event commands (load
+//! the stream, decide, append).
 //!
 //! Command `i` goes to stream `i % streams`, handed out from one shared counter, so every stream receives the
-//! same number of commands and concurrent writers rarely touch the same stream (both sides retry when they do).
+//! same number of commands and concurrent writers rarely touch the same stream (every side retries when they do).
+//!
+//! Baselines, strongest first:
+//! - `dedicated`: each writer owns one connection for the whole run (no pool acquire, no ping): SELECT the
+//!   stream, decode, fold, decide, one autocommit INSERT at version + 1. Two round trips per command, the
+//!   fewest a command that reads before it writes can take.
+//! - `pooled`: the same through a pool with sqlx's default options, which ping the server on every acquire
+//!   (four round trips per command). The reference the harness used before; kept as a second line.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use annals::{Aggregate, EventStore, Repository, StreamId};
+use annals::{Aggregate, CachedRepository, EventStore, Repository, StreamId};
 use anyhow::Context as _;
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres};
 use tokio::task::JoinSet;
 
 use crate::domain::{AddItem, Cart, stream_name};
-use crate::harness::{self, Phase, Scratch, Workload};
+use crate::harness::{self, Phase, Pool, Scratch, Workload};
 use crate::raw::RawTable;
 use crate::settings::Settings;
+use crate::trips;
 
-/// Commands per stream in both scenarios (10,000 over 1,000 streams; 20,000 over 2,000).
+/// Commands per stream in every command scenario (10,000 over 1,000 streams; 20,000 over 2,000).
 const COMMANDS_PER_STREAM: usize = 10;
 
 /// One command scenario.
@@ -25,8 +36,14 @@ pub(crate) struct Commands {
     settings: Settings,
     writers: usize,
     commands: usize,
-    annals_pool: PgPool,
-    raw_pool: PgPool,
+    annals_pool: Pool,
+    dedicated_pool: Pool,
+    /// The pooled (pinging) baseline's pool; `None` leaves that baseline out.
+    pooled_pool: Option<Pool>,
+    /// Whether the Annals side runs through a `CachedRepository` (the write-side aggregate cache).
+    cache: bool,
+    /// Round trips of the last run (on the commands' path, background NOTIFYs, commands), when counting.
+    last_trips: Mutex<Option<(usize, usize, usize)>>,
 }
 
 impl Commands {
@@ -37,46 +54,81 @@ impl Commands {
         name: &str,
         writers: usize,
         default_commands: usize,
+        cache: bool,
     ) -> anyhow::Result<String> {
-        let scenario = Self::new(settings, writers, default_commands).await?;
-        eprintln!(
-            "{name}: {writers} writer(s), {} commands over {} streams",
-            scenario.commands,
-            streams(scenario.commands)
-        );
-        let timings = harness::measure(name, &scenario, settings.runs).await?;
-        Ok(harness::rate_line(name, scenario.commands, &timings))
+        let commands = settings.commands.unwrap_or(default_commands);
+        let scenario = Self::new(settings, writers, commands, true).await?;
+        let scenario = Self { cache, ..scenario };
+        let line = scenario.measure(name).await;
+        scenario.close().await;
+        line
     }
 
-    async fn new(
+    /// Warms up, measures, counts round trips and returns the result line.
+    pub(crate) async fn measure(&self, name: &str) -> anyhow::Result<String> {
+        eprintln!(
+            "{name}: {} writer(s), {} commands over {} streams",
+            self.writers,
+            self.commands,
+            streams(self.commands)
+        );
+        let timings =
+            harness::measure(name, self, self.settings.runs, &self.settings.sides).await?;
+        Ok(harness::rate_line(name, self.commands, &timings))
+    }
+
+    /// Opens the sides' pools for `writers` writers running `commands` commands per run; `with_pooled` adds the
+    /// pooled baseline.
+    pub(crate) async fn new(
         settings: &Settings,
         writers: usize,
-        default_commands: usize,
+        commands: usize,
+        with_pooled: bool,
     ) -> anyhow::Result<Self> {
-        // One connection per writer, plus one for the store's notification sender (the baseline gets it too).
+        // One connection per writer, plus one for the store's notification sender (the baselines get it too).
         let connections = u32::try_from(writers + 1)?;
+        let url = &settings.database_url;
         Ok(Self {
             settings: settings.clone(),
             writers,
-            commands: settings.commands.unwrap_or(default_commands),
-            annals_pool: harness::pool(&settings.database_url, connections).await?,
-            raw_pool: harness::pool(&settings.database_url, connections).await?,
+            commands,
+            annals_pool: harness::annals_pool(url, connections).await?,
+            dedicated_pool: harness::pool(url, connections).await?,
+            pooled_pool: match with_pooled {
+                true => Some(harness::pool_with(url, connections, PgPoolOptions::new()).await?),
+                false => None,
+            },
+            cache: false,
+            last_trips: Mutex::new(None),
         })
     }
 
-    /// Runs `writers` tasks that share the commands `0..commands` until all are done; returns the elapsed time.
-    async fn drive<C>(&self, commands: usize, context: C) -> anyhow::Result<Duration>
-    where
-        C: Writer + Clone + Send + 'static,
-    {
+    /// Closes the pools (the writer curve opens new ones for every writer count).
+    pub(crate) async fn close(self) {
+        self.annals_pool.pool.close().await;
+        self.dedicated_pool.pool.close().await;
+        if let Some(pooled) = self.pooled_pool {
+            pooled.pool.close().await;
+        }
+    }
+
+    /// Runs one task per writer in `writers`, sharing the commands `0..commands` until all are done; returns the
+    /// elapsed time. Connections a writer holds were acquired before the clock starts.
+    async fn drive<W: Writer>(
+        &self,
+        commands: usize,
+        writers: Vec<W>,
+        pinged: bool,
+    ) -> anyhow::Result<Duration> {
         let streams = streams(commands);
         let names: Arc<Vec<String>> = Arc::new((0..streams).map(stream_name).collect());
         let next = Arc::new(AtomicUsize::new(0));
+        let before = trips::snapshot();
         let started = Instant::now();
-        let mut writers = JoinSet::new();
-        for _ in 0..self.writers {
-            let (context, names, next) = (context.clone(), names.clone(), next.clone());
-            writers.spawn(async move {
+        let mut tasks = JoinSet::new();
+        for mut writer in writers {
+            let (names, next) = (names.clone(), next.clone());
+            tasks.spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= commands {
@@ -85,14 +137,55 @@ impl Commands {
                     let stream = names
                         .get(i % names.len())
                         .context("stream index out of range")?;
-                    context.execute(stream, &AddItem::nth(i)).await?;
+                    writer.execute(stream, &AddItem::nth(i)).await?;
                 }
             });
         }
-        while let Some(done) = writers.join_next().await {
+        while let Some(done) = tasks.join_next().await {
             done??;
         }
-        Ok(started.elapsed())
+        let elapsed = started.elapsed();
+        let (trips, notifies) = trips::snapshot().since(before, pinged);
+        *self
+            .last_trips
+            .lock()
+            .map_err(|_| anyhow::anyhow!("round-trip record poisoned"))? =
+            Some((trips, notifies, commands));
+        Ok(elapsed)
+    }
+
+    async fn raw_run(
+        &self,
+        pool: &Pool,
+        dedicated: bool,
+        phase: Phase,
+    ) -> anyhow::Result<Duration> {
+        let label = if dedicated { "rawd" } else { "rawp" };
+        Scratch::create(&pool.pool, label)
+            .await?
+            .run(async |scratch| {
+                let table = RawTable::create(&pool.pool, scratch).await?;
+                let commands = phase.scale(self.commands);
+                if dedicated {
+                    let mut writers = Vec::with_capacity(self.writers);
+                    for _ in 0..self.writers {
+                        writers.push(DedicatedWriter {
+                            conn: pool.pool.acquire().await?,
+                            table: table.clone(),
+                        });
+                    }
+                    self.drive(commands, writers, pool.pinged).await
+                } else {
+                    let writers = (0..self.writers)
+                        .map(|_| PooledWriter {
+                            pool: pool.pool.clone(),
+                            table: table.clone(),
+                        })
+                        .collect();
+                    self.drive(commands, writers, pool.pinged).await
+                }
+            })
+            .await
     }
 }
 
@@ -100,51 +193,71 @@ fn streams(commands: usize) -> usize {
     (commands / COMMANDS_PER_STREAM).max(1)
 }
 
-/// Executes one command on one side.
-trait Writer {
+/// Executes commands on one side; one per writer task.
+trait Writer: Send + 'static {
     fn execute(
-        &self,
+        &mut self,
         stream: &str,
         command: &AddItem,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
-#[derive(Clone)]
-struct AnnalsWriter(Repository<Cart, Arc<dyn EventStore>>);
+enum AnnalsWriter {
+    Plain(Repository<Cart, Arc<dyn EventStore>>),
+    Cached(CachedRepository<Cart, Arc<dyn EventStore>>),
+}
 
 impl Writer for AnnalsWriter {
-    async fn execute(&self, stream: &str, command: &AddItem) -> anyhow::Result<()> {
+    async fn execute(&mut self, stream: &str, command: &AddItem) -> anyhow::Result<()> {
         let stream = StreamId::new(stream)?;
-        self.0.execute(&stream, command).await?;
+        match self {
+            Self::Plain(repository) => drop(repository.execute(&stream, command).await?),
+            Self::Cached(repository) => drop(repository.execute(&stream, command).await?),
+        }
         Ok(())
     }
 }
 
-#[derive(Clone)]
-struct RawWriter {
+/// The strongest baseline: a connection of its own.
+struct DedicatedWriter {
+    conn: PoolConnection<Postgres>,
+    table: RawTable,
+}
+
+impl Writer for DedicatedWriter {
+    /// SELECT the stream's rows, fold them, decide, INSERT the new row; on a unique violation, do it again.
+    async fn execute(&mut self, stream: &str, command: &AddItem) -> anyhow::Result<()> {
+        loop {
+            let (history, version) = self.table.load(&mut *self.conn, stream).await?;
+            let events = Cart::from_events(&history).decide(command)?;
+            if self
+                .table
+                .insert_all(&mut self.conn, stream, version, &events)
+                .await?
+            {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The previous baseline: every statement acquires a connection from a pinging pool.
+struct PooledWriter {
     pool: PgPool,
     table: RawTable,
 }
 
-impl Writer for RawWriter {
-    /// SELECT the stream's rows, fold them, decide, INSERT the new row; on a unique violation, do it again.
-    async fn execute(&self, stream: &str, command: &AddItem) -> anyhow::Result<()> {
+impl Writer for PooledWriter {
+    async fn execute(&mut self, stream: &str, command: &AddItem) -> anyhow::Result<()> {
         loop {
             let (history, version) = self.table.load(&self.pool, stream).await?;
             let events = Cart::from_events(&history).decide(command)?;
-            let mut version = version;
-            let mut won = true;
-            for event in &events {
-                version += 1;
-                won = self
-                    .table
-                    .insert(&self.pool, stream, version, event)
-                    .await?;
-                if !won {
-                    break;
-                }
-            }
-            if won {
+            let mut conn = self.pool.acquire().await?;
+            if self
+                .table
+                .insert_all(&mut conn, stream, version, &events)
+                .await?
+            {
                 return Ok(());
             }
         }
@@ -152,30 +265,57 @@ impl Writer for RawWriter {
 }
 
 impl Workload for Commands {
+    fn baselines(&self) -> &'static [&'static str] {
+        match self.pooled_pool {
+            Some(_) => &["dedicated", "pooled"],
+            None => &["dedicated"],
+        }
+    }
+
     async fn annals(&self, phase: Phase) -> anyhow::Result<Duration> {
         let pool = &self.annals_pool;
-        Scratch::create(pool, "annals")
+        Scratch::create(&pool.pool, "annals")
             .await?
             .run(async |scratch| {
-                let store = self.settings.annals_store(pool, scratch).await?;
-                let writer = AnnalsWriter(Repository::new(store));
-                self.drive(phase.scale(self.commands), writer).await
+                let store = self.settings.annals_store(&pool.pool, scratch).await?;
+                let repository = Repository::new(store);
+                let commands = phase.scale(self.commands);
+                let cached = CachedRepository::new(repository.clone(), streams(commands));
+                let writers = (0..self.writers)
+                    .map(|_| match self.cache {
+                        true => AnnalsWriter::Cached(cached.clone()),
+                        false => AnnalsWriter::Plain(repository.clone()),
+                    })
+                    .collect();
+                self.drive(phase.scale(self.commands), writers, pool.pinged)
+                    .await
             })
             .await
     }
 
-    async fn raw(&self, phase: Phase) -> anyhow::Result<Duration> {
-        let pool = &self.raw_pool;
-        Scratch::create(pool, "raw")
-            .await?
-            .run(async |scratch| {
-                let table = RawTable::create(pool, scratch).await?;
-                let writer = RawWriter {
-                    pool: pool.clone(),
-                    table,
-                };
-                self.drive(phase.scale(self.commands), writer).await
-            })
-            .await
+    async fn raw(&self, index: usize, phase: Phase) -> anyhow::Result<Duration> {
+        match (index, &self.pooled_pool) {
+            (1, Some(pooled)) => self.raw_run(pooled, false, phase).await,
+            _ => self.raw_run(&self.dedicated_pool, true, phase).await,
+        }
+    }
+
+    fn annals_pool(&self) -> Option<&Pool> {
+        Some(&self.annals_pool)
+    }
+
+    fn raw_pool(&self, index: usize) -> Option<&Pool> {
+        match (index, &self.pooled_pool) {
+            (1, Some(pooled)) => Some(pooled),
+            _ => Some(&self.dedicated_pool),
+        }
+    }
+
+    fn round_trips(&self) -> Option<(f64, f64)> {
+        let trips = *self.last_trips.lock().ok()?;
+        trips.map(|(trips, notifies, units)| {
+            let units = units.max(1) as f64;
+            (trips as f64 / units, notifies as f64 / units)
+        })
     }
 }

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::domain::nth_event;
-use crate::harness::{self, Scratch};
+use crate::harness::{self, Pool, Scratch};
 use crate::raw::RawTable;
 use crate::settings::Settings;
 
@@ -21,9 +21,9 @@ pub(crate) struct Filled {
     /// The baseline table, in the other scratch schema.
     pub(crate) table: RawTable,
     /// The Annals side's pool.
-    pub(crate) annals_pool: PgPool,
+    pub(crate) annals_pool: Pool,
     /// The baseline's pool.
-    pub(crate) raw_pool: PgPool,
+    pub(crate) raw_pool: Pool,
     /// The baseline's scratch schema.
     pub(crate) raw_schema: String,
 }
@@ -37,19 +37,21 @@ pub(crate) async fn prefilled<T>(
     per_stream: usize,
     work: impl AsyncFnOnce(Filled) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let annals_pool = harness::pool(&settings.database_url, connections).await?;
+    let annals_pool = harness::annals_pool(&settings.database_url, connections).await?;
     let raw_pool = harness::pool(&settings.database_url, connections).await?;
-    Scratch::create(&annals_pool, "annals")
+    Scratch::create(&annals_pool.pool, "annals")
         .await?
         .run(async |annals_scratch| {
-            Scratch::create(&raw_pool, "raw")
+            Scratch::create(&raw_pool.pool, "raw")
                 .await?
                 .run(async |raw_scratch| {
-                    let store = settings.annals_store(&annals_pool, annals_scratch).await?;
-                    let table = RawTable::create(&raw_pool, raw_scratch).await?;
+                    let store = settings
+                        .annals_store(&annals_pool.pool, annals_scratch)
+                        .await?;
+                    let table = RawTable::create(&raw_pool.pool, raw_scratch).await?;
                     annals(store.as_ref(), streams, per_stream).await?;
-                    raw(&table, &raw_pool, streams, per_stream).await?;
-                    settle(&raw_pool, &[annals_scratch.name(), raw_scratch.name()]).await?;
+                    raw(&table, &raw_pool.pool, streams, per_stream).await?;
+                    settle(&raw_pool.pool, &[annals_scratch.name(), raw_scratch.name()]).await?;
                     work(Filled {
                         store,
                         table,

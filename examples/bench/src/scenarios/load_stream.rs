@@ -20,17 +20,30 @@ pub(crate) const DEFAULT_EVENTS: usize = 10_000;
 /// Fills both sides, warms up, measures and returns the result line.
 pub(crate) async fn run(settings: &Settings, name: &str) -> anyhow::Result<String> {
     let events = settings.events.unwrap_or(DEFAULT_EVENTS).max(1);
-    eprintln!("{name}: one stream of {events} events, loaded and folded");
+    run_sized(settings, name, events, 1).await
+}
+
+/// Fills one stream of `events` events per side and measures loading it; each run loads it `loads` times and
+/// reports the time of one load.
+pub(crate) async fn run_sized(
+    settings: &Settings,
+    name: &str,
+    events: usize,
+    loads: usize,
+) -> anyhow::Result<String> {
+    eprintln!("{name}: one stream of {events} events, loaded and folded ({loads} loads per run)");
+    let loads = loads.max(1);
     let stream = stream_name(0);
     fill::prefilled(settings, 2, &[stream.as_str()], events, async |filled| {
         let workload = LoadStream {
             repository: Repository::new(filled.store),
             stream: StreamId::new(stream.as_str())?,
-            pool: filled.raw_pool,
+            pool: filled.raw_pool.pool,
             table: filled.table,
             events,
+            loads,
         };
-        let timings = harness::measure(name, &workload, settings.runs).await?;
+        let timings = harness::measure(name, &workload, settings.runs, &settings.sides).await?;
         Ok(harness::latency_line(name, &timings))
     })
     .await
@@ -42,13 +55,17 @@ struct LoadStream {
     pool: PgPool,
     table: RawTable,
     events: usize,
+    loads: usize,
 }
 
 impl Workload for LoadStream {
     async fn annals(&self, _phase: Phase) -> anyhow::Result<Duration> {
         let started = Instant::now();
-        let loaded = self.repository.load(&self.stream).await?;
-        let elapsed = started.elapsed();
+        let mut loaded = self.repository.load(&self.stream).await?;
+        for _ in 1..self.loads {
+            loaded = self.repository.load(&self.stream).await?;
+        }
+        let elapsed = started.elapsed() / u32::try_from(self.loads)?;
         anyhow::ensure!(
             loaded.version == StreamVersion(self.events as u64)
                 && loaded.state.lines == self.events as u64,
@@ -60,11 +77,16 @@ impl Workload for LoadStream {
         Ok(elapsed)
     }
 
-    async fn raw(&self, _phase: Phase) -> anyhow::Result<Duration> {
+    async fn raw(&self, _index: usize, _phase: Phase) -> anyhow::Result<Duration> {
         let started = Instant::now();
-        let (history, version) = self.table.load(&self.pool, self.stream.as_str()).await?;
-        let cart = Cart::from_events(&history);
-        let elapsed = started.elapsed();
+        let (history, mut version) = self.table.load(&self.pool, self.stream.as_str()).await?;
+        let mut cart = Cart::from_events(&history);
+        for _ in 1..self.loads {
+            let (history, v) = self.table.load(&self.pool, self.stream.as_str()).await?;
+            cart = Cart::from_events(&history);
+            version = v;
+        }
+        let elapsed = started.elapsed() / u32::try_from(self.loads)?;
         anyhow::ensure!(
             version == self.events as i64 && cart.lines == self.events as u64,
             "the baseline loaded version {version} with {} lines, expected {}",

@@ -3,6 +3,8 @@
 mod append_batch;
 mod command;
 mod fill;
+mod fold_all;
+mod growth;
 mod load_stream;
 mod read_all;
 mod rebuild;
@@ -18,6 +20,12 @@ pub(crate) enum Scenario {
     /// 8 concurrent writers, 20,000 commands over 2,000 streams.
     #[value(name = "command-8")]
     Command8,
+    /// `command-1` with the write-side aggregate cache (`CachedRepository`) on the Annals side.
+    #[value(name = "command-1-cache")]
+    Command1Cache,
+    /// `command-8` with the write-side aggregate cache on the Annals side.
+    #[value(name = "command-8-cache")]
+    Command8Cache,
     /// 1 writer appending 1,000 events per call, 50 calls.
     #[value(name = "append-batch")]
     AppendBatch,
@@ -27,12 +35,18 @@ pub(crate) enum Scenario {
     /// Read 100,000 events in global order.
     #[value(name = "read-all")]
     ReadAll,
+    /// Fold 100,000 events in global order into per-cart state.
+    #[value(name = "fold-all")]
+    FoldAll,
     /// Rebuild a projection of per-cart balances over 100,000 events into memory.
     #[value(name = "rebuild-memory")]
     RebuildMemory,
     /// Rebuild the same projection into a PostgreSQL table with batched upserts.
     #[value(name = "rebuild-postgres")]
     RebuildPostgres,
+    /// The growth curves: load against stream length, fold and rebuild against log size (with peak RSS),
+    /// commands against writers.
+    Growth,
     /// Every scenario above, in this order.
     All,
 }
@@ -44,11 +58,15 @@ impl Scenario {
             Self::All => vec![
                 Self::Command1,
                 Self::Command8,
+                Self::Command1Cache,
+                Self::Command8Cache,
                 Self::AppendBatch,
                 Self::Load10k,
                 Self::ReadAll,
+                Self::FoldAll,
                 Self::RebuildMemory,
                 Self::RebuildPostgres,
+                Self::Growth,
             ],
             one => vec![one],
         }
@@ -59,27 +77,36 @@ impl Scenario {
         match self {
             Self::Command1 => "command-1",
             Self::Command8 => "command-8",
+            Self::Command1Cache => "command-1-cache",
+            Self::Command8Cache => "command-8-cache",
             Self::AppendBatch => "append-batch",
             Self::Load10k => "load-10k",
             Self::ReadAll => "read-all",
             Self::RebuildMemory => "rebuild-memory",
             Self::RebuildPostgres => "rebuild-postgres",
+            Self::FoldAll => "fold-all",
+            Self::Growth => "growth",
             Self::All => "all",
         }
     }
 
-    /// Runs one scenario (not `All`) and returns its result line.
-    pub(crate) async fn run(self, settings: &Settings) -> anyhow::Result<String> {
+    /// Runs one scenario (not `All`) and returns its result lines.
+    pub(crate) async fn run(self, settings: &Settings) -> anyhow::Result<Vec<String>> {
         let name = self.name();
-        match self {
-            Self::Command1 => command::Commands::run(settings, name, 1, 10_000).await,
-            Self::Command8 => command::Commands::run(settings, name, 8, 20_000).await,
+        let line = match self {
+            Self::Growth => return growth::run(settings).await,
+            Self::FoldAll => fold_all::run(settings, name).await,
+            Self::Command1 => command::Commands::run(settings, name, 1, 10_000, false).await,
+            Self::Command8 => command::Commands::run(settings, name, 8, 20_000, false).await,
+            Self::Command1Cache => command::Commands::run(settings, name, 1, 10_000, true).await,
+            Self::Command8Cache => command::Commands::run(settings, name, 8, 20_000, true).await,
             Self::AppendBatch => append_batch::AppendBatch::run(settings, name).await,
             Self::Load10k => load_stream::run(settings, name).await,
             Self::ReadAll => read_all::run(settings, name).await,
             Self::RebuildMemory => rebuild::run(settings, name, rebuild::Target::Memory).await,
             Self::RebuildPostgres => rebuild::run(settings, name, rebuild::Target::Postgres).await,
             Self::All => anyhow::bail!("`all` is not a single scenario; expand it first"),
-        }
+        };
+        Ok(vec![line?])
     }
 }

@@ -38,11 +38,11 @@ pub(crate) async fn run(settings: &Settings, name: &str) -> anyhow::Result<Strin
         let workload = ReadAll {
             store: filled.store,
             page_size: settings.page_size,
-            pool: filled.raw_pool,
+            pool: filled.raw_pool.pool,
             select_all: filled.table.select_all(),
             events,
         };
-        let timings = harness::measure(name, &workload, settings.runs).await?;
+        let timings = harness::measure(name, &workload, settings.runs, &settings.sides).await?;
         Ok(harness::rate_line(name, events, &timings))
     })
     .await
@@ -94,7 +94,7 @@ impl Workload for ReadAll {
         Ok(elapsed)
     }
 
-    async fn raw(&self, _phase: Phase) -> anyhow::Result<Duration> {
+    async fn raw(&self, _index: usize, _phase: Phase) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let mut rows =
             sqlx::query_as::<_, RawRow>(AssertSqlSafe(self.select_all.clone())).fetch(&self.pool);

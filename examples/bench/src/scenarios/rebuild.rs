@@ -58,18 +58,40 @@ pub(crate) async fn run(settings: &Settings, name: &str, target: Target) -> anyh
         names.len()
     );
     fill::prefilled(settings, 4, &names, per_stream, async |filled| {
-        let workload = Rebuild {
+        measure_filled(
+            settings,
+            name,
             target,
-            store: filled.store,
-            annals_pool: filled.annals_pool,
-            raw_pool: filled.raw_pool,
-            raw_schema: filled.raw_schema,
-            expected: expected_balances(events, per_stream),
-        };
-        let timings = harness::measure(name, &workload, settings.runs).await?;
-        Ok(harness::rate_line(name, events, &timings))
+            &filled,
+            events,
+            per_stream,
+            settings.runs,
+        )
+        .await
     })
     .await
+}
+
+/// Measures a rebuild over `filled` (`events` events, `per_stream` per cart) and returns the result line.
+pub(crate) async fn measure_filled(
+    settings: &Settings,
+    name: &str,
+    target: Target,
+    filled: &fill::Filled,
+    events: usize,
+    per_stream: usize,
+    runs: usize,
+) -> anyhow::Result<String> {
+    let workload = Rebuild {
+        target,
+        store: filled.store.clone(),
+        annals_pool: filled.annals_pool.pool.clone(),
+        raw_pool: filled.raw_pool.pool.clone(),
+        raw_schema: filled.raw_schema.clone(),
+        expected: expected_balances(events, per_stream),
+    };
+    let timings = harness::measure(name, &workload, runs, &settings.sides).await?;
+    Ok(harness::rate_line(name, events, &timings))
 }
 
 /// What one event adds to its cart's balance.
@@ -363,7 +385,7 @@ impl Workload for Rebuild {
         }
     }
 
-    async fn raw(&self, _phase: Phase) -> anyhow::Result<Duration> {
+    async fn raw(&self, _index: usize, _phase: Phase) -> anyhow::Result<Duration> {
         match self.target {
             Target::Memory => self.raw_memory().await,
             Target::Postgres => self.raw_postgres().await,

@@ -1,0 +1,148 @@
+//! `fold-all`: fold every event of the store, in global order, into per-cart state (what a replay or an
+//! in-memory read model does).
+//!
+//! Annals reads `EventStore::read_all` in pages of 5,000 (the projection runner's read-ahead size), decodes
+//! each event into `CartEvent` and applies it to its cart. Baseline: one ordered SELECT of the columns it needs
+//! (position, stream, type, payload), streamed, decoded with serde and folded the same way: the cheapest
+//! correct shape (one statement, no paging, nothing materialized it does not use).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use annals::{Aggregate, EventStore, Position};
+use futures::TryStreamExt as _;
+use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, PgPool};
+
+use crate::domain::{Cart, CartEvent, ItemAdded, stream_name};
+use crate::harness::{self, Phase, Workload};
+use crate::raw;
+use crate::scenarios::fill;
+use crate::settings::Settings;
+
+/// Events in the store by default.
+pub(crate) const DEFAULT_EVENTS: usize = 100_000;
+/// Events per cart.
+pub(crate) const PER_STREAM: usize = 100;
+/// Events per `read_all` page on the Annals side.
+const PAGE: usize = 5_000;
+
+/// Fills both sides, warms up, measures and returns the result line.
+pub(crate) async fn run(settings: &Settings, name: &str) -> anyhow::Result<String> {
+    let wanted = settings.events.unwrap_or(DEFAULT_EVENTS).max(1);
+    let per_stream = PER_STREAM.min(wanted);
+    let events = wanted / per_stream * per_stream;
+    let names: Vec<String> = (0..events / per_stream).map(stream_name).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    eprintln!(
+        "{name}: {events} events over {} carts, pages of {PAGE}",
+        names.len()
+    );
+    fill::prefilled(settings, 2, &names, per_stream, async |filled| {
+        measure_filled(settings, name, &filled, events, per_stream, settings.runs).await
+    })
+    .await
+}
+
+/// Measures the fold over `filled` (`events` events, `per_stream` per cart) and returns the result line.
+pub(crate) async fn measure_filled(
+    settings: &Settings,
+    name: &str,
+    filled: &fill::Filled,
+    events: usize,
+    per_stream: usize,
+    runs: usize,
+) -> anyhow::Result<String> {
+    let workload = FoldAll {
+        store: filled.store.clone(),
+        pool: filled.raw_pool.pool.clone(),
+        select: format!(
+            "SELECT position, stream_id, event_type, payload FROM \"{}\".events ORDER BY position",
+            filled.raw_schema
+        ),
+        events,
+        per_stream,
+    };
+    let timings = harness::measure(name, &workload, runs, &settings.sides).await?;
+    Ok(harness::rate_line(name, events, &timings))
+}
+
+struct FoldAll {
+    store: Arc<dyn EventStore>,
+    pool: PgPool,
+    select: String,
+    events: usize,
+    per_stream: usize,
+}
+
+impl FoldAll {
+    fn check(&self, side: &str, read: usize, carts: &HashMap<String, Cart>) -> anyhow::Result<()> {
+        let lines = carts.get(&stream_name(0)).map_or(0, |cart| cart.lines);
+        anyhow::ensure!(
+            read == self.events && lines == self.per_stream as u64,
+            "{side} folded {read} events and cart 0 to {lines} lines, expected {} and {}",
+            self.events,
+            self.per_stream
+        );
+        Ok(())
+    }
+}
+
+/// Applies `event` to the cart of `stream`, allocating the key only for a cart not seen before.
+fn fold(carts: &mut HashMap<String, Cart>, stream: &str, event: &CartEvent) {
+    match carts.get_mut(stream) {
+        Some(cart) => cart.apply(event),
+        None => {
+            let mut cart = Cart::default();
+            cart.apply(event);
+            carts.insert(stream.to_owned(), cart);
+        }
+    }
+}
+
+impl Workload for FoldAll {
+    async fn annals(&self, _phase: Phase) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let mut carts = HashMap::new();
+        let mut after = Position::START;
+        let mut read = 0;
+        loop {
+            let page = self.store.read_all(after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            anyhow::ensure!(last.position > after, "read_all went backwards");
+            after = last.position;
+            for event in &page {
+                fold(&mut carts, event.stream_id.as_str(), &event.decode()?);
+            }
+            read += page.len();
+            if page.len() < PAGE {
+                break;
+            }
+        }
+        let elapsed = started.elapsed();
+        self.check("Annals", read, &carts)?;
+        Ok(elapsed)
+    }
+
+    async fn raw(&self, _index: usize, _phase: Phase) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let mut rows = sqlx::query_as::<_, (i64, String, String, Json<ItemAdded>)>(AssertSqlSafe(
+            self.select.as_str(),
+        ))
+        .fetch(&self.pool);
+        let mut carts = HashMap::new();
+        let mut after = 0;
+        let mut read = 0;
+        while let Some((position, stream, event_type, Json(item))) = rows.try_next().await? {
+            anyhow::ensure!(position > after, "the baseline went backwards");
+            after = position;
+            fold(&mut carts, &stream, &raw::decode(&event_type, item)?);
+            read += 1;
+        }
+        drop(rows);
+        let elapsed = started.elapsed();
+        self.check("the baseline", read, &carts)?;
+        Ok(elapsed)
+    }
+}

@@ -1,0 +1,54 @@
+//! Dead pooled connections. The store's pool does not ping a connection before handing it out (that would cost a
+//! round trip per operation), so a connection the server or the network dropped while it sat idle is found dead
+//! on its next use. An operation that fails that way before the server could have done anything observable is
+//! retried once here, on a connection that has just answered a ping; appends are idempotent by event id, so even
+//! an append whose commit was acknowledged to nobody is safe to send again.
+
+use sqlx::Postgres;
+use sqlx::pool::PoolConnection;
+
+use crate::failure::{sqlstate, store_error};
+use crate::store::PostgresStore;
+
+/// Whether `error` says that the connection itself is gone (closed or reset, or terminated by the server), as
+/// opposed to the statement failing on a live connection.
+pub(crate) fn connection_lost(error: &annals::Error) -> bool {
+    let annals::Error::Unavailable { source, .. } = error else {
+        return false;
+    };
+    match source.downcast_ref::<sqlx::Error>() {
+        Some(sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_)) => true,
+        Some(db @ sqlx::Error::Database(_)) => sqlstate(db).is_some_and(|code| {
+            // connection exception; admin shutdown (pg_terminate_backend); crash shutdown
+            code.starts_with("08") || code == "57P01" || code == "57P02"
+        }),
+        _ => false,
+    }
+}
+
+impl PostgresStore {
+    /// A pooled connection that answered a ping just now. Idle connections that fail the ping are closed and the
+    /// next one is tried, at most once per connection the pool may hold (and once more for a new one).
+    pub(crate) async fn fresh_connection(
+        &self,
+        operation: &'static str,
+    ) -> annals::Result<PoolConnection<Postgres>> {
+        let tries = self.pool.options().get_max_connections().saturating_add(1);
+        let mut last = sqlx::Error::PoolTimedOut;
+        for _ in 0..tries {
+            let mut conn = self
+                .pool
+                .acquire()
+                .await
+                .map_err(|e| store_error(operation, e))?;
+            match sqlx::Connection::ping(&mut *conn).await {
+                Ok(()) => return Ok(conn),
+                Err(error) => {
+                    conn.close_on_drop();
+                    last = error;
+                }
+            }
+        }
+        Err(store_error(operation, last))
+    }
+}

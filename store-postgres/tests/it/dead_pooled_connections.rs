@@ -1,0 +1,87 @@
+//! The store's pool does not ping before every acquire; a pooled connection the server killed while it was idle
+//! must neither fail an operation nor make an append write twice.
+
+use std::time::Duration;
+
+use annals::{EventStore, ExpectedVersion, StreamVersion};
+use annals_postgres::PostgresStore;
+use sqlx::PgPool;
+
+use crate::support::{event, eventually, stream};
+
+/// Terminates the server backend behind the store's only connection and waits until it is gone.
+async fn kill_the_pooled_connection(store_pool: &PgPool, admin: &PgPool) {
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(store_pool)
+        .await
+        .unwrap();
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(admin)
+        .await
+        .unwrap();
+    assert!(killed, "backend {pid} was not terminated");
+    eventually(
+        "the killed backend is gone",
+        Duration::from_secs(10),
+        || async {
+            let alive: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
+                    .bind(pid)
+                    .fetch_one(admin)
+                    .await
+                    .unwrap();
+            alive == 0
+        },
+    )
+    .await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_dead_pooled_connection_neither_fails_nor_repeats_an_append_or_a_read(admin: PgPool) {
+    // One connection, no pings: the next operation gets exactly the connection that was killed.
+    let options = admin.connect_options().as_ref().clone();
+    let pool = PostgresStore::pool_options()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    assert!(!pool.options().get_test_before_acquire());
+    let store = PostgresStore::from_pool(pool.clone()).with_notify(false);
+    store.migrate().await.unwrap();
+    let id = stream("dead-connection-1");
+    store
+        .append(&id, ExpectedVersion::NoStream, vec![event(0)])
+        .await
+        .unwrap();
+
+    kill_the_pooled_connection(&pool, &admin).await;
+    let appended = store
+        .append(
+            &id,
+            ExpectedVersion::Exact(StreamVersion(1)),
+            vec![event(1)],
+        )
+        .await
+        .expect("an append on a dead pooled connection is retried on a fresh one");
+    assert_eq!(appended.stream_version, StreamVersion(2));
+
+    kill_the_pooled_connection(&pool, &admin).await;
+    let mut versions = Vec::new();
+    store
+        .visit_stream(&id, &mut |e| {
+            versions.push(e.stream_version.get());
+            Ok(())
+        })
+        .await
+        .expect("a stream read on a dead pooled connection is retried on a fresh one");
+    assert_eq!(versions, [1, 2], "each event stored exactly once");
+
+    kill_the_pooled_connection(&pool, &admin).await;
+    let read = store
+        .read_stream(&id, StreamVersion::FIRST, 10)
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 2);
+    pool.close().await;
+}
