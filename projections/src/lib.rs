@@ -67,7 +67,7 @@ mod sql;
 mod status;
 
 pub use cli::{ProjectionsCommand, exit, exit_code};
-pub use documents::Documents;
+pub use documents::{Documents, MAX_KEY_BYTES};
 pub use error::{BoxError, Error, Result};
 pub use policy::{DEFAULT_READ_AHEAD, FailurePolicy, ProjectionOptions};
 pub use projection::{Projection, SqlProjection};
