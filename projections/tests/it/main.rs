@@ -16,3 +16,4 @@ mod live_follow_concurrent_writers;
 mod rebuild_blue_green;
 mod sql_projection;
 mod support;
+mod takeover_when_the_owner_dies;
