@@ -164,14 +164,14 @@ impl Projections {
     /// per period. On PostgreSQL, ownership also ends with the owner's database session: when the owning
     /// process dies (crash, SIGKILL, a network loss the server notices), another runner takes over within a
     /// fraction of a second, without waiting for the TTL; the TTL bounds the wait only for an owner that hangs
-    /// with its session open. In memory, the TTL alone. Set it while building the set, before cloning it or
-    /// handing out readers.
+    /// with its session open. In memory, the TTL alone. Between 30 ms and 24 h (values outside are clamped).
+    /// Set it while building the set, before cloning it or handing out readers.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.engine = Arc::new(Engine {
             store: Arc::clone(&self.engine.store),
             backend: Arc::clone(&self.engine.backend),
             owner: self.engine.owner,
-            lease_ttl: ttl.max(Duration::from_millis(30)),
+            lease_ttl: ttl.clamp(Duration::from_millis(30), Duration::from_secs(24 * 3600)),
             notifiers: Mutex::new(HashMap::new()),
             upcasters: self.engine.upcasters.clone(),
         });

@@ -440,24 +440,28 @@ impl Engine {
                 }
                 Err(BatchError::Infra(e)) => return Err(e),
                 Err(BatchError::Apply { index, error }) => {
-                    let (index, error) = match index {
+                    let found = match index {
+                        Some(0) => Some((0, error)),
                         Some(index) => {
-                            if index > 0 {
-                                match self.try_batch(p, slot, &rest[..index], state, None).await {
-                                    Ok(n) => applied += n,
-                                    Err(BatchError::Infra(e)) => return Err(e),
-                                    // Not reproducible at the same place: start over from the checkpoint.
-                                    Err(BatchError::Apply { .. }) => continue,
+                            match self.try_batch(p, slot, &rest[..index], state, None).await {
+                                Ok(n) => {
+                                    applied += n;
+                                    Some((index, error))
+                                }
+                                Err(BatchError::Infra(e)) => return Err(e),
+                                // The events before it fail too (at commit, say): find the first one that
+                                // fails, one by one.
+                                Err(BatchError::Apply { .. }) => {
+                                    self.one_by_one(p, slot, rest, state, &mut applied).await?
                                 }
                             }
-                            (index, error)
                         }
                         // Which event failed is unknown: retry them one by one; the failing one alone meets
                         // the policy.
-                        None => match self.one_by_one(p, slot, rest, state, &mut applied).await? {
-                            Some(found) => found,
-                            None => break,
-                        },
+                        None => self.one_by_one(p, slot, rest, state, &mut applied).await?,
+                    };
+                    let Some((index, error)) = found else {
+                        break;
                     };
                     let Some(poison) = rest.get(index) else {
                         break;

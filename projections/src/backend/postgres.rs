@@ -879,7 +879,7 @@ async fn swap_schemas(
     // The privileges others were granted, as GRANT statements on the name the rebuilt schema is about to take.
     let grants: Vec<String> = sqlx::query_scalar(
         "WITH grantee AS (SELECT oid, CASE WHEN oid = 0 THEN 'PUBLIC' ELSE quote_ident(rolname) END AS name \
-                          FROM (SELECT oid, rolname FROM pg_roles UNION ALL SELECT 0, 'PUBLIC') r) \
+                          FROM (SELECT oid, rolname FROM pg_roles UNION ALL SELECT 0::oid, 'PUBLIC') r) \
          SELECT format('GRANT %s ON SCHEMA %I TO %s%s', a.privilege_type, $1, g.name, \
                        CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) \
          FROM pg_namespace n CROSS JOIN LATERAL aclexplode(n.nspacl) a JOIN grantee g ON g.oid = a.grantee \

@@ -13,6 +13,7 @@ mod document_read_model;
 mod failure_policies;
 mod leases_and_crashes;
 mod live_follow_concurrent_writers;
+mod permanent_errors;
 mod rebuild_blue_green;
 mod sql_projection;
 mod support;
