@@ -15,6 +15,8 @@ mod leases_and_crashes;
 mod live_follow_concurrent_writers;
 mod permanent_errors;
 mod rebuild_blue_green;
+mod rebuilds_leave_nothing_behind;
+mod renamed_events;
 mod sql_projection;
 mod support;
 mod takeover_when_the_owner_dies;
