@@ -13,7 +13,7 @@ use super::accounts::{AccountPath, Accounts};
 use super::error::ApiError;
 use super::json::{JsonBody, OptionalJsonBody};
 use crate::account::{Account, AccountCommand, AccountId, AccountStatus};
-use crate::read_models::Balance;
+use crate::read_models::{Balance, MAX_HISTORY_PAGE};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -154,16 +154,38 @@ pub(super) async fn account(
     balance.map(Json).ok_or_else(not_found_account)
 }
 
+/// `?min_position=N&after=P&limit=L` on the history: read-your-writes, then one page of at most `L` entries
+/// (default and most [`MAX_HISTORY_PAGE`]) after the entry at position `P`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HistoryQuery {
+    min_position: Option<u64>,
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
 pub(super) async fn history(
     State(state): State<AppState>,
     AccountPath(id): AccountPath,
-    ReadParams(query): ReadParams,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let items = state.read_models.history(&id, query.min_position).await?;
-    if items.is_empty() {
+    let Query(query) = query?;
+    let limit = query.limit.unwrap_or(MAX_HISTORY_PAGE);
+    if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
+        return Err(ApiError::invalid_request(format!(
+            "limit: {limit} is not between 1 and {MAX_HISTORY_PAGE}"
+        )));
+    }
+    let page = state
+        .read_models
+        .history_page(&id, query.min_position, query.after, limit)
+        .await?;
+    if page.items.is_empty()
+        && (query.after.is_none() || state.read_models.balance(&id, None).await?.is_none())
+    {
         return Err(not_found_account());
     }
-    Ok(Json(json!({"items": items})))
+    Ok(Json(json!({"items": page.items, "next": page.next})))
 }
 
 pub(super) async fn events(

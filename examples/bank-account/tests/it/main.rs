@@ -25,7 +25,9 @@ macro_rules! on_both_stores {
 
 mod api_contract;
 mod concurrency;
+mod history_pages;
 mod idempotency;
 mod read_models;
 mod rebuild;
+mod restart_after_sigkill;
 mod support;
