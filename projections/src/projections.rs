@@ -92,10 +92,12 @@ fn shutdown_from(
     } else {
         // One sender for every call without a signal, alive for the whole process: never cancelled, and
         // nothing leaks per call.
-        static NEVER: std::sync::OnceLock<watch::Sender<bool>> = std::sync::OnceLock::new();
         NEVER.get_or_init(|| watch::channel(false).0).subscribe()
     }
 }
+
+/// The sender behind every never-cancelled shutdown receiver.
+static NEVER: std::sync::OnceLock<watch::Sender<bool>> = std::sync::OnceLock::new();
 
 impl Projections {
     /// Projections whose read models live in process memory, reading events from `store`.
@@ -523,5 +525,21 @@ impl Projections {
         let p = self.find(name)?.clone();
         self.migrate().await?;
         self.engine.replay_parked(&p).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uncancellable_shutdowns_share_one_sender_and_leave_nothing_behind() {
+        let receivers: Vec<_> = (0..1_000).map(|_| shutdown_from(None)).collect();
+        assert!(receivers.iter().all(|r| !*r.borrow()));
+        let sender = NEVER.get().expect("created on first use");
+        assert!(sender.receiver_count() >= 1_000);
+        drop(receivers);
+        // Every receiver is gone and no sender was created (or forgotten) per call.
+        assert!(sender.receiver_count() < 1_000);
     }
 }
