@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 
 use crate::error::Error;
 use crate::projections::{Projections, RebuildOptions};
@@ -101,6 +101,117 @@ pub enum ProjectionsCommand {
 
 type Out = Arc<Mutex<dyn Write + Send>>;
 
+/// Where the rebuild's progress bar is drawn.
+enum Screen {
+    /// Not a terminal: plain progress lines.
+    Plain,
+    /// The process's stdout, a terminal.
+    Stdout,
+    /// A terminal emulated on `out` (what `execute_to(.., terminal: true)` draws on).
+    Out(Out),
+}
+
+/// The progress bar on screen, if any: [`LogWriter`] prints log lines above it.
+static BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// A writer for the application's log lines that keeps them from tearing through the rebuild tool's progress
+/// bar: it writes to stderr, and while a bar is drawn it clears the bar, prints the line above it and draws the
+/// bar again. Hand [`log_writer`] to your subscriber (`tracing_subscriber::fmt().with_writer(log_writer)`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogWriter;
+
+/// A [`LogWriter`] (a function, so it serves as tracing-subscriber's `MakeWriter`).
+pub fn log_writer() -> LogWriter {
+    LogWriter
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = BAR.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        match bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// A terminal on an [`Out`]: ANSI cursor moves and line clears, 100 columns.
+struct OutTerm(Out);
+
+impl std::fmt::Debug for OutTerm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutTerm")
+    }
+}
+
+impl OutTerm {
+    fn put(&self, s: &str) -> std::io::Result<()> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .write_all(s.as_bytes())
+    }
+}
+
+impl TermLike for OutTerm {
+    fn width(&self) -> u16 {
+        100
+    }
+
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        self.put(&format!("\x1b[{n}A"))
+    }
+
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        self.put(&format!("\x1b[{n}B"))
+    }
+
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        self.put(&format!("\x1b[{n}C"))
+    }
+
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        self.put(&format!("\x1b[{n}D"))
+    }
+
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.put(&format!("{s}\n"))
+    }
+
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.put(s)
+    }
+
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.put("\r\x1b[2K")
+    }
+
+    fn flush(&self) -> std::io::Result<()> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .flush()
+    }
+}
+
+/// A whole number with thousands separators: `20920.25` is `20,920`.
+fn whole(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn say(out: &Out, line: &str) {
     let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
     // A closed stdout is no reason to fail the command.
@@ -113,16 +224,29 @@ impl ProjectionsCommand {
     /// plain log lines otherwise) and errors to stderr. Returns the exit code (see [`exit`]).
     pub async fn execute(&self, projections: &Projections) -> ExitCode {
         let out: Out = Arc::new(Mutex::new(std::io::stdout()));
-        let code = self
-            .execute_to(projections, out, std::io::stdout().is_terminal())
-            .await;
+        let screen = if std::io::stdout().is_terminal() {
+            Screen::Stdout
+        } else {
+            Screen::Plain
+        };
+        let code = self.execute_on(projections, out, screen).await;
         ExitCode::from(code)
     }
 
-    /// Runs the command, writing its output (and errors) to `out`; `terminal` chooses a progress bar over plain
-    /// lines. Returns the exit code (see [`exit`]).
+    /// Runs the command, writing its output (and errors) to `out`; `terminal` chooses a progress bar (drawn on
+    /// `out` as on a terminal) over plain lines. Returns the exit code (see [`exit`]).
     pub async fn execute_to(&self, projections: &Projections, out: Out, terminal: bool) -> u8 {
-        match self.run(projections, &out, terminal).await {
+        let screen = if terminal {
+            Screen::Out(Arc::clone(&out))
+        } else {
+            Screen::Plain
+        };
+        self.execute_on(projections, out, screen).await
+    }
+
+    async fn execute_on(&self, projections: &Projections, out: Out, screen: Screen) -> u8 {
+        let terminal = !matches!(screen, Screen::Plain);
+        match self.run(projections, &out, screen).await {
             Ok(code) => code,
             Err(e) => {
                 let code = exit_code(&e);
@@ -136,7 +260,7 @@ impl ProjectionsCommand {
         }
     }
 
-    async fn run(&self, projections: &Projections, out: &Out, terminal: bool) -> Result<u8, Error> {
+    async fn run(&self, projections: &Projections, out: &Out, screen: Screen) -> Result<u8, Error> {
         match self {
             Self::List => {
                 for s in projections.status().await? {
@@ -178,7 +302,7 @@ impl ProjectionsCommand {
                 }
                 Ok(exit::OK)
             }
-            Self::Rebuild { name } => rebuild(projections, name, out, terminal).await,
+            Self::Rebuild { name } => rebuild(projections, name, out, screen).await,
             Self::Reset { name } => {
                 projections.reset(name).await?;
                 say(
@@ -242,32 +366,43 @@ async fn rebuild(
     projections: &Projections,
     name: &str,
     out: &Out,
-    terminal: bool,
+    screen: Screen,
 ) -> Result<u8, Error> {
     // Fail fast on an unknown name, before drawing anything.
     projections.documents(name)?;
-    let bar = if terminal {
-        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stdout());
+    let target = match screen {
+        Screen::Plain => None,
+        Screen::Stdout => Some(ProgressDrawTarget::stdout()),
+        Screen::Out(out) => Some(ProgressDrawTarget::term_like(Box::new(OutTerm(out)))),
+    };
+    // One bar, drawn from the first progress report on (so never a stale `0/0`), hidden until then.
+    let bar = target.is_some().then(|| {
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
         let style = ProgressStyle::with_template(
-            "{msg} [{bar:40.cyan/blue}] {pos}/{len} events, {per_sec}, ETA {eta}",
+            "{msg} [{bar:40.cyan/blue}] {pos}/{len} events, {prefix} events/s, ETA {eta}",
         )
         .map(|s| s.progress_chars("=> "))
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
         bar.set_message(format!("rebuilding {name}"));
-        Some(bar)
-    } else {
-        None
-    };
+        bar
+    });
+    let target = Mutex::new(target);
     let progress_bar = bar.clone();
     let log = Arc::clone(out);
     let label = name.to_owned();
     let last_line = Mutex::new(None::<(Instant, u64)>);
     let options = RebuildOptions::new()
         .on_progress(move |p: Progress| {
+            let rate = p.events as f64 / p.elapsed.as_secs_f64().max(1e-3);
             if let Some(bar) = &progress_bar {
                 bar.set_length(p.total);
                 bar.set_position(p.done);
+                bar.set_prefix(whole(rate));
+                if let Some(target) = target.lock().unwrap_or_else(PoisonError::into_inner).take() {
+                    bar.set_draw_target(target);
+                    *BAR.lock().unwrap_or_else(PoisonError::into_inner) = Some(bar.clone());
+                }
                 return;
             }
             let mut last = last_line.lock().unwrap_or_else(PoisonError::into_inner);
@@ -278,7 +413,6 @@ async fn rebuild(
                 return;
             }
             *last = Some((Instant::now(), p.done));
-            let rate = p.events as f64 / p.elapsed.as_secs_f64().max(1e-3);
             let left = p.total.saturating_sub(p.done);
             let eta = if rate > 0.0 { left as f64 / rate } else { 0.0 };
             let percent = if p.total > 0 {
@@ -289,8 +423,10 @@ async fn rebuild(
             say(
                 &log,
                 &format!(
-                    "rebuild {label}: {}/{} events ({percent:.0}%), {rate:.0} events/s, ETA {eta:.0}s",
-                    p.done, p.total
+                    "rebuild {label}: {}/{} events ({percent:.0}%), {} events/s, ETA {eta:.0}s",
+                    p.done,
+                    p.total,
+                    whole(rate)
                 ),
             );
         })
@@ -299,6 +435,7 @@ async fn rebuild(
         });
     let result = projections.rebuild_with(name, options).await;
     if let Some(bar) = &bar {
+        *BAR.lock().unwrap_or_else(PoisonError::into_inner) = None;
         bar.finish_and_clear();
     }
     let report = result?;
@@ -307,11 +444,11 @@ async fn rebuild(
             say(
                 out,
                 &format!(
-                    "rebuilt {name} v{}: {} events in {:.1}s ({:.0} events/s), checkpoint {}, now live{}",
+                    "rebuilt {name} v{}: {} events in {:.1}s ({} events/s), checkpoint {}, now live{}",
                     report.version,
                     report.events,
                     report.elapsed.as_secs_f64(),
-                    report.events_per_second(),
+                    whole(report.events_per_second()),
                     report.checkpoint,
                     if report.parked > 0 {
                         format!(", {} event(s) parked", report.parked)
@@ -332,5 +469,19 @@ async fn rebuild(
             );
             Ok(exit::INTERRUPTED)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole;
+
+    #[test]
+    fn rates_are_whole_numbers_with_thousands_separators() {
+        assert_eq!(whole(20_920.253_1), "20,920");
+        assert_eq!(whole(999.6), "1,000");
+        assert_eq!(whole(12.0), "12");
+        assert_eq!(whole(1_234_567.0), "1,234,567");
+        assert_eq!(whole(0.0), "0");
     }
 }

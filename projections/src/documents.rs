@@ -15,6 +15,43 @@ pub(crate) trait DocSource: Send {
     async fn load(&mut self, collection: &str, key: &str) -> Result<Option<Value>>;
 }
 
+/// The longest document key (and collection name) both backends store, in bytes: PostgreSQL indexes
+/// `(collection, key)` in a B-tree, whose entries must fit in a third of a page.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// The error for a document write the backends cannot store.
+pub(crate) fn refused(collection: &str, key: &str, reason: impl Into<String>) -> Error {
+    Error::InvalidDocument {
+        collection: collection.chars().take(100).collect(),
+        key: key.chars().take(100).collect(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks a collection and key against what every backend can store.
+pub(crate) fn check_key(collection: &str, key: &str) -> Result<()> {
+    for (what, value) in [("collection", collection), ("key", key)] {
+        if value.len() > MAX_KEY_BYTES {
+            return Err(refused(
+                collection,
+                key,
+                format!(
+                    "the {what} is {} bytes long, more than the {MAX_KEY_BYTES} bytes a read model indexes",
+                    value.len()
+                ),
+            ));
+        }
+        if value.contains('\0') {
+            return Err(refused(
+                collection,
+                key,
+                format!("the {what} holds a NUL character, which PostgreSQL text cannot store"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// One entry of a batch's write-back buffer.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
@@ -28,9 +65,16 @@ pub(crate) struct Entry {
 #[derive(Debug, Default)]
 pub(crate) struct DocBuffer {
     collections: HashMap<String, HashMap<String, Entry>>,
+    /// The first write the backends cannot store (the event that made it fails).
+    refused: Option<Error>,
 }
 
 impl DocBuffer {
+    /// The first refused write since the last call, if any.
+    pub(crate) fn take_refused(&mut self) -> Option<Error> {
+        self.refused.take()
+    }
+
     fn get(&self, collection: &str, key: &str) -> Option<&Entry> {
         self.collections.get(collection)?.get(key)
     }
@@ -153,7 +197,8 @@ impl Documents<'_> {
     /// Stores `value` at `(collection, key)`, replacing any document there.
     ///
     /// # Errors
-    /// [`Error::Document`] when `value` cannot be serialized to JSON.
+    /// [`Error::Document`] when `value` cannot be serialized to JSON; [`Error::InvalidDocument`] when the key or
+    /// collection is longer than [`MAX_KEY_BYTES`] or holds a NUL character.
     pub fn put<T: Serialize + ?Sized>(
         &mut self,
         collection: &str,
@@ -161,6 +206,7 @@ impl Documents<'_> {
         value: &T,
     ) -> Result<()> {
         let key = key.as_ref();
+        check_key(collection, key)?;
         let value = serde_json::to_value(value).map_err(|source| Error::Document {
             collection: collection.to_owned(),
             key: key.to_owned(),
@@ -170,8 +216,12 @@ impl Documents<'_> {
         Ok(())
     }
 
-    /// Stores raw JSON at `(collection, key)`.
+    /// Stores raw JSON at `(collection, key)`. A key the backends cannot store (see [`put`](Self::put)) fails the
+    /// event being applied, with [`Error::InvalidDocument`].
     pub fn put_json(&mut self, collection: &str, key: impl AsRef<str>, value: Value) {
+        if !self.checked(collection, key.as_ref()) {
+            return;
+        }
         self.buffer.set(
             collection,
             key.as_ref(),
@@ -184,6 +234,9 @@ impl Documents<'_> {
 
     /// Deletes the document at `(collection, key)` (nothing happens when there is none).
     pub fn delete(&mut self, collection: &str, key: impl AsRef<str>) {
+        if !self.checked(collection, key.as_ref()) {
+            return;
+        }
         self.buffer.set(
             collection,
             key.as_ref(),
@@ -192,5 +245,16 @@ impl Documents<'_> {
                 dirty: true,
             },
         );
+    }
+
+    /// Whether the key can be stored; records the refusal (which fails the event) when not.
+    fn checked(&mut self, collection: &str, key: &str) -> bool {
+        match check_key(collection, key) {
+            Ok(()) => true,
+            Err(e) => {
+                self.buffer.refused.get_or_insert(e);
+                false
+            }
+        }
     }
 }

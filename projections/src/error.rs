@@ -144,7 +144,10 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] annals::Error),
 
-    /// The read-model database failed. Connection problems are retried by the runner; elsewhere retry later.
+    /// The read-model database failed. [`is_transient`](Error::is_transient) tells the kinds apart by SQLSTATE:
+    /// connection loss, serialization failures, deadlocks, resource exhaustion and shutdowns are retried by the
+    /// runner (elsewhere retry later); data exceptions, integrity violations, program limits and undefined objects
+    /// are permanent (inside a batch they go to the projection's failure policy; elsewhere fix the cause).
     #[error("read-model database: {operation} failed: {source}")]
     Database {
         /// What was being done.
@@ -152,6 +155,46 @@ pub enum Error {
         /// The driver's error.
         #[source]
         source: sqlx::Error,
+    },
+
+    /// A value stored in the read-model database's bookkeeping cannot be read or is out of range (a negative
+    /// checkpoint or generation, a missing column). Nothing was applied: fix the named row (or reset the
+    /// projection); the runner never reads a corrupt checkpoint as 0.
+    #[error("read-model database: table {table}, column {column}: {reason}")]
+    StoredValue {
+        /// The table, schema-qualified.
+        table: String,
+        /// The column.
+        column: &'static str,
+        /// What is wrong with the value.
+        reason: String,
+    },
+
+    /// A document write was refused because the read-model storage cannot hold it (a key longer than
+    /// [`MAX_KEY_BYTES`](crate::MAX_KEY_BYTES), a NUL character in a key or in the document). Both backends refuse
+    /// the same writes. The event goes to the projection's failure policy: fix the projection or park the event.
+    #[error("document {collection:?}/{key:?} refused: {reason}")]
+    InvalidDocument {
+        /// The document's collection.
+        collection: String,
+        /// The document's key (cut to 100 characters).
+        key: String,
+        /// Why it cannot be stored.
+        reason: String,
+    },
+
+    /// A blue/green swap was refused because objects outside the read model depend on the live generation
+    /// (views, foreign keys, ...), which switching over would drop. Drop them, swap (rebuild again: it resumes),
+    /// then recreate them against the new generation. `dependents` names each object.
+    #[error(
+        "projection {projection:?}: cannot swap in the rebuilt read model, objects outside it depend on the live one: {}",
+        dependents.join(", ")
+    )]
+    SwapRefused {
+        /// The projection's name.
+        projection: String,
+        /// The dependent objects, as PostgreSQL describes them (`rule _RETURN on view public.v`, ...).
+        dependents: Vec<String>,
     },
 
     /// This runner lost ownership of the projection (its lease expired and another runner took over, or a
@@ -168,14 +211,50 @@ impl Error {
         move |source| Self::Database { operation, source }
     }
 
-    /// Whether retrying the same operation later may succeed (an unavailable store or database, a lost lease).
+    /// Whether retrying the same operation later may succeed (an unavailable store, a transient database
+    /// failure (see below), a lost lease, a busy projection).
+    ///
+    /// Database errors are transient for connection and pool failures and the SQLSTATE classes `08`
+    /// (connection exception), `40` (serialization failure, deadlock), `53` (insufficient resources), `57`
+    /// (operator intervention: admin shutdown, query cancelled), `58` (system error) and `55P03` (lock not
+    /// available); permanent for every other SQLSTATE (`22` data exception such as a NUL byte, `23` integrity
+    /// violation, `54` program limit such as an index row too large, `42` undefined object or syntax, ...)
+    /// and for driver errors about the data itself.
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Store(e) => e.is_retryable(),
-            Self::Database { .. } | Self::LostOwnership { .. } | Self::Busy { .. } => true,
+            Self::Database { source, .. } => is_transient_sqlx(source),
+            Self::LostOwnership { .. } | Self::Busy { .. } => true,
             _ => false,
         }
     }
+}
+
+/// Whether a database error may go away when the same work is tried again.
+///
+/// Transient: connection and pool failures, and the SQLSTATE classes `08` (connection exception), `40`
+/// (serialization failure `40001`, deadlock `40P01`), `53` (insufficient resources), `57` (operator
+/// intervention: admin shutdown `57P01`, query cancelled), `58` (system error), and `55P03` (lock not
+/// available). Permanent: every other SQLSTATE, among them `22` (data exception: a NUL byte, a value out of
+/// range), `23` (integrity violation), `54` (program limit exceeded: an index row too large) and `42`
+/// (undefined table, column or function; syntax), and driver errors about the data itself (a column that
+/// cannot be decoded).
+pub(crate) fn is_transient_sqlx(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => d.code().is_some_and(|code| is_transient_sqlstate(&code)),
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
+/// Whether a SQLSTATE names a transient condition (see [`is_transient_sqlx`]).
+pub(crate) fn is_transient_sqlstate(code: &str) -> bool {
+    matches!(code.get(..2), Some("08" | "40" | "53" | "57" | "58")) || code == "55P03"
 }
 
 /// Checks a projection name: 1 to 40 characters of `a-z`, `0-9`, `_`, starting with a letter.
@@ -208,6 +287,20 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlstates_are_classified_by_class() {
+        for transient in [
+            "08006", "08P01", "40001", "40P01", "53100", "53300", "57P01", "57014", "55P03",
+        ] {
+            assert!(is_transient_sqlstate(transient), "{transient}");
+        }
+        for permanent in [
+            "22P05", "22021", "23505", "54000", "42P01", "42703", "XX000", "P0001",
+        ] {
+            assert!(!is_transient_sqlstate(permanent), "{permanent}");
+        }
+    }
 
     #[test]
     fn projection_names_follow_the_rule() {

@@ -66,8 +66,8 @@ mod runner;
 mod sql;
 mod status;
 
-pub use cli::{ProjectionsCommand, exit, exit_code};
-pub use documents::Documents;
+pub use cli::{LogWriter, ProjectionsCommand, exit, exit_code, log_writer};
+pub use documents::{Documents, MAX_KEY_BYTES};
 pub use error::{BoxError, Error, Result};
 pub use policy::{DEFAULT_READ_AHEAD, FailurePolicy, ProjectionOptions};
 pub use projection::{Projection, SqlProjection};

@@ -80,20 +80,24 @@ impl RebuildOptions {
 fn shutdown_from(
     signal: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 ) -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
     if let Some(signal) = signal {
+        let (tx, rx) = watch::channel(false);
         tokio::spawn(async move {
             tokio::select! {
                 () = signal => { let _ = tx.send(true); }
                 () = tx.closed() => {}
             }
         });
+        rx
     } else {
-        // Keep the sender alive forever: never cancelled.
-        std::mem::forget(tx);
+        // One sender for every call without a signal, alive for the whole process: never cancelled, and
+        // nothing leaks per call.
+        NEVER.get_or_init(|| watch::channel(false).0).subscribe()
     }
-    rx
 }
+
+/// The sender behind every never-cancelled shutdown receiver.
+static NEVER: std::sync::OnceLock<watch::Sender<bool>> = std::sync::OnceLock::new();
 
 impl Projections {
     /// Projections whose read models live in process memory, reading events from `store`.
@@ -149,6 +153,7 @@ impl Projections {
                 owner: Uuid::now_v7(),
                 lease_ttl: Duration::from_secs(10),
                 notifiers: Mutex::new(HashMap::new()),
+                upcasters: Vec::new(),
             }),
             registered: Arc::new(Vec::new()),
             error: None,
@@ -157,16 +162,44 @@ impl Projections {
         }
     }
 
-    /// How long a runner's ownership lasts without renewal (default 10 s): when a runner dies, another process
-    /// takes over within this time. Runners renew it about three times per period. Set it while building the
-    /// set, before cloning it or handing out readers.
+    /// How long a runner's ownership lasts without renewal (default 10 s). Runners renew it about three times
+    /// per period. On PostgreSQL, ownership also ends with the owner's database session: when the owning
+    /// process dies (crash, SIGKILL, a network loss the server notices), another runner takes over within a
+    /// fraction of a second, without waiting for the TTL; the TTL bounds the wait only for an owner that hangs
+    /// with its session open. In memory, the TTL alone. Between 30 ms and 24 h (values outside are clamped).
+    /// Set it while building the set, before cloning it or handing out readers.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.engine = Arc::new(Engine {
             store: Arc::clone(&self.engine.store),
             backend: Arc::clone(&self.engine.backend),
             owner: self.engine.owner,
-            lease_ttl: ttl.max(Duration::from_millis(30)),
+            lease_ttl: ttl.clamp(Duration::from_millis(30), Duration::from_secs(24 * 3600)),
             notifiers: Mutex::new(HashMap::new()),
+            upcasters: self.engine.upcasters.clone(),
+        });
+        self
+    }
+
+    /// Upcasts the events of `E`'s vocabulary before any projection sees them: on every path (live, catch-up,
+    /// rebuild, replay of parked events) a stored event that [`Event::upcast`](annals::Event::upcast) rewrites
+    /// reaches projections under its current name, with its current payload and schema version, and the
+    /// [`event_types`](Projection::event_types) filters see that name. So an event renamed by its upcaster
+    /// (`MoneyAdded` to `MoneyDeposited`) reaches a projection listing `MoneyDeposited`. Register each event type
+    /// of the application once; the first whose upcaster rewrites an event wins. Call it while building the set.
+    ///
+    /// # Errors
+    /// An upcaster's refusal fails that event (the projection's failure policy decides), naming stream,
+    /// version, position and type.
+    pub fn upcasting<E: annals::Event>(mut self) -> Self {
+        let mut upcasters = self.engine.upcasters.clone();
+        upcasters.push(crate::runner::upcaster::<E>());
+        self.engine = Arc::new(Engine {
+            store: Arc::clone(&self.engine.store),
+            backend: Arc::clone(&self.engine.backend),
+            owner: self.engine.owner,
+            lease_ttl: self.engine.lease_ttl,
+            notifiers: Mutex::new(HashMap::new()),
+            upcasters,
         });
         self
     }
@@ -492,5 +525,21 @@ impl Projections {
         let p = self.find(name)?.clone();
         self.migrate().await?;
         self.engine.replay_parked(&p).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uncancellable_shutdowns_share_one_sender_and_leave_nothing_behind() {
+        let receivers: Vec<_> = (0..1_000).map(|_| shutdown_from(None)).collect();
+        assert!(receivers.iter().all(|r| !*r.borrow()));
+        let sender = NEVER.get().expect("created on first use");
+        assert!(sender.receiver_count() >= 1_000);
+        drop(receivers);
+        // Every receiver is gone and no sender was created (or forgotten) per call.
+        assert!(sender.receiver_count() < 1_000);
     }
 }

@@ -75,8 +75,37 @@ impl DocumentReader {
         prefix: &str,
         limit: usize,
     ) -> Result<Vec<(String, T)>> {
+        self.page(collection, prefix, None, limit).await
+    }
+
+    /// One page of [`list`](Self::list): at most `limit` documents of `collection` whose key starts with
+    /// `prefix`, in key order, starting after the key `after` (the last key of the previous page; `None` for the
+    /// first page). A long list is read page by page this way, never loaded whole.
+    ///
+    /// ```no_run
+    /// # async fn example(reader: annals_projections::DocumentReader) -> annals_projections::Result<()> {
+    /// let mut after = None;
+    /// loop {
+    ///     let page = reader.page::<serde_json::Value>("entries", "acc-1/", after.as_deref(), 100).await?;
+    ///     let Some((last, _)) = page.last() else { break };
+    ///     after = Some(last.clone());
+    ///     // ... use the page ...
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As for [`get`](Self::get).
+    pub async fn page<T: DeserializeOwned>(
+        &self,
+        collection: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, T)>> {
         self.backend
-            .list_docs(&self.name, collection, prefix, limit)
+            .list_docs(&self.name, collection, prefix, after, limit)
             .await?
             .into_iter()
             .map(|(key, value)| {
@@ -133,7 +162,8 @@ pub(crate) async fn wait_for(
     timeout: Duration,
 ) -> Result<Position> {
     let started = Instant::now();
-    let deadline = started + timeout;
+    // A timeout too long to represent (`Duration::MAX`: "forever") waits without a deadline.
+    let deadline = started.checked_add(timeout);
     let mut interval = Duration::from_millis(5);
     loop {
         changes.borrow_and_update();
@@ -142,7 +172,7 @@ pub(crate) async fn wait_for(
             return Ok(reached);
         }
         let now = Instant::now();
-        if now >= deadline {
+        if deadline.is_some_and(|d| now >= d) {
             return Err(Error::Lagging {
                 projection: name.to_owned(),
                 position,
@@ -150,7 +180,7 @@ pub(crate) async fn wait_for(
                 waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             });
         }
-        let wait = interval.min(deadline - now);
+        let wait = deadline.map_or(interval, |d| interval.min(d - now));
         tokio::select! {
             r = changes.changed() => {
                 if r.is_err() {

@@ -1,17 +1,18 @@
 //! The engine shared by the live runner, rebuilds and replays: batches, failure policies, leases, swaps.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use annals::{EventStore, Position, RecordedEvent};
+use annals::{Event, EventStore, Payload, Position, RecordedEvent};
 use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span, warn};
 use uuid::Uuid;
 
 use crate::backend::{Acquired, Backend, BatchTx, Commit, Slot, parked_from};
 use crate::documents::{DocBuffer, Documents};
-use crate::error::{BoxError, Error, Result};
+use crate::error::{BoxError, Error, Result, is_transient_sqlx};
 use crate::policy::ProjectionOptions;
 use crate::projection::{Projection, SqlProjection};
 use crate::read_ahead::ReadAhead;
@@ -61,10 +62,42 @@ impl Registered {
     }
 }
 
+/// Brings an event written under an older name or schema version up to date (see
+/// [`Projections::upcasting`](crate::Projections::upcasting)): `None` when it is current.
+pub(crate) type Upcaster =
+    fn(&RecordedEvent) -> std::result::Result<Option<RecordedEvent>, BoxError>;
+
+/// The [`Upcaster`] of event type `E`: the event as `E::upcast` rewrites it (name and payload), with the
+/// rewritten event's current schema version.
+pub(crate) fn upcaster<E: Event>() -> Upcaster {
+    |event| {
+        let Some((name, payload)) =
+            E::upcast(&event.event_type, event.schema_version, &event.payload)
+                .map_err(|reason| event.decode_error(format!("upcasting failed: {reason}")))?
+        else {
+            return Ok(None);
+        };
+        let payload = Payload::from(payload);
+        let decoded = E::decode(&name, &payload).map_err(|e| event.decode_error(e))?;
+        let mut current = event.clone();
+        current.event_type = name;
+        current.schema_version = decoded.schema_version();
+        current.payload = payload;
+        Ok(Some(current))
+    }
+}
+
+/// A wanted event of a batch, as projections see it, with its index in the batch.
+type Wanted<'e> = (usize, Cow<'e, RecordedEvent>);
+
 /// Why a batch did not commit.
 enum BatchError {
-    /// The projection failed on the event at this index of the batch.
-    Apply { index: usize, error: BoxError },
+    /// The projection failed on the event at this index of the batch (`None`: the batch failed and which
+    /// event caused it is unknown; the runner retries the events one by one to find it).
+    Apply {
+        index: Option<usize>,
+        error: BoxError,
+    },
     /// Infrastructure (store, database, ownership).
     Infra(Error),
 }
@@ -75,41 +108,43 @@ impl From<Error> for BatchError {
     }
 }
 
-/// Whether an error from projection code is really an infrastructure failure (retry the batch, not a poison
-/// event).
-fn classify(index: usize, error: BoxError) -> BatchError {
-    if let Some(e) = error.downcast_ref::<Error>()
-        && matches!(e, Error::Database { .. } | Error::LostOwnership { .. })
-    {
-        return match error.downcast::<Error>() {
-            Ok(e) => BatchError::Infra(*e),
-            Err(error) => BatchError::Apply { index, error },
-        };
+/// Whether an error from projection code is really a transient infrastructure failure (retry the batch: a lost
+/// connection, a deadlock, a lost lease) or a failure of the event (the failure policy decides), by SQLSTATE.
+fn classify(index: Option<usize>, error: BoxError) -> BatchError {
+    let transient = if let Some(e) = error.downcast_ref::<Error>() {
+        e.is_transient() && !matches!(e, Error::Busy { .. })
+    } else if let Some(e) = error.downcast_ref::<sqlx::Error>() {
+        is_transient_sqlx(e)
+    } else {
+        false
+    };
+    if !transient {
+        return BatchError::Apply { index, error };
     }
-    if let Some(e) = error.downcast_ref::<sqlx::Error>()
-        && is_connection_error(e)
-    {
-        return match error.downcast::<sqlx::Error>() {
-            Ok(source) => BatchError::Infra(Error::Database {
-                operation: "apply",
-                source: *source,
-            }),
-            Err(error) => BatchError::Apply { index, error },
-        };
+    let error = match error.downcast::<Error>() {
+        Ok(e) => return BatchError::Infra(*e),
+        Err(error) => error,
+    };
+    match error.downcast::<sqlx::Error>() {
+        Ok(source) => BatchError::Infra(Error::Database {
+            operation: "apply",
+            source: *source,
+        }),
+        Err(error) => BatchError::Apply { index, error },
     }
-    BatchError::Apply { index, error }
 }
 
-pub(crate) fn is_connection_error(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-            | sqlx::Error::Protocol(_)
-    )
+/// How a failed commit counts: transient errors are retried; permanent ones (a document PostgreSQL refuses)
+/// are the failure of an event of the batch: `only` when the batch holds a single wanted event, else unknown.
+fn commit_failure(error: Error, only: Option<usize>) -> BatchError {
+    if error.is_transient() {
+        BatchError::Infra(error)
+    } else {
+        BatchError::Apply {
+            index: only,
+            error: Box::new(error),
+        }
+    }
 }
 
 /// Events per second over windows of about a second.
@@ -160,6 +195,8 @@ pub(crate) struct Engine {
     pub(crate) owner: Uuid,
     pub(crate) lease_ttl: Duration,
     pub(crate) notifiers: Mutex<HashMap<String, watch::Sender<Position>>>,
+    /// Applied to every event before filtering and applying, in order; the first that rewrites it wins.
+    pub(crate) upcasters: Vec<Upcaster>,
 }
 
 /// Stops a loop when `true` is sent or the sender is dropped.
@@ -203,23 +240,54 @@ impl Engine {
         }
     }
 
+    /// The event as projections see it: brought up to date by the registered upcasters.
+    fn current<'e>(
+        &self,
+        event: &'e RecordedEvent,
+    ) -> std::result::Result<Cow<'e, RecordedEvent>, BoxError> {
+        for upcast in &self.upcasters {
+            if let Some(current) = upcast(event)? {
+                return Ok(Cow::Owned(current));
+            }
+        }
+        Ok(Cow::Borrowed(event))
+    }
+
+    /// The events of `events` that `p` wants, upcast, with their index in `events`. Filters on the name the
+    /// event has after upcasting (a renamed event reaches the projections listing its new name).
+    fn wanted<'e>(
+        &self,
+        p: &Registered,
+        events: &'e [RecordedEvent],
+    ) -> std::result::Result<Vec<Wanted<'e>>, (usize, BoxError)> {
+        let mut wanted = Vec::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            let current = self.current(event).map_err(|error| (index, error))?;
+            if p.wants(&current) {
+                wanted.push((index, current));
+            }
+        }
+        Ok(wanted)
+    }
+
     /// Applies `events` inside `tx`, reading and writing documents through `buffer` (so a transaction that spans
-    /// several pages sees its own earlier writes); returns how many events the projection wanted.
+    /// several pages sees its own earlier writes); returns the indexes of the events the projection wanted.
     async fn apply_into(
         &self,
         p: &Registered,
         tx: &mut dyn BatchTx,
         events: &[RecordedEvent],
         buffer: &mut DocBuffer,
-    ) -> std::result::Result<usize, BatchError> {
-        let wanted: Vec<(usize, &RecordedEvent)> = events
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| p.wants(e))
-            .collect();
+    ) -> std::result::Result<Vec<usize>, BatchError> {
+        let wanted = self
+            .wanted(p, events)
+            .map_err(|(index, error)| BatchError::Apply {
+                index: Some(index),
+                error,
+            })?;
         match &p.kind {
             Kind::Docs(projection) => {
-                for &(index, event) in &wanted {
+                for (index, event) in &wanted {
                     let mut docs = Documents {
                         source: tx.docs(),
                         buffer: &mut *buffer,
@@ -227,21 +295,34 @@ impl Engine {
                     projection
                         .apply(event, &mut docs)
                         .await
-                        .map_err(|e| classify(index, e))?;
+                        .map_err(|e| classify(Some(*index), e))?;
+                    if let Some(refused) = buffer.take_refused() {
+                        return Err(BatchError::Apply {
+                            index: Some(*index),
+                            error: Box::new(refused),
+                        });
+                    }
                 }
             }
             Kind::Sql(projection) => {
                 let mut sql = tx.sql().ok_or_else(|| Error::SqlNeedsPostgres {
                     name: p.name.clone(),
                 })?;
-                let refs: Vec<&RecordedEvent> = wanted.iter().map(|(_, e)| *e).collect();
+                let refs: Vec<&RecordedEvent> = wanted.iter().map(|(_, e)| e.as_ref()).collect();
                 projection
                     .apply_batch(&refs, &mut sql)
                     .await
-                    .map_err(|(j, e)| classify(wanted.get(j).map_or(0, |w| w.0), e))?;
+                    .map_err(|(j, e)| {
+                        // Index 0 of several means "cannot tell which": found by retrying one by one.
+                        let index = match (j, wanted.len()) {
+                            (0, n) if n > 1 => None,
+                            (j, _) => Some(wanted.get(j).map_or(0, |w| w.0)),
+                        };
+                        classify(index, e)
+                    })?;
             }
         }
-        Ok(wanted.len())
+        Ok(wanted.into_iter().map(|(index, _)| index).collect())
     }
 
     /// Applies one batch to `slot` and commits it with the checkpoint.
@@ -267,7 +348,11 @@ impl Engine {
             )
             .await?;
         let mut buffer = DocBuffer::default();
-        let applied = self.apply_into(p, tx.as_mut(), events, &mut buffer).await?;
+        let wanted = self.apply_into(p, tx.as_mut(), events, &mut buffer).await?;
+        let only = match wanted.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        };
         tx.commit(Commit {
             writes: buffer.into_writes(),
             checkpoint: Some(last.position),
@@ -275,10 +360,61 @@ impl Engine {
             throughput,
             ..Commit::default()
         })
-        .await?;
+        .await
+        .map_err(|e| commit_failure(e, only))?;
         slot.checkpoint = last.position;
         self.notify(slot);
-        Ok(applied)
+        Ok(wanted.len())
+    }
+
+    /// Applies `events` one wanted event per transaction (the events it does not want ride along with the
+    /// next one), until one fails: returns its index and error, or `None` when every one was applied.
+    async fn one_by_one(
+        &self,
+        p: &Registered,
+        slot: &mut Slot,
+        events: &[RecordedEvent],
+        state: SlotState,
+        applied: &mut usize,
+    ) -> Result<Option<(usize, BoxError)>> {
+        let wanted = match self.wanted(p, events) {
+            Ok(wanted) => wanted.into_iter().map(|(i, _)| i).collect::<Vec<_>>(),
+            Err((at, error)) => {
+                // Upcasting failed: that event is the culprit; the ones before it are applied first.
+                if at > 0 {
+                    match self.try_batch(p, slot, &events[..at], state, None).await {
+                        Ok(n) => *applied += n,
+                        Err(BatchError::Infra(e)) => return Err(e),
+                        Err(BatchError::Apply { index, error }) => {
+                            return Ok(Some((index.unwrap_or(0), error)));
+                        }
+                    }
+                }
+                return Ok(Some((at, error)));
+            }
+        };
+        let mut start = 0;
+        for end in wanted
+            .iter()
+            .map(|i| i + 1)
+            .chain(std::iter::once(events.len()))
+        {
+            if end <= start {
+                continue;
+            }
+            match self
+                .try_batch(p, slot, &events[start..end], state, None)
+                .await
+            {
+                Ok(n) => *applied += n,
+                Err(BatchError::Infra(e)) => return Err(e),
+                Err(BatchError::Apply { index, error }) => {
+                    return Ok(Some((start + index.unwrap_or(end - 1 - start), error)));
+                }
+            }
+            start = end;
+        }
+        Ok(None)
     }
 
     /// Applies one page of events to `slot`, handling failing events by the projection's policy.
@@ -304,14 +440,29 @@ impl Engine {
                 }
                 Err(BatchError::Infra(e)) => return Err(e),
                 Err(BatchError::Apply { index, error }) => {
-                    if index > 0 {
-                        match self.try_batch(p, slot, &rest[..index], state, None).await {
-                            Ok(n) => applied += n,
-                            Err(BatchError::Infra(e)) => return Err(e),
-                            // Not reproducible at the same place: start over from the checkpoint.
-                            Err(BatchError::Apply { .. }) => continue,
+                    let found = match index {
+                        Some(0) => Some((0, error)),
+                        Some(index) => {
+                            match self.try_batch(p, slot, &rest[..index], state, None).await {
+                                Ok(n) => {
+                                    applied += n;
+                                    Some((index, error))
+                                }
+                                Err(BatchError::Infra(e)) => return Err(e),
+                                // The events before it fail too (at commit, say): find the first one that
+                                // fails, one by one.
+                                Err(BatchError::Apply { .. }) => {
+                                    self.one_by_one(p, slot, rest, state, &mut applied).await?
+                                }
+                            }
                         }
-                    }
+                        // Which event failed is unknown: retry them one by one; the failing one alone meets
+                        // the policy.
+                        None => self.one_by_one(p, slot, rest, state, &mut applied).await?,
+                    };
+                    let Some((index, error)) = found else {
+                        break;
+                    };
                     let Some(poison) = rest.get(index) else {
                         break;
                     };
@@ -436,7 +587,10 @@ impl Engine {
     /// after losing ownership, rebuilds when its version changed.
     pub(crate) async fn run(&self, p: &Registered, mut shutdown: Shutdown) -> Result<()> {
         let mut backoff = Duration::from_millis(100);
-        let poll = (self.lease_ttl / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+        // How often a waiting runner asks again: a dead owner's session frees its lock at once, so the takeover
+        // waits at most this long after the server noticed the death (never the whole TTL).
+        let poll =
+            (self.lease_ttl / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
         loop {
             if is_shut(&shutdown) {
                 return Ok(());
@@ -749,14 +903,25 @@ impl Engine {
             }
             checkpoint = last;
         }
-        tx.commit(Commit {
-            writes: writes.into_writes(),
-            checkpoint: Some(checkpoint),
-            state: Some(SlotState::Live),
-            swap: true,
-            ..Commit::default()
-        })
-        .await?;
+        let caught_up = checkpoint > slot.checkpoint;
+        match tx
+            .commit(Commit {
+                writes: writes.into_writes(),
+                checkpoint: Some(checkpoint),
+                state: Some(SlotState::Live),
+                swap: true,
+                ..Commit::default()
+            })
+            .await
+        {
+            Ok(()) => {}
+            // A write of the final catch-up refused for good: the rebuild loop applies those events under the
+            // failure policy and swaps again.
+            Err(e) if caught_up && !e.is_transient() && !matches!(e, Error::SwapRefused { .. }) => {
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
         slot.checkpoint = checkpoint;
         slot.live = true;
         self.notify(slot);
@@ -764,6 +929,7 @@ impl Engine {
     }
 
     /// Applies the parked events of the live generation again, in position order; removes those that succeed.
+    /// Takes the live lease for the duration and gives it back on every way out, failures included.
     pub(crate) async fn replay_parked(&self, p: &Registered) -> Result<ReplayReport> {
         let parked = self.backend.parked(&p.name).await?;
         if parked.is_empty() {
@@ -782,6 +948,19 @@ impl Engine {
                 });
             }
         };
+        let replayed = self.replay_owned(p, &slot, parked).await;
+        let released = self.backend.release(&slot, self.owner).await;
+        let report = replayed?;
+        released?;
+        Ok(report)
+    }
+
+    async fn replay_owned(
+        &self,
+        p: &Registered,
+        slot: &Slot,
+        parked: Vec<crate::status::ParkedEvent>,
+    ) -> Result<ReplayReport> {
         let mut report = ReplayReport::default();
         for parked in parked {
             let Some(event) = self
@@ -793,30 +972,36 @@ impl Engine {
             else {
                 continue;
             };
-            let mut tx = self
+            let tx = self
                 .backend
-                .begin(&slot, self.owner, self.lease_ttl, None, false)
+                .begin(slot, self.owner, self.lease_ttl, None, false)
                 .await?;
+            let mut tx = tx;
             let mut buffer = DocBuffer::default();
-            match self
+            let applied = match self
                 .apply_into(p, tx.as_mut(), std::slice::from_ref(&event), &mut buffer)
                 .await
             {
-                Ok(_) => {
-                    tx.commit(Commit {
+                Ok(_) => tx
+                    .commit(Commit {
                         writes: buffer.into_writes(),
                         unpark: vec![parked.position],
                         ..Commit::default()
                     })
-                    .await?;
-                    report.replayed += 1;
+                    .await
+                    .map_err(|e| commit_failure(e, Some(0))),
+                Err(e) => {
+                    drop(tx);
+                    Err(e)
                 }
+            };
+            match applied {
+                Ok(()) => report.replayed += 1,
                 Err(BatchError::Infra(e)) => return Err(e),
                 Err(BatchError::Apply { error, .. }) => {
-                    drop(tx);
                     let tx = self
                         .backend
-                        .begin(&slot, self.owner, self.lease_ttl, None, false)
+                        .begin(slot, self.owner, self.lease_ttl, None, false)
                         .await?;
                     tx.commit(Commit {
                         park: vec![parked_from(&event, error.to_string(), parked.attempts + 1)],

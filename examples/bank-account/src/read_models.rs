@@ -14,6 +14,18 @@ use serde::{Deserialize, Serialize};
 use crate::account::{AccountEvent, AccountId, AccountStatus};
 use crate::api::error::ApiError;
 
+/// The most history entries one page holds (and how many a page holds when `?limit=` is not given).
+pub const MAX_HISTORY_PAGE: usize = 10_000;
+
+/// One page of an account's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryPage {
+    /// The entries, in position order.
+    pub items: Vec<HistoryItem>,
+    /// The `?after=` of the next page: the last entry's position when the page is full, else `None`.
+    pub next: Option<u64>,
+}
+
 /// How long a read with `min_position` waits for the read model before answering `504 projection_lagging`.
 pub const MAX_WAIT: Duration = Duration::from_secs(5);
 
@@ -170,9 +182,13 @@ fn entry_key(id: &AccountId, position: Position) -> String {
     format!("{id}/{:020}", position.get())
 }
 
-/// Registers the application's projections on `projections`.
+/// Registers the application's projections on `projections`; the account events' upcaster runs before they
+/// filter, so an event stored under an old name reaches them under its current one.
 pub(crate) fn register(projections: Projections) -> Projections {
-    projections.with(Balances).with(History)
+    projections
+        .upcasting::<AccountEvent>()
+        .with(Balances)
+        .with(History)
 }
 
 /// The query side of the read models, as the HTTP handlers use it.
@@ -204,18 +220,27 @@ impl ReadModels {
             .map_err(ApiError::internal)
     }
 
-    pub(crate) async fn history(
+    /// At most `limit` entries of `id`'s history after the entry at position `after` (from the first when
+    /// `None`), read as one page: a long history is never loaded whole.
+    pub(crate) async fn history_page(
         &self,
         id: &AccountId,
         min_position: Option<Position>,
-    ) -> Result<Vec<HistoryItem>, ApiError> {
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, ApiError> {
         wait(&self.history, min_position, self.max_wait).await?;
+        let after = after.map(|p| entry_key(id, Position(p)));
         let entries = self
             .history
-            .list::<HistoryItem>("entries", &format!("{id}/"))
+            .page::<HistoryItem>("entries", &format!("{id}/"), after.as_deref(), limit)
             .await
             .map_err(ApiError::internal)?;
-        Ok(entries.into_iter().map(|(_, item)| item).collect())
+        let items: Vec<HistoryItem> = entries.into_iter().map(|(_, item)| item).collect();
+        let next = (items.len() == limit)
+            .then(|| items.last().map(|item| item.position))
+            .flatten();
+        Ok(HistoryPage { items, next })
     }
 }
 

@@ -66,7 +66,7 @@ impl MemSlot {
 
     fn take(&mut self, owner: Uuid, ttl: Duration) {
         self.owner = Some(owner);
-        self.lease_until = Instant::now() + ttl;
+        self.lease_until = deadline(ttl);
     }
 
     fn view(&self, name: &str, live: bool) -> Slot {
@@ -83,6 +83,34 @@ impl MemSlot {
             fresh: self.fresh,
         }
     }
+}
+
+/// `now + ttl`, saturating: a TTL too long to represent (`Duration::MAX`) is a lease that never expires.
+fn deadline(ttl: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(ttl)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+/// Refuses what PostgreSQL cannot store in a `jsonb` document: a NUL character in a string or an object key
+/// (a key longer than [`MAX_KEY_BYTES`](crate::MAX_KEY_BYTES) is refused earlier, by `Documents`).
+fn storable(collection: &str, key: &str, value: &Value) -> Result<()> {
+    fn has_nul(value: &Value) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(has_nul),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    if has_nul(value) {
+        return Err(crate::documents::refused(
+            collection,
+            key,
+            "the document holds a NUL character (\\u0000), which PostgreSQL's jsonb cannot store",
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Default)]
@@ -352,6 +380,7 @@ impl Backend for MemoryBackend {
         name: &str,
         collection: &str,
         prefix: &str,
+        after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Value)>> {
         let Some(docs) = self.live_docs(name) else {
@@ -361,11 +390,12 @@ impl Backend for MemoryBackend {
         let Some(collection) = docs.get(collection) else {
             return Ok(Vec::new());
         };
+        let start = match after {
+            Some(after) if after >= prefix => std::ops::Bound::Excluded(after),
+            _ => std::ops::Bound::Included(prefix),
+        };
         Ok(collection
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
+            .range::<str, _>((start, std::ops::Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -420,6 +450,12 @@ impl BatchTx for MemTx {
         let (s, _) = p.slot_mut(self.generation).ok_or_else(lost)?;
         if s.owner != Some(self.owner) || self.expected.is_some_and(|e| e != s.checkpoint) {
             return Err(lost());
+        }
+        // All or nothing, like a PostgreSQL transaction: check every write before applying any.
+        for (collection, key, value) in &commit.writes {
+            if let Some(value) = value {
+                storable(collection, key, value)?;
+            }
         }
         {
             let mut docs = s.docs.write().unwrap_or_else(PoisonError::into_inner);

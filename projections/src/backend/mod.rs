@@ -1,6 +1,7 @@
 //! The read-model backends: where documents, SQL tables, checkpoints, leases and dead letters live.
 
 pub(crate) mod memory;
+mod owner_session;
 pub(crate) mod postgres;
 
 use std::time::Duration;
@@ -123,12 +124,13 @@ pub(crate) trait Backend: Send + Sync {
     /// A live document.
     async fn get_doc(&self, name: &str, collection: &str, key: &str) -> Result<Option<Value>>;
 
-    /// Live documents whose key starts with `prefix`, in key order.
+    /// Live documents whose key starts with `prefix` (and sorts after `after`, when given), in key order.
     async fn list_docs(
         &self,
         name: &str,
         collection: &str,
         prefix: &str,
+        after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Value)>>;
 

@@ -11,14 +11,18 @@
 //! moves the checkpoint. The row lock fences out any other runner; the lease (owner and expiry) says who may
 //! take the row.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use annals::{EventId, Position, StreamId, async_trait};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Row, Transaction};
+use tracing::info;
 use uuid::Uuid;
 
+use super::owner_session::{OwnerSession, lock_key};
 use super::{Acquired, Backend, BatchTx, Commit, Slot};
 use crate::documents::DocSource;
 use crate::error::{Error, Result};
@@ -32,8 +36,12 @@ pub(crate) struct PostgresBackend {
     pool: PgPool,
     /// Quoted metadata schema.
     meta: String,
+    /// Unquoted metadata schema (for error messages).
+    meta_name: String,
     /// Unquoted prefix of read-model schemas.
     prefix: String,
+    /// Each owner's session (in practice one: the owner of the `Projections` this backend belongs to).
+    sessions: Arc<Mutex<HashMap<Uuid, Arc<OwnerSession>>>>,
 }
 
 fn secs(ttl: Duration) -> f64 {
@@ -44,8 +52,33 @@ fn to_i64(p: Position) -> i64 {
     i64::try_from(p.get()).unwrap_or(i64::MAX)
 }
 
-fn to_pos(v: i64) -> Position {
-    Position(u64::try_from(v).unwrap_or(0))
+/// Reads `column` of a row of `table`, naming both when it is missing or of another type.
+fn column<'r, T>(row: &'r PgRow, table: &str, column: &'static str) -> Result<T>
+where
+    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+{
+    row.try_get(column).map_err(|e| Error::StoredValue {
+        table: table.to_owned(),
+        column,
+        reason: e.to_string(),
+    })
+}
+
+/// A stored non-negative integer (position, generation, count): negative values are corrupt, never 0.
+fn non_negative(v: i64, table: &str, column: &'static str) -> Result<u64> {
+    u64::try_from(v).map_err(|_| Error::StoredValue {
+        table: table.to_owned(),
+        column,
+        reason: format!("{v} is negative"),
+    })
+}
+
+fn non_negative_u32(v: i32, table: &str, column: &'static str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::StoredValue {
+        table: table.to_owned(),
+        column,
+        reason: format!("{v} is negative"),
+    })
 }
 
 impl PostgresBackend {
@@ -53,8 +86,29 @@ impl PostgresBackend {
         Self {
             pool,
             meta: quote_ident(schema),
+            meta_name: schema.to_owned(),
             prefix: prefix.to_owned(),
+            sessions: Arc::default(),
         }
+    }
+
+    /// `owner`'s session (created on first use; it connects when first ensured).
+    fn session(&self, owner: Uuid) -> Arc<OwnerSession> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(sessions.entry(owner).or_insert_with(|| {
+            Arc::new(OwnerSession::new(
+                (*self.pool.connect_options()).clone(),
+                owner,
+            ))
+        }))
+    }
+
+    fn slots_table(&self) -> String {
+        format!("{}.slots", self.meta_name)
+    }
+
+    fn dead_letters_table(&self) -> String {
+        format!("{}.dead_letters", self.meta_name)
     }
 
     /// The unquoted schema of a generation.
@@ -67,23 +121,33 @@ impl PostgresBackend {
     }
 
     fn slot_from(&self, row: &PgRow, fresh: bool) -> Result<Slot> {
-        let get = |e| Error::Database {
-            operation: "read slot",
-            source: e,
-        };
+        let t = &self.slots_table();
         Ok(Slot {
-            name: row.try_get("name").map_err(get)?,
-            generation: u64::try_from(row.try_get::<i64, _>("generation").map_err(get)?)
-                .unwrap_or(0),
-            version: u32::try_from(row.try_get::<i32, _>("version").map_err(get)?).unwrap_or(0),
-            live: row.try_get("live").map_err(get)?,
-            checkpoint: to_pos(row.try_get("checkpoint").map_err(get)?),
-            state: SlotState::parse(row.try_get::<&str, _>("state").map_err(get)?),
-            error: row.try_get("error").map_err(get)?,
-            throughput: row.try_get("throughput").map_err(get)?,
-            owned: row.try_get("owned").map_err(get)?,
+            name: column(row, t, "name")?,
+            generation: non_negative(column(row, t, "generation")?, t, "generation")?,
+            version: non_negative_u32(column(row, t, "version")?, t, "version")?,
+            live: column(row, t, "live")?,
+            checkpoint: Position(non_negative(
+                column(row, t, "checkpoint")?,
+                t,
+                "checkpoint",
+            )?),
+            state: SlotState::parse(column::<&str>(row, t, "state")?),
+            error: column(row, t, "error")?,
+            throughput: column(row, t, "throughput")?,
+            owned: column(row, t, "owned")?,
             fresh,
         })
+    }
+
+    /// A stored checkpoint, refused when negative.
+    fn checkpoint_of(&self, row: &PgRow) -> Result<Position> {
+        let t = &self.slots_table();
+        Ok(Position(non_negative(
+            column(row, t, "checkpoint")?,
+            t,
+            "checkpoint",
+        )?))
     }
 
     fn columns(&self) -> &'static str {
@@ -135,6 +199,7 @@ impl PostgresBackend {
         live: bool,
     ) -> Result<Acquired> {
         let meta = &self.meta;
+        let t = &self.slots_table();
         let mut tx = self.pool.begin().await.map_err(Error::db("begin"))?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT generation, version, owner, lease_until > clock_timestamp() AS unexpired \
@@ -148,17 +213,31 @@ impl PostgresBackend {
         let mut fresh = false;
         let generation = match row {
             Some(row) => {
-                let generation: i64 = row.get("generation");
-                let version: i32 = row.get("version");
-                let current: Option<Uuid> = row.get("owner");
-                let unexpired: Option<bool> = row.get("unexpired");
-                if current.is_some_and(|o| o != owner) && unexpired == Some(true) {
-                    return Ok(Acquired::Busy);
+                let generation: i64 = column(&row, t, "generation")?;
+                let version: i32 = column(&row, t, "version")?;
+                let current: Option<Uuid> = column(&row, t, "owner")?;
+                let unexpired: Option<bool> = column(&row, t, "unexpired")?;
+                if let Some(other) = current.filter(|o| *o != owner)
+                    && unexpired == Some(true)
+                {
+                    // The lease is unexpired: the owner keeps it while its session (and lock) lives.
+                    let (class, key) = lock_key(other);
+                    let gone: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
+                        .bind(class)
+                        .bind(key)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(Error::db("check the owner's session"))?;
+                    if !gone {
+                        return Ok(Acquired::Busy);
+                    }
+                    info!(projection = %p.name, previous = %other, live,
+                          "the previous owner's session has ended; taking over before its lease expires");
                 }
                 if !live && i64::from(p.version) != i64::from(version) {
                     // A rebuild of another version: drop it and start a new one.
                     let schema =
-                        self.schema(&p.name, u64::try_from(generation).unwrap_or(0), false);
+                        self.schema(&p.name, non_negative(generation, t, "generation")?, false);
                     sqlx::raw_sql(AssertSqlSafe(format!(
                         "DROP SCHEMA IF EXISTS {} CASCADE",
                         quote_ident(&schema)
@@ -199,13 +278,15 @@ impl PostgresBackend {
                 let Some(row) = inserted else {
                     return Ok(Acquired::Busy);
                 };
-                let generation: i64 = row.get(0);
-                let schema = self.schema(&p.name, u64::try_from(generation).unwrap_or(0), live);
+                let generation: i64 = column(&row, t, "generation")?;
+                let schema = self.schema(&p.name, non_negative(generation, t, "generation")?, live);
                 self.create_storage(&mut tx, p, &schema).await?;
                 fresh = true;
                 generation
             }
         };
+        // Hold the owner lock before anyone can see this lease, so a contender never mistakes us for dead.
+        self.session(owner).ensure().await?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "UPDATE {meta}.slots SET owner = $3, lease_until = clock_timestamp() + make_interval(secs => $4), \
              state = CASE WHEN live THEN (CASE WHEN state = 'failed' THEN 'catching_up' ELSE state END) \
@@ -229,6 +310,12 @@ impl PostgresBackend {
 /// Whether `e` says a table or schema does not exist (nothing migrated or built yet: reads as empty).
 fn missing(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("42P01" | "3F000")))
+}
+
+/// `idle_in_transaction_session_timeout` for a batch: the lease TTL, in milliseconds (at least 1 s).
+fn idle_timeout(ttl: Duration) -> String {
+    let ms = ttl.as_millis().max(1_000);
+    format!("{ms}ms")
 }
 
 fn i64_gen(g: u64) -> i64 {
@@ -311,20 +398,30 @@ impl Backend for PostgresBackend {
     }
 
     async fn renew(&self, slot: &Slot, owner: Uuid, ttl: Duration, state: SlotState) -> Result<()> {
-        let done = sqlx::query(AssertSqlSafe(format!(
+        // On the owner's session: a renewal that fails because the session is gone says so at once, and the
+        // next acquisition reconnects and locks again.
+        let sql = format!(
             "UPDATE {}.slots SET lease_until = clock_timestamp() + make_interval(secs => $4), state = $5, \
              throughput = CASE WHEN $5 = 'live' THEN 0 ELSE throughput END, updated_at = now() \
              WHERE name = $1 AND generation = $2 AND owner = $3",
             self.meta
-        )))
-        .bind(&slot.name)
-        .bind(i64_gen(slot.generation))
-        .bind(owner)
-        .bind(secs(ttl))
-        .bind(state.as_str())
-        .execute(&self.pool)
-        .await
-        .map_err(Error::db("renew lease"))?;
+        );
+        let done = self
+            .session(owner)
+            .with_conn(
+                async |conn| {
+                    sqlx::query(AssertSqlSafe(sql))
+                        .bind(&slot.name)
+                        .bind(i64_gen(slot.generation))
+                        .bind(owner)
+                        .bind(secs(ttl))
+                        .bind(state.as_str())
+                        .execute(conn)
+                        .await
+                },
+                "renew lease",
+            )
+            .await?;
         if done.rows_affected() == 0 {
             return Err(Error::LostOwnership {
                 projection: slot.name.clone(),
@@ -372,22 +469,30 @@ impl Backend for PostgresBackend {
             .fetch_optional(&mut *tx)
             .await
             .map_err(Error::db("lock live generation"))?;
-            live_checkpoint = Some(row.map_or(Position::START, |r| to_pos(r.get(0))));
+            live_checkpoint = Some(match row {
+                Some(row) => self.checkpoint_of(&row)?,
+                None => Position::START,
+            });
         }
+        // The fence: only the lease's owner locks the row (until its commit). A batch transaction left idle for
+        // longer than the lease (an owner paused mid-batch) is ended by the server, so a hung owner cannot hold
+        // the row lock, and with it the takeover, beyond the TTL.
         let row = sqlx::query(AssertSqlSafe(format!(
             "UPDATE {meta}.slots SET lease_until = clock_timestamp() + make_interval(secs => $4) \
-             WHERE name = $1 AND generation = $2 AND owner = $3 RETURNING checkpoint, live"
+             WHERE name = $1 AND generation = $2 AND owner = $3 \
+             RETURNING checkpoint, live, set_config('idle_in_transaction_session_timeout', $5, true) AS idle"
         )))
         .bind(&slot.name)
         .bind(i64_gen(slot.generation))
         .bind(owner)
         .bind(secs(ttl))
+        .bind(idle_timeout(ttl))
         .fetch_optional(&mut *tx)
         .await
         .map_err(Error::db("lock slot"))?
         .ok_or_else(lost)?;
-        let checkpoint = to_pos(row.get(0));
-        let live: bool = row.get(1);
+        let checkpoint = self.checkpoint_of(&row)?;
+        let live: bool = column(&row, &self.slots_table(), "live")?;
         if expected.is_some_and(|e| e != checkpoint) {
             return Err(lost());
         }
@@ -426,16 +531,21 @@ impl Backend for PostgresBackend {
         .fetch_all(&self.pool)
         .await
         .map_err(Error::db("list parked events"))?;
+        let t = &self.dead_letters_table();
         rows.iter()
             .map(|r| {
-                let stream: String = r.get(2);
+                let stream: String = column(r, t, "stream_id")?;
                 Ok(ParkedEvent {
-                    position: to_pos(r.get(0)),
-                    event_id: EventId(r.get(1)),
-                    stream: StreamId::new(stream).map_err(annals::Error::from)?,
-                    event_type: r.get(3),
-                    error: r.get(4),
-                    attempts: u32::try_from(r.get::<i32, _>(5)).unwrap_or(0),
+                    position: Position(non_negative(column(r, t, "position")?, t, "position")?),
+                    event_id: EventId(column(r, t, "event_id")?),
+                    stream: StreamId::new(stream).map_err(|e| Error::StoredValue {
+                        table: t.clone(),
+                        column: "stream_id",
+                        reason: e.to_string(),
+                    })?,
+                    event_type: column(r, t, "event_type")?,
+                    error: column(r, t, "error")?,
+                    attempts: non_negative_u32(column(r, t, "attempts")?, t, "attempts")?,
                 })
             })
             .collect()
@@ -451,9 +561,14 @@ impl Backend for PostgresBackend {
         .fetch_all(&mut *tx)
         .await
         .map_err(Error::db("reset"))?;
+        let t = &self.slots_table();
         for row in rows {
-            let generation: i64 = row.get(0);
-            let schema = self.schema(name, u64::try_from(generation).unwrap_or(0), row.get(1));
+            let generation: i64 = column(&row, t, "generation")?;
+            let schema = self.schema(
+                name,
+                non_negative(generation, t, "generation")?,
+                column(&row, t, "live")?,
+            );
             sqlx::raw_sql(AssertSqlSafe(format!(
                 "DROP SCHEMA IF EXISTS {} CASCADE",
                 quote_ident(&schema)
@@ -488,7 +603,12 @@ impl Backend for PostgresBackend {
         .fetch_optional(&self.pool)
         .await;
         match row {
-            Ok(row) => Ok(row.map_or(Position::START, to_pos)),
+            Ok(None) => Ok(Position::START),
+            Ok(Some(v)) => Ok(Position(non_negative(
+                v,
+                &self.slots_table(),
+                "checkpoint",
+            )?)),
             Err(e) if missing(&e) => Ok(Position::START),
             Err(e) => Err(Error::Database {
                 operation: "read checkpoint",
@@ -522,16 +642,18 @@ impl Backend for PostgresBackend {
         name: &str,
         collection: &str,
         prefix: &str,
+        after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Value)>> {
         let schema = quote_ident(&self.schema(name, 0, true));
         let result = sqlx::query_as::<_, (String, Value)>(AssertSqlSafe(format!(
             "SELECT key, doc FROM {schema}.documents WHERE collection = $1 AND starts_with(key, $2) \
-             ORDER BY key LIMIT $3"
+             AND ($4::text IS NULL OR key > $4) ORDER BY key LIMIT $3"
         )))
         .bind(collection)
         .bind(prefix)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(after)
         .fetch_all(&self.pool)
         .await;
         match result {
@@ -701,14 +823,7 @@ impl BatchTx for PgTx {
                 .await
                 .map_err(Error::db("swap"))?;
             }
-            sqlx::raw_sql(AssertSqlSafe(format!(
-                "DROP SCHEMA IF EXISTS {live} CASCADE; ALTER SCHEMA {new} RENAME TO {live};",
-                live = quote_ident(&self.live_schema),
-                new = quote_ident(&self.schema),
-            )))
-            .execute(&mut *self.tx)
-            .await
-            .map_err(Error::db("swap"))?;
+            swap_schemas(&mut self.tx, &self.name, &self.live_schema, &self.schema).await?;
             sqlx::query(AssertSqlSafe(format!(
                 "UPDATE {meta}.slots SET live = true, owner = NULL, lease_until = NULL, state = 'stopped', \
                  throughput = 0 WHERE name = $1 AND generation = $2"
@@ -721,4 +836,81 @@ impl BatchTx for PgTx {
         }
         self.tx.commit().await.map_err(Error::db("commit batch"))
     }
+}
+
+/// Drops the live generation's schema and renames the rebuilt one in its place, inside the swap's transaction.
+///
+/// Refuses (with [`Error::SwapRefused`] naming them) when objects outside the live schema depend on it (views,
+/// foreign keys, ...): `DROP SCHEMA ... CASCADE` would drop them silently. Privileges granted on the live
+/// schema and on its tables and views are granted again on the new generation's (tables matched by name).
+async fn swap_schemas(
+    tx: &mut Transaction<'static, Postgres>,
+    projection: &str,
+    live: &str,
+    rebuilt: &str,
+) -> Result<()> {
+    let dependents: Vec<String> = sqlx::query_scalar(
+        "WITH inside AS ( \
+           SELECT 'pg_class'::regclass AS classid, c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+            WHERE n.nspname = $1 \
+           UNION ALL SELECT 'pg_type'::regclass, t.oid FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
+            WHERE n.nspname = $1 \
+           UNION ALL SELECT 'pg_proc'::regclass, f.oid FROM pg_proc f JOIN pg_namespace n ON n.oid = f.pronamespace \
+            WHERE n.nspname = $1) \
+         SELECT DISTINCT pg_describe_object(d.classid, d.objid, 0) \
+         FROM pg_depend d JOIN inside i ON d.refclassid = i.classid AND d.refobjid = i.oid \
+         CROSS JOIN LATERAL pg_identify_object(d.classid, d.objid, 0) o \
+         WHERE d.deptype IN ('n', 'a') \
+           AND coalesce(o.schema, (SELECT n.nspname FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE d.classid = 'pg_rewrite'::regclass AND r.oid = d.objid)) IS DISTINCT FROM $1 \
+         ORDER BY 1",
+    )
+    .bind(live)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(Error::db("find objects depending on the read model"))?;
+    if !dependents.is_empty() {
+        return Err(Error::SwapRefused {
+            projection: projection.to_owned(),
+            dependents,
+        });
+    }
+    // The privileges others were granted, as GRANT statements on the name the rebuilt schema is about to take.
+    let grants: Vec<String> = sqlx::query_scalar(
+        "WITH grantee AS (SELECT oid, CASE WHEN oid = 0 THEN 'PUBLIC' ELSE quote_ident(rolname) END AS name \
+                          FROM (SELECT oid, rolname FROM pg_roles UNION ALL SELECT 0::oid, 'PUBLIC') r) \
+         SELECT format('GRANT %s ON SCHEMA %I TO %s%s', a.privilege_type, $1, g.name, \
+                       CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) \
+         FROM pg_namespace n CROSS JOIN LATERAL aclexplode(n.nspacl) a JOIN grantee g ON g.oid = a.grantee \
+         WHERE n.nspname = $1 AND a.grantee <> n.nspowner \
+         UNION ALL \
+         SELECT format('GRANT %s ON TABLE %I.%I TO %s%s', a.privilege_type, $1, c.relname, g.name, \
+                       CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         CROSS JOIN LATERAL aclexplode(c.relacl) a JOIN grantee g ON g.oid = a.grantee \
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.grantee <> c.relowner \
+           AND EXISTS (SELECT 1 FROM pg_class c2 JOIN pg_namespace n2 ON n2.oid = c2.relnamespace \
+                       WHERE n2.nspname = $2 AND c2.relname = c.relname)",
+    )
+    .bind(live)
+    .bind(rebuilt)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(Error::db("read the read model's privileges"))?;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {live} CASCADE; ALTER SCHEMA {new} RENAME TO {live};",
+        live = quote_ident(live),
+        new = quote_ident(rebuilt),
+    )))
+    .execute(&mut **tx)
+    .await
+    .map_err(Error::db("swap"))?;
+    for grant in grants {
+        sqlx::raw_sql(AssertSqlSafe(grant))
+            .execute(&mut **tx)
+            .await
+            .map_err(Error::db("grant the read model's privileges again"))?;
+    }
+    Ok(())
 }

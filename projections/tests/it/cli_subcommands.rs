@@ -86,3 +86,27 @@ fn unknown_subcommands_and_missing_names_are_usage_errors() {
     assert!(App::try_parse_from(["app", "projections", "rebuild"]).is_err());
     assert!(App::try_parse_from(["app", "projections", "frobnicate"]).is_err());
 }
+
+#[tokio::test]
+async fn rebuild_on_a_terminal_draws_one_bar_with_whole_number_rates() {
+    let store = memory_store();
+    write_events(&store, "acc", 50, 40).await;
+    let projections = Projections::memory(store).with(Tallies::new());
+    let app = App::try_parse_from(["app", "projections", "rebuild", "tallies"]).unwrap();
+    let Command::Projections(cmd) = app.command;
+    let buffer = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let out: Arc<Mutex<dyn Write + Send>> = buffer.clone();
+    let code = cmd.execute_to(&projections, out, true).await;
+    let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
+    assert_eq!(code, exit::OK, "{text}");
+    // No stale empty bar before the first report, and whole-number rates everywhere.
+    assert!(!text.contains("0/0 events"), "{text}");
+    for (i, _) in text.match_indices(" events/s") {
+        let rate = text[..i].rsplit([' ', '(']).next().unwrap();
+        assert!(
+            !rate.is_empty() && rate.chars().all(|c| c.is_ascii_digit() || c == ','),
+            "rate {rate:?} in {text}"
+        );
+    }
+    assert!(text.contains("rebuilt tallies v1: 2050 events"), "{text}");
+}

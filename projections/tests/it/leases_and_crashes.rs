@@ -80,13 +80,30 @@ async fn dropped_connection_mid_batch_neither_loses_nor_repeats_events(pool: PgP
     );
 }
 
-/// Not a test on its own: the body of the runner process that `runner_killed_with_sigkill_resumes_exactly`
-/// starts and kills. Does nothing unless `ANNALS_CHILD_RUNNER_URL` is set.
+/// Not a test on its own: the body of the runner process that `runner_killed_with_sigkill_resumes_exactly` and
+/// the tests of `takeover_when_the_owner_dies` start, kill and pause. Does nothing unless
+/// `ANNALS_CHILD_RUNNER_URL` is set; `ANNALS_CHILD_TTL_MS` (default 1000) and `ANNALS_CHILD_DELAY_MS` (per event,
+/// default 1) tune it; with `ANNALS_CHILD_LOG` set it logs the runner's debug lines to stderr.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn child_runner_process() {
     let Ok(url) = std::env::var("ANNALS_CHILD_RUNNER_URL") else {
         return;
     };
+    let number = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    if std::env::var_os("ANNALS_CHILD_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "annals_projections=debug",
+            ))
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     let pool = PgPoolOptions::new()
         .max_connections(4)
         .connect(&url)
@@ -94,9 +111,9 @@ async fn child_runner_process() {
         .unwrap();
     let store = annals_postgres::PostgresStore::from_pool(pool.clone());
     let mut tallies = Tallies::tagged("child");
-    tallies.delay = Duration::from_millis(1);
+    tallies.delay = Duration::from_millis(number("ANNALS_CHILD_DELAY_MS", 1));
     let projections = Projections::postgres(store, pool)
-        .lease_ttl(Duration::from_secs(1))
+        .lease_ttl(Duration::from_millis(number("ANNALS_CHILD_TTL_MS", 1000)))
         .with_options(
             tallies,
             annals_projections::ProjectionOptions::new().batch_size(50),
@@ -105,7 +122,7 @@ async fn child_runner_process() {
 }
 
 /// Kills the child process when the test ends, even on a failed assertion.
-struct KillOnDrop(std::process::Child);
+pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

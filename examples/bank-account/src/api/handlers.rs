@@ -1,8 +1,8 @@
 //! The handlers: request bodies in, domain commands through [`Accounts`], response bodies out.
 
-use annals::Executed;
+use annals::{Executed, Position};
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -11,7 +11,7 @@ use super::AppState;
 use super::accounts::{AccountPath, Accounts};
 use super::error::ApiError;
 use crate::account::{Account, AccountCommand, AccountId, AccountStatus};
-use crate::read_models::Balance;
+use crate::read_models::{Balance, MAX_HISTORY_PAGE};
 use annals_axum::{JsonBody, MinPosition, OptionalJsonBody, Replied};
 
 #[derive(Deserialize)]
@@ -136,16 +136,38 @@ pub(super) async fn account(
     balance.map(Json).ok_or_else(not_found_account)
 }
 
+/// `?min_position=N&after=P&limit=L` on the history: read-your-writes, then one page of at most `L` entries
+/// (default and most [`MAX_HISTORY_PAGE`]) after the entry at position `P`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HistoryQuery {
+    min_position: Option<u64>,
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
 pub(super) async fn history(
     State(state): State<AppState>,
     AccountPath(id): AccountPath,
-    MinPosition(min_position): MinPosition,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let items = state.read_models.history(&id, min_position).await?;
-    if items.is_empty() {
+    let Query(query) = query?;
+    let limit = query.limit.unwrap_or(MAX_HISTORY_PAGE);
+    if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
+        return Err(ApiError::invalid_request(format!(
+            "limit: {limit} is not between 1 and {MAX_HISTORY_PAGE}"
+        )));
+    }
+    let page = state
+        .read_models
+        .history_page(&id, query.min_position.map(Position), query.after, limit)
+        .await?;
+    if page.items.is_empty()
+        && (query.after.is_none() || state.read_models.balance(&id, None).await?.is_none())
+    {
         return Err(not_found_account());
     }
-    Ok(Json(json!({"items": items})))
+    Ok(Json(json!({"items": page.items, "next": page.next})))
 }
 
 pub(super) async fn events(

@@ -25,8 +25,10 @@ macro_rules! on_both_stores {
 
 mod api_contract;
 mod concurrency;
+mod history_pages;
 mod idempotency;
 mod logs;
 mod read_models;
 mod rebuild;
+mod restart_after_sigkill;
 mod support;
