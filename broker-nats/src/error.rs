@@ -71,7 +71,7 @@ pub enum Error {
 
     /// The projections machinery (checkpoint, lease) failed; see its variants.
     #[error(transparent)]
-    Projections(#[from] annals_projections::Error),
+    Projections(Box<annals_projections::Error>),
 
     /// The consumer's PostgreSQL database failed. Connection problems are retried by the inbox; elsewhere retry
     /// later.
@@ -83,6 +83,12 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+}
+
+impl From<annals_projections::Error> for Error {
+    fn from(e: annals_projections::Error) -> Self {
+        Self::Projections(Box::new(e))
+    }
 }
 
 impl Error {

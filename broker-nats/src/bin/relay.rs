@@ -20,7 +20,7 @@ struct Cli {
     #[arg(long, env = "DATABASE_URL")]
     database_url: String,
     /// The store's schema.
-    #[arg(long, env = "ANNALS_SCHEMA", default_value = "public")]
+    #[arg(long, env = "ANNALS_SCHEMA", default_value = "annals")]
     schema: String,
     /// NATS server URL.
     #[arg(long, env = "NATS_URL", default_value = "127.0.0.1:4222")]
