@@ -12,7 +12,7 @@ use crate::support::{RelayProcess, SHARED_NATS, TestStream, eventually, pg_store
 async fn two_relays_publish_one_at_a_time_and_a_killed_one_hands_over(pool: PgPool) {
     let store = pg_store(&pool).await;
     let feed = TestStream::new(SHARED_NATS);
-    let ttl = ["--lease-ttl-ms", "2000", "--batch-size", "50"];
+    let ttl = ["--lease-ttl-ms", "5000", "--batch-size", "50"];
     let mut first = RelayProcess::spawn(&pool, &feed, "first", &ttl);
     eventually(
         "the first relay to own the feed",
@@ -49,7 +49,7 @@ async fn two_relays_publish_one_at_a_time_and_a_killed_one_hands_over(pool: PgPo
         second.logged("published batch") > 0,
         "the second relay published after the kill"
     );
-    eprintln!("handover after SIGKILL took {handover:?} (lease TTL 2 s)");
+    eprintln!("handover after SIGKILL took {handover:?} (lease TTL 5 s)");
 
     let messages = feed.messages().await;
     let ids: HashSet<_> = messages

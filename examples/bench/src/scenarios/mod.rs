@@ -6,6 +6,7 @@ mod fill;
 mod load_stream;
 mod read_all;
 mod rebuild;
+mod relay_nats;
 
 use crate::settings::Settings;
 
@@ -33,7 +34,10 @@ pub(crate) enum Scenario {
     /// Rebuild the same projection into a PostgreSQL table with batched upserts.
     #[value(name = "rebuild-postgres")]
     RebuildPostgres,
-    /// Every scenario above, in this order.
+    /// Publish 100,000 stored events to NATS JetStream with acks (needs NATS at `NATS_URL`; not in `all`).
+    #[value(name = "relay-nats")]
+    RelayNats,
+    /// Every scenario above but `relay-nats`, in this order.
     All,
 }
 
@@ -64,6 +68,7 @@ impl Scenario {
             Self::ReadAll => "read-all",
             Self::RebuildMemory => "rebuild-memory",
             Self::RebuildPostgres => "rebuild-postgres",
+            Self::RelayNats => "relay-nats",
             Self::All => "all",
         }
     }
@@ -79,6 +84,7 @@ impl Scenario {
             Self::ReadAll => read_all::run(settings, name).await,
             Self::RebuildMemory => rebuild::run(settings, name, rebuild::Target::Memory).await,
             Self::RebuildPostgres => rebuild::run(settings, name, rebuild::Target::Postgres).await,
+            Self::RelayNats => relay_nats::run(settings, name).await,
             Self::All => anyhow::bail!("`all` is not a single scenario; expand it first"),
         }
     }
