@@ -39,6 +39,15 @@ enum Command {
         #[command(flatten)]
         feed: bank_account::feed::FeedConfig,
     },
+    /// Operates the event feed to NATS JetStream (`status`, `republish --from N`, `run`).
+    Feed {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        feed: bank_account::feed::FeedConfig,
+        #[command(subcommand)]
+        command: annals_nats::FeedCommand,
+    },
     /// Operates the read models (`balances`, `history`) on the same store as `serve`.
     Projections {
         #[command(flatten)]
@@ -104,6 +113,17 @@ async fn main() -> anyhow::Result<ExitCode> {
             service.serve(listener, shutdown_signal()).await?;
             let _ = stop.send(true);
             relaying.await??;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Feed {
+            store,
+            feed,
+            command,
+        } => {
+            let relay = bank_account::feed::relay(&store.config(), &feed)
+                .await?
+                .context("`bank feed` needs --nats-url (or NATS_URL)")?;
+            command.execute(&relay).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Projections { store, command } => {
