@@ -21,3 +21,17 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n 1)" main start || true
   wait_for PostgreSQL pg_isready -q -h 127.0.0.1 -p 5432
 fi
+
+# NATS with JetStream (the event feed's tests and the bank-notifier example). Debian ships nats-server 2.9.10.
+nats_answers() { (exec 3<>/dev/tcp/127.0.0.1/4222 && head -c 4 <&3 | grep -q INFO) ; }
+if [ ! -x /usr/sbin/nats-server ]; then
+  echo "services: installing nats-server (Debian package)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
+fi
+if ! nats_answers >/dev/null 2>&1; then
+  echo "services: starting nats-server with JetStream on 127.0.0.1:4222" >&2
+  mkdir -p /var/lib/nats-server
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+    -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+  wait_for NATS nats_answers
+fi

@@ -5,6 +5,8 @@
 //! - An axum service over [`annals::Repository`]: JSON in and out, one error shape, idempotency keys, correlation
 //!   ids, concurrency handled by the repository's optimistic retries.
 //! - Read models (`balances`, `history`) as projections, run in-process.
+//! - The event feed: [`feed`] publishes every committed event to NATS JetStream (`bank serve --nats-url`), and
+//!   [`notifier`] is the second service, `bank-notifier`, that consumes them through an inbox.
 //!
 //! ```
 //! use annals::testing::given;
@@ -17,6 +19,8 @@
 
 pub mod account;
 mod api;
+pub mod feed;
+pub mod notifier;
 pub mod read_models;
 mod service;
 

@@ -65,6 +65,17 @@ enum Command {
         listen: SocketAddr,
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        feed: bank_account::feed::FeedConfig,
+    },
+    /// Operates the event feed to NATS JetStream (`status`, `republish --from N`, `run`).
+    Feed {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        feed: bank_account::feed::FeedConfig,
+        #[command(subcommand)]
+        command: annals_nats::FeedCommand,
     },
     /// Operates the read models (`balances`, `history`) on the same store as `serve`.
     Projections {
@@ -89,8 +100,13 @@ async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     init_logs(cli.log_format);
     match cli.command {
-        Command::Serve { listen, store } => {
+        Command::Serve {
+            listen,
+            store,
+            feed,
+        } => {
             let config = store.config();
+            let relay = bank_account::feed::relay(&config, &feed).await?;
             let service = Service::start(&config).await?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -100,7 +116,38 @@ async fn main() -> anyhow::Result<ExitCode> {
                 store = if config.database_url.is_some() { "postgres" } else { "memory" },
                 "bank-account service listening"
             );
+            let Some(relay) = relay else {
+                service.serve(listener, shutdown_signal()).await?;
+                return Ok(ExitCode::SUCCESS);
+            };
+            // The event feed runs beside the server and stops with it.
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let relaying = tokio::spawn(async move {
+                let mut stopped = stopped;
+                let result = relay
+                    .run(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(error) = &result {
+                    tracing::error!(%error, "the event feed stopped; events are no longer published");
+                }
+                result
+            });
             service.serve(listener, shutdown_signal()).await?;
+            let _ = stop.send(true);
+            relaying.await??;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Feed {
+            store,
+            feed,
+            command,
+        } => {
+            let relay = bank_account::feed::relay(&store.config(), &feed)
+                .await?
+                .context("`bank feed` needs --nats-url (or NATS_URL)")?;
+            command.execute(&relay).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Projections { store, command } => {

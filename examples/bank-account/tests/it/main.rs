@@ -25,6 +25,7 @@ macro_rules! on_both_stores {
 
 mod api_contract;
 mod concurrency;
+mod event_feed;
 mod history_pages;
 mod idempotency;
 mod logs;

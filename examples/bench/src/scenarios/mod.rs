@@ -8,6 +8,7 @@ mod growth;
 mod load_stream;
 mod read_all;
 mod rebuild;
+mod relay_nats;
 
 use crate::settings::Settings;
 
@@ -47,7 +48,10 @@ pub(crate) enum Scenario {
     /// The growth curves: load against stream length, fold and rebuild against log size (with peak RSS),
     /// commands against writers.
     Growth,
-    /// Every scenario above, in this order.
+    /// Publish 100,000 stored events to NATS JetStream with acks (needs NATS at `NATS_URL`; not in `all`).
+    #[value(name = "relay-nats")]
+    RelayNats,
+    /// Every scenario above but `relay-nats`, in this order.
     All,
 }
 
@@ -86,6 +90,7 @@ impl Scenario {
             Self::RebuildPostgres => "rebuild-postgres",
             Self::FoldAll => "fold-all",
             Self::Growth => "growth",
+            Self::RelayNats => "relay-nats",
             Self::All => "all",
         }
     }
@@ -105,6 +110,7 @@ impl Scenario {
             Self::ReadAll => read_all::run(settings, name).await,
             Self::RebuildMemory => rebuild::run(settings, name, rebuild::Target::Memory).await,
             Self::RebuildPostgres => rebuild::run(settings, name, rebuild::Target::Postgres).await,
+            Self::RelayNats => relay_nats::run(settings, name).await,
             Self::All => anyhow::bail!("`all` is not a single scenario; expand it first"),
         };
         Ok(vec![line?])

@@ -1,0 +1,14 @@
+//! Integration tests of the event feed, against real NATS JetStream and real PostgreSQL.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    unreachable_pub
+)]
+
+mod broker_restart;
+mod crash;
+mod delivery;
+mod inbox;
+mod support;
+mod two_relays;

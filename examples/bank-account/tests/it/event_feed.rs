@@ -1,0 +1,182 @@
+//! The bank and `bank-notifier` running together as separate processes: the bank publishes its events to
+//! JetStream (real NATS), the notifier consumes them through its inbox into its own schema and serves them.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use annals_nats::async_nats;
+use serde_json::{Value, json};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Deletes the test's JetStream stream at the end.
+struct StreamGuard(String);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(c) = async_nats::connect("127.0.0.1:4222").await {
+                    let _ = async_nats::jetstream::new(c).delete_stream(&name).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn until<T>(what: &str, deadline: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_notifier_service_sees_every_account_event_once(pool: sqlx::PgPool) {
+    let url = sqlx::ConnectOptions::to_url_lossy(&*pool.connect_options()).to_string();
+    let tag = uuid::Uuid::now_v7().simple().to_string();
+    let stream = format!("BANKT{}", &tag[tag.len() - 10..]).to_uppercase();
+    let prefix = format!("bankt{}", &tag[tag.len() - 10..]);
+    let _cleanup = StreamGuard(stream.clone());
+    let (bank_port, notifier_port) = (free_port(), free_port());
+    let _bank = Killed(
+        Command::new(env!("CARGO_BIN_EXE_bank"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{bank_port}"),
+                "--database-url",
+                &url,
+            ])
+            .args([
+                "--nats-url",
+                "127.0.0.1:4222",
+                "--nats-stream",
+                &stream,
+                "--nats-prefix",
+                &prefix,
+            ])
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _notifier = Killed(
+        Command::new(env!("CARGO_BIN_EXE_bank-notifier"))
+            .args([
+                "--database-url",
+                &url,
+                "--listen",
+                &format!("127.0.0.1:{notifier_port}"),
+            ])
+            .args([
+                "--nats-url",
+                "127.0.0.1:4222",
+                "--nats-stream",
+                &stream,
+                "--nats-prefix",
+                &prefix,
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let http = reqwest::Client::new();
+    let bank = format!("http://127.0.0.1:{bank_port}");
+    let notifier = format!("http://127.0.0.1:{notifier_port}");
+    for base in [&bank, &notifier] {
+        until(
+            "the service to answer",
+            Duration::from_secs(60),
+            async || {
+                http.get(format!("{base}/health"))
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            },
+        )
+        .await;
+    }
+    let post = async |path: &str, body: Value| {
+        let r = http
+            .post(format!("{bank}{path}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+    };
+    post("/accounts", json!({"id": "feed-1", "owner": "Ada"})).await;
+    post("/accounts/feed-1/deposit", json!({"amount": 1000})).await;
+    post("/accounts/feed-1/withdraw", json!({"amount": 400})).await;
+    post("/accounts/feed-1/withdraw", json!({"amount": 600})).await;
+    post("/accounts/feed-1/close", json!({})).await;
+
+    let list = until("four notifications", Duration::from_secs(60), async || {
+        let r = http
+            .get(format!("{notifier}/notifications?account=feed-1"))
+            .send()
+            .await
+            .ok()?;
+        let body: Value = r.json().await.ok()?;
+        let list = body["notifications"].as_array()?.clone();
+        (list.len() >= 4).then_some(list)
+    })
+    .await;
+    let kinds: Vec<(&str, u64, u64)> = list
+        .iter()
+        .map(|n| {
+            (
+                n["kind"].as_str().unwrap(),
+                n["amount"].as_u64().unwrap(),
+                n["version"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("deposit", 1000, 2),
+            ("withdrawal", 400, 3),
+            ("withdrawal", 600, 4),
+            ("closed", 0, 5)
+        ]
+    );
+    let missing = http
+        .get(format!("{notifier}/notifications"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), reqwest::StatusCode::BAD_REQUEST);
+}
