@@ -55,10 +55,10 @@
 //! workspace.
 
 mod aggregate;
+mod cache;
 mod category;
 mod command_id;
 mod command_record;
-mod cache;
 mod error;
 mod event;
 mod expected;
@@ -73,10 +73,10 @@ pub mod testing;
 pub mod testkit;
 
 pub use aggregate::Aggregate;
+pub use cache::CachedRepository;
 pub use category::{Category, StreamKey};
 pub use command_id::{CommandId, InvalidCommandId, MAX_COMMAND_ID_LEN};
 pub use command_record::{CommandOutcome, CommandRecord};
-pub use cache::CachedRepository;
 pub use error::{BoxError, Error, Result};
 pub use event::{Event, Metadata, NewEvent, RecordedEvent};
 pub use expected::ExpectedVersion;

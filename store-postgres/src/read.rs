@@ -11,8 +11,8 @@ use sqlx::{PgExecutor, Row};
 use tracing::Instrument;
 
 use crate::failure::{non_negative, store_error};
-use crate::safe_bound::{SafeBound, Server};
 use crate::reconnect::connection_lost;
+use crate::safe_bound::{SafeBound, Server};
 use crate::store::PostgresStore;
 
 /// The most events a page read allocates room for before the rows arrive.

@@ -55,7 +55,7 @@ pub(crate) async fn run(settings: &Settings, name: &str) -> anyhow::Result<Strin
         .await
         .with_context(|| format!("cannot connect to NATS at {nats_url} (set NATS_URL)"))?;
     fill::prefilled(settings, 4, &names, PER_STREAM, async |filled| {
-        let relay_pool = harness::pool(&settings.database_url, 4).await?;
+        let relay_pool = harness::pool(&settings.database_url, 4).await?.pool;
         let stored = filled.store.read_all(Position::START, events + 1).await?;
         anyhow::ensure!(
             stored.len() == events,
@@ -80,7 +80,7 @@ pub(crate) async fn run(settings: &Settings, name: &str) -> anyhow::Result<Strin
             ),
             head: filled.store.head().await?,
         };
-        let result = harness::measure(name, &workload, settings.runs).await;
+        let result = harness::measure(name, &workload, settings.runs, &settings.sides).await;
         cleanup(&relay_pool).await?;
         Ok(harness::rate_line(name, events, &result?))
     })
@@ -181,7 +181,7 @@ impl Workload for RelayNats {
         Ok(elapsed)
     }
 
-    async fn raw(&self, _phase: Phase) -> anyhow::Result<Duration> {
+    async fn raw(&self, _index: usize, _phase: Phase) -> anyhow::Result<Duration> {
         let js = jetstream::ContextBuilder::new()
             .max_ack_inflight(DEPTH)
             .backpressure_on_inflight(true)
