@@ -69,8 +69,16 @@ async fn every_committed_event_arrives_once_in_stream_order_with_its_headers(poo
         || async { feed.count().await >= committed as u64 },
     )
     .await;
+    // The last batch's checkpoint commits just after the broker acknowledged it: wait for that commit too.
+    let head = store.head().await.unwrap();
+    eventually(
+        "the checkpoint to reach the head",
+        Duration::from_secs(30),
+        || async { relay.status().await.unwrap().checkpoint == head },
+    )
+    .await;
     let status = relay.status().await.unwrap();
-    assert_eq!(status.checkpoint, store.head().await.unwrap());
+    assert_eq!(status.checkpoint, head);
     assert_eq!((status.lag, status.seconds_behind), (0, 0.0));
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
