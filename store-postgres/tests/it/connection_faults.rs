@@ -1,13 +1,11 @@
 //! Bad configuration and broken connections give errors that say what happened and whether to retry.
 
-use std::time::Duration;
-
 use annals::{EventStore, ExpectedVersion, Position, StreamVersion};
 use annals_postgres::{Error, PostgresStore};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool};
 
-use crate::support::{event, eventually, store, stream, until_blocked_on_lock};
+use crate::support::{event, kill_blocked_appends_until_finished, store, stream};
 
 #[tokio::test]
 async fn an_unreachable_server_is_named_without_the_password() {
@@ -77,27 +75,12 @@ async fn a_connection_killed_mid_append_writes_nothing_and_may_be_retried(pool: 
                 .await
         })
     };
-    let find_pid = || async {
-        sqlx::query_scalar::<_, i32>(
-            "SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT o_outcome%' AND state = 'active' \
-             AND datname = current_database()",
-        )
-        .fetch_optional(&pool)
-        .await
-        .unwrap()
-    };
-    eventually("the append is running", Duration::from_secs(30), || async {
-        find_pid().await.is_some()
-    })
-    .await;
-    let pid = find_pid().await.unwrap();
-    until_blocked_on_lock(&pool, pid).await;
-    sqlx::query("SELECT pg_terminate_backend($1)")
-        .bind(pid)
-        .execute(&pool)
-        .await
-        .unwrap();
-
+    // The store sends an append whose connection died once more on a fresh connection: kill that try too.
+    let kills = kill_blocked_appends_until_finished(&pool, &append).await;
+    assert_eq!(
+        kills, 2,
+        "the first try and the store's one retry on a fresh connection"
+    );
     let err = append.await.unwrap().unwrap_err();
     assert!(
         matches!(

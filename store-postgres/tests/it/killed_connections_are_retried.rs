@@ -8,7 +8,9 @@ use annals::testkit::command_ids::{Tally, TallyCommand};
 use annals::{CommandError, CommandId, EventStore, Repository, StreamVersion};
 use sqlx::{Executor, PgPool};
 
-use crate::support::{eventually, store, stream, until_blocked_on_lock};
+use crate::support::{
+    eventually, kill_blocked_appends_until_finished, store, stream, until_blocked_on_lock,
+};
 
 /// Waits for an append blocked behind the test's table lock (one not killed before: a killed backend may linger in
 /// `pg_stat_activity` for a moment), and kills its connection.
@@ -92,10 +94,13 @@ async fn an_append_killed_on_every_try_reports_an_unknown_outcome(pool: PgPool) 
                 .await
         })
     };
-    let mut killed = Vec::new();
-    for _ in 0..3 {
-        kill_the_blocked_append(&pool, &mut killed).await;
-    }
+    // Three tries of the repository (one, then two retries), each sent twice by the store (once more on a fresh
+    // connection when its connection died): every one of them is killed.
+    let kills = kill_blocked_appends_until_finished(&pool, &command).await;
+    assert_eq!(
+        kills, 6,
+        "three repository attempts, each retried once by the store"
+    );
     let err = command.await.unwrap().unwrap_err();
     assert!(
         matches!(&err, CommandError::OutcomeUnknown { attempts: 3, command_id: Some(c), .. } if *c == command_id),

@@ -60,3 +60,40 @@ pub async fn until_blocked_on_lock(pool: &PgPool, pid: i32) {
     })
     .await;
 }
+
+/// Kills every append blocked behind a test's table lock, each backend once, until `task` has finished (the
+/// store retries an append whose connection died once on a fresh connection, and the repository retries on top
+/// of that, so how many tries there are is the code's business, not the test's). Returns how many it killed.
+pub async fn kill_blocked_appends_until_finished<T>(
+    pool: &PgPool,
+    task: &tokio::task::JoinHandle<T>,
+) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut killed: Vec<i32> = Vec::new();
+    while !task.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the append never gave up while every try of it was killed"
+        );
+        let blocked = sqlx::query_scalar::<Postgres, i32>(
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT o_outcome%' AND state = 'active' \
+             AND wait_event_type = 'Lock' AND datname = current_database() AND pid <> ALL ($1) LIMIT 1",
+        )
+        .bind(killed.clone())
+        .fetch_optional(pool)
+        .await
+        .unwrap();
+        match blocked {
+            Some(pid) => {
+                sqlx::query("SELECT pg_terminate_backend($1)")
+                    .bind(pid)
+                    .execute(pool)
+                    .await
+                    .unwrap();
+                killed.push(pid);
+            }
+            None => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    killed.len()
+}
