@@ -20,5 +20,7 @@ mod api;
 mod idempotency;
 pub mod read_models;
 mod service;
+pub mod transfer;
+pub mod transfer_process;
 
 pub use service::{DEFAULT_SCHEMA, Service, StoreConfig, projections};

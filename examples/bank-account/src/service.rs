@@ -5,15 +5,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use annals::{DEFAULT_MAX_RETRIES, EventStore};
+use annals::{DEFAULT_MAX_RETRIES, EventStore, StreamLocks};
 use annals_memory::MemoryStore;
 use annals_postgres::PostgresStore;
+use annals_process::{Process, Timers};
 use annals_projections::Projections;
 use anyhow::Context;
 
 use crate::api::{self, AppState};
 use crate::idempotency::{IdempotencyKeys, MemoryKeys, PostgresKeys};
 use crate::read_models::{self, ReadModels};
+use crate::transfer_process::{self as transfers, TransferProcess};
 
 /// The schema used when none is given.
 pub const DEFAULT_SCHEMA: &str = "bank";
@@ -53,17 +55,28 @@ struct Backend {
     store: Arc<dyn EventStore>,
     idempotency: Arc<dyn IdempotencyKeys>,
     projections: Projections,
+    transfers: Process<TransferProcess>,
+    writers: StreamLocks,
 }
 
 impl Backend {
     async fn connect(config: &StoreConfig) -> anyhow::Result<Self> {
+        let writers = StreamLocks::default();
         let Some(url) = &config.database_url else {
             let store = MemoryStore::new();
+            let (transfers, projections) = transfers::wire(
+                Arc::new(store.clone()),
+                Timers::memory(),
+                &writers,
+                read_models::register(Projections::memory(store.clone())),
+            );
             return Ok(Self {
                 pool: None,
-                projections: read_models::register(Projections::memory(store.clone())),
+                projections,
                 store: Arc::new(store),
                 idempotency: Arc::new(MemoryKeys::default()),
+                transfers,
+                writers,
             });
         };
         let schema = &config.schema;
@@ -83,7 +96,12 @@ impl Backend {
             &format!("{schema}_projections"),
             &format!("{schema}_rm_"),
         )?;
-        let projections = read_models::register(projections);
+        let (transfers, projections) = transfers::wire(
+            Arc::new(store.clone()),
+            Timers::postgres(&store),
+            &writers,
+            read_models::register(projections),
+        );
         projections
             .migrate()
             .await
@@ -93,6 +111,8 @@ impl Backend {
             store: Arc::new(store),
             idempotency: Arc::new(keys),
             projections,
+            transfers,
+            writers,
         })
     }
 }
@@ -129,6 +149,7 @@ pub async fn projections(config: &StoreConfig) -> anyhow::Result<Projections> {
 pub struct Service {
     state: AppState,
     projections: Projections,
+    transfers: Process<TransferProcess>,
     pool: Option<sqlx::PgPool>,
 }
 
@@ -147,9 +168,10 @@ impl Service {
                 idempotency: backend.idempotency,
                 read_models,
                 max_retries: DEFAULT_MAX_RETRIES,
-                writers: Default::default(),
+                writers: backend.writers,
             },
             projections: backend.projections,
+            transfers: backend.transfers,
             pool: backend.pool,
         })
     }
@@ -207,6 +229,11 @@ impl Service {
             let stopped = signal(stopped.clone());
             async move { projections.run(stopped).await }
         });
+        let timers = tokio::spawn({
+            let transfers = self.transfers.clone();
+            let stopped = signal(stopped.clone());
+            async move { transfers.run_timers(stopped).await }
+        });
         let server = axum::serve(listener, self.router())
             .with_graceful_shutdown(signal(stopped))
             .into_future();
@@ -222,6 +249,7 @@ impl Service {
             }
         }
         runner.await.context("the projections runner panicked")??;
+        timers.await.context("the transfer timers panicked")??;
         Ok(())
     }
 }

@@ -29,3 +29,4 @@ mod idempotency;
 mod read_models;
 mod rebuild;
 mod support;
+mod transfers;
