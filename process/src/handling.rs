@@ -118,7 +118,7 @@ impl<P: ProcessManager> Inner<P> {
             }
             let (state, handled, version) =
                 fold::<P>(&events, &cause).map_err(|e| self.store_error(e))?;
-            let decision = self.pm.decide(&state, work.input.input());
+            let decision = self.pm.decide(work.instance, &state, work.input.input());
             if handled || decision.events.is_empty() {
                 if !handled && !decision.commands.is_empty() {
                     return Err(Error::Process {

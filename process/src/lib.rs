@@ -52,11 +52,11 @@
 //!         Ok(order.filter(|_| event.event_type == "OrderPlaced").map(|o| Routed::start(o, ())))
 //!     }
 //!
-//!     fn decide(&self, state: &Shipping, input: Input<'_, Self>) -> Decision<Self> {
+//!     fn decide(&self, order: &str, state: &Shipping, input: Input<'_, Self>) -> Decision<Self> {
 //!         match input {
 //!             Input::Event(()) if !state.requested => Decision::none()
 //!                 .event(ShippingEvent::Requested {})
-//!                 .command(Ship { order: "1".into() }),
+//!                 .command(Ship { order: order.to_owned() }),
 //!             _ => Decision::none(),
 //!         }
 //!     }
@@ -107,6 +107,7 @@ mod error;
 mod handling;
 mod ids;
 mod options;
+mod pipeline;
 mod process;
 mod runner;
 mod status;

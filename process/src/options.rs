@@ -12,6 +12,7 @@ pub struct ProcessOptions {
     pub(crate) timer_claim: Duration,
     pub(crate) timer_attempts: u32,
     pub(crate) timer_backoff: Duration,
+    pub(crate) read_ahead: usize,
 }
 
 impl Default for ProcessOptions {
@@ -24,13 +25,15 @@ impl Default for ProcessOptions {
             timer_claim: Duration::from_secs(30),
             timer_attempts: 10,
             timer_backoff: Duration::from_millis(200),
+            read_ahead: 64,
         }
     }
 }
 
 impl ProcessOptions {
     /// The defaults: 16 conflict retries, 16 chained refusals, timers polled every 500 ms in batches of 100,
-    /// claimed for 30 s, parked after 10 failed firings (backing off from 200 ms).
+    /// claimed for 30 s, parked after 10 failed firings (backing off from 200 ms); up to 64 inputs of other
+    /// instances handled ahead of the runner.
     pub fn new() -> Self {
         Self::default()
     }
@@ -58,6 +61,13 @@ impl ProcessOptions {
     /// How long a poller owns a claimed timer: when it dies, another poller fires the timer after this.
     pub fn timer_claim(mut self, claim: Duration) -> Self {
         self.timer_claim = claim.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How many inputs of other instances may be handled ahead of the runner, concurrently (default 64; 0
+    /// handles one input at a time). Inputs of one instance are always handled in order.
+    pub fn read_ahead(mut self, inputs: usize) -> Self {
+        self.read_ahead = inputs;
         self
     }
 

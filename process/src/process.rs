@@ -49,8 +49,10 @@ pub trait ProcessManager: Send + Sync + 'static {
     /// When a wanted event cannot be decoded; the failure policy handles it.
     fn route(&self, event: &RecordedEvent) -> Result<Option<Routed<Self::Trigger>>, BoxError>;
 
-    /// Decides on one input, given the instance's state. Pure: no I/O, no clock (timers carry their own time).
-    fn decide(&self, state: &Self::State, input: Input<'_, Self>) -> Decision<Self>;
+    /// Decides on one input to `instance`, given its state. Pure: no I/O, no clock (timers carry their own
+    /// time).
+    fn decide(&self, instance: &str, state: &Self::State, input: Input<'_, Self>)
+    -> Decision<Self>;
 
     /// Whether an instance whose stream ends with `event` is finished (its status no longer counts it as open).
     /// Defaults to never.

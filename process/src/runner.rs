@@ -11,6 +11,7 @@ use crate::command::CommandSender;
 use crate::error::{BoxError, Error, Result};
 use crate::handling::{Owned, Work};
 use crate::options::ProcessOptions;
+use crate::pipeline::Pipeline;
 use crate::process::ProcessManager;
 use crate::status::ProcessStatus;
 use crate::timers::Timers;
@@ -25,6 +26,7 @@ pub(crate) struct Inner<P: ProcessManager> {
     pub(crate) sender: Arc<dyn CommandSender<P::Command>>,
     pub(crate) timers: Timers,
     pub(crate) options: ProcessOptions,
+    pub(crate) pipeline: Pipeline,
 }
 
 /// A process manager with everything it needs to run: the store its instances live in, the sender of its
@@ -69,6 +71,7 @@ impl<P: ProcessManager> Process<P> {
                 sender: Arc::new(sender),
                 timers,
                 options: ProcessOptions::default(),
+                pipeline: Pipeline::new(ProcessOptions::default().read_ahead),
             }),
         }
     }
@@ -77,6 +80,7 @@ impl<P: ProcessManager> Process<P> {
     pub fn with_options(mut self, options: ProcessOptions) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.options = options;
+            inner.pipeline = Pipeline::new(options.read_ahead);
         }
         self
     }
@@ -358,7 +362,10 @@ impl<P: ProcessManager> Projection for ProcessProjection<P> {
                 )?;
             }
         }
-        self.process.handle_event(event).await?;
+        if !crate::pipeline::handled_ahead(inner, event.position).await {
+            self.process.handle_event(event).await?;
+        }
+        crate::pipeline::top_up(inner).await;
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 //! # use annals_process::testing::given;
 //! # fn doc<P: annals_process::ProcessManager>(pm: &P, trigger: P::Trigger, started: <P::State as annals::Aggregate>::Event, command: P::Command)
 //! # where <P::State as annals::Aggregate>::Event: PartialEq + std::fmt::Debug + Clone, P::Command: PartialEq, P::Timer: PartialEq {
-//! given(pm, [])
+//! given(pm, "t-1", [])
 //!     .when_event(trigger)
 //!     .then_events([started])
 //!     .then_commands([command]);
@@ -21,40 +21,51 @@ use crate::process::{Input, ProcessManager};
 
 type EventOf<P> = <<P as ProcessManager>::State as Aggregate>::Event;
 
-/// Starts a scenario: the instance's stream already holds `events`.
-pub fn given<P: ProcessManager>(
-    pm: &P,
+/// Starts a scenario: the stream of `instance` already holds `events`.
+pub fn given<'a, P: ProcessManager>(
+    pm: &'a P,
+    instance: &'a str,
     events: impl IntoIterator<Item = EventOf<P>>,
-) -> Given<'_, P> {
+) -> Given<'a, P> {
     let mut state = P::State::default();
     for event in events {
         state.apply(&event);
     }
-    Given { pm, state }
+    Given {
+        pm,
+        instance,
+        state,
+    }
 }
 
 /// The instance's state built from the given events.
 pub struct Given<'a, P: ProcessManager> {
     pm: &'a P,
+    instance: &'a str,
     state: P::State,
 }
 
 impl<'a, P: ProcessManager> Given<'a, P> {
     /// Decides on an event of the log, as [`ProcessManager::route`] would hand it over.
     pub fn when_event(self, trigger: P::Trigger) -> Then<P> {
-        let decision = self.pm.decide(&self.state, Input::Event(&trigger));
+        let decision = self
+            .pm
+            .decide(self.instance, &self.state, Input::Event(&trigger));
         Then { decision }
     }
 
     /// Decides on a timer coming due.
     pub fn when_timer(self, payload: P::Timer) -> Then<P> {
-        let decision = self.pm.decide(&self.state, Input::Timer(&payload));
+        let decision = self
+            .pm
+            .decide(self.instance, &self.state, Input::Timer(&payload));
         Then { decision }
     }
 
     /// Decides on a refused command.
     pub fn when_refused(self, command: P::Command, reason: &str) -> Then<P> {
         let decision = self.pm.decide(
+            self.instance,
             &self.state,
             Input::Refused {
                 command: &command,

@@ -176,11 +176,11 @@ impl ProcessManager for Jobs {
         Ok(None)
     }
 
-    fn decide(&self, job: &Job, input: Input<'_, Self>) -> Decision<Self> {
+    fn decide(&self, id: &str, job: &Job, input: Input<'_, Self>) -> Decision<Self> {
         let add = || Add {
             counter: job.counter.clone(),
             amount: job.amount,
-            job: String::new(),
+            job: id.to_owned(),
         };
         match (job.status, input) {
             (Status::Waiting, Input::Event(Trigger::Requested { at: Some(at) })) => {
@@ -289,7 +289,7 @@ impl CommandSender<Add> for Counters {
         let outcome = Repository::<Counter, _>::new(Arc::clone(&self.store))
             .execute_with(
                 &counter,
-                &(command.amount, context.instance.clone()),
+                &(command.amount, command.job.clone()),
                 context.metadata.clone(),
             )
             .await;

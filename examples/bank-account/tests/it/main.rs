@@ -30,3 +30,4 @@ mod read_models;
 mod rebuild;
 mod support;
 mod transfers;
+mod transfers_survive_a_crash;
