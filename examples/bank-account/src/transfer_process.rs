@@ -126,9 +126,8 @@ pub fn reason_of(error: &AccountError) -> &'static str {
         AccountError::InsufficientFunds { .. } => "insufficient_funds",
         AccountError::AmountOverflow { .. } => "amount_overflow",
         AccountError::InvalidAmount { .. } => "invalid_amount",
-        AccountError::AlreadyExists
-        | AccountError::InvalidOwner { .. }
-        | AccountError::BalanceNotZero { .. } => "refused",
+        // Not reachable for a transfer leg; kept general so new account rules need no change here.
+        _ => "refused",
     }
 }
 
