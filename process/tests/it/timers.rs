@@ -47,7 +47,7 @@ fn process(store: &Arc<dyn EventStore>, timers: &Timers) -> (Process<Jobs>, Coun
 }
 
 async fn fires_after_restart(store: Arc<dyn EventStore>, timers: Timers) {
-    let at = Utc::now() + chrono::Duration::milliseconds(300);
+    let at = Utc::now() + chrono::Duration::seconds(2);
     let requested = request(&*store, "t1", "x", 5, Some(at)).await;
     {
         // The first process sets the timer and stops ("restarts") before it is due.

@@ -6,6 +6,7 @@ mod fill;
 mod load_stream;
 mod read_all;
 mod rebuild;
+mod transfer;
 
 use crate::settings::Settings;
 
@@ -33,7 +34,11 @@ pub(crate) enum Scenario {
     /// Rebuild the same projection into a PostgreSQL table with batched upserts.
     #[value(name = "rebuild-postgres")]
     RebuildPostgres,
-    /// Every scenario above, in this order.
+    /// 8 clients, 2,000 transfers through the bank's transfer process manager, beside the same two account
+    /// commands sent by the clients themselves (not part of `all`).
+    #[value(name = "transfer")]
+    Transfer,
+    /// Every scenario above except `transfer`, in this order.
     All,
 }
 
@@ -64,6 +69,7 @@ impl Scenario {
             Self::ReadAll => "read-all",
             Self::RebuildMemory => "rebuild-memory",
             Self::RebuildPostgres => "rebuild-postgres",
+            Self::Transfer => "transfer",
             Self::All => "all",
         }
     }
@@ -79,6 +85,7 @@ impl Scenario {
             Self::ReadAll => read_all::run(settings, name).await,
             Self::RebuildMemory => rebuild::run(settings, name, rebuild::Target::Memory).await,
             Self::RebuildPostgres => rebuild::run(settings, name, rebuild::Target::Postgres).await,
+            Self::Transfer => transfer::run(settings, name).await,
             Self::All => anyhow::bail!("`all` is not a single scenario; expand it first"),
         }
     }
