@@ -8,6 +8,8 @@ use std::fmt;
 use annals::{Aggregate, Category, StreamId, StreamKey};
 use serde::{Deserialize, Serialize};
 
+use crate::transfer_process::{TransferLeg, TransferMove};
+
 /// The largest amount a single deposit or withdrawal may carry, in minor units (cents).
 pub const MAX_AMOUNT: u64 = i64::MAX as u64;
 
@@ -133,6 +135,8 @@ pub enum AccountCommand {
     },
     /// Close the account; its balance must be zero.
     Close,
+    /// One leg of a transfer, sent by the transfer process (see [`crate::transfer_process`]).
+    Transfer(TransferLeg),
 }
 
 /// What happened to an account. The serde names are the persisted event types.
@@ -159,6 +163,15 @@ pub enum AccountEvent {
     /// The account was closed.
     #[serde(rename = "AccountClosed")]
     Closed {},
+    /// Money left for another account, as the first step of a transfer.
+    #[serde(rename = "TransferDebited")]
+    TransferDebited(TransferMove),
+    /// Money arrived from another account, by a transfer.
+    #[serde(rename = "TransferCredited")]
+    TransferCredited(TransferMove),
+    /// Money came back: a transfer's credit was refused, so its debit was undone.
+    #[serde(rename = "TransferRefunded")]
+    TransferRefunded(TransferMove),
 }
 
 impl annals::Event for AccountEvent {}
@@ -245,10 +258,13 @@ pub struct Account {
     pub balance: u64,
     /// Open, closed, or not opened yet.
     pub status: AccountStatus,
+    /// The transfer legs applied here (`out:<transfer>`, `in:<transfer>`, `refund:<transfer>`), so a leg sent
+    /// again is recognised.
+    pub transfers: std::collections::BTreeSet<String>,
 }
 
 impl Account {
-    fn check_open(&self) -> Result<(), AccountError> {
+    pub(crate) fn check_open(&self) -> Result<(), AccountError> {
         match self.status {
             AccountStatus::Unopened => Err(AccountError::NotFound),
             AccountStatus::Open => Ok(()),
@@ -257,7 +273,7 @@ impl Account {
     }
 }
 
-fn check_amount(amount: u64) -> Result<u64, AccountError> {
+pub(crate) fn check_amount(amount: u64) -> Result<u64, AccountError> {
     if amount == 0 || amount > MAX_AMOUNT {
         return Err(AccountError::InvalidAmount { amount });
     }
@@ -309,6 +325,7 @@ impl Aggregate for Account {
                     None => Err(AccountError::InsufficientFunds { balance, requested }),
                 }
             }
+            C::Transfer(leg) => crate::transfer_process::decide_leg(self, leg),
             C::Close => {
                 self.check_open()?;
                 if self.balance != 0 {
@@ -336,6 +353,14 @@ impl Aggregate for Account {
                 self.balance = self.balance.saturating_sub(*amount);
             }
             AccountEvent::Closed {} => self.status = AccountStatus::Closed,
+            AccountEvent::TransferDebited(m) => {
+                self.balance = self.balance.saturating_sub(m.amount);
+                self.transfers.insert(m.key("out"));
+            }
+            AccountEvent::TransferCredited(m) | AccountEvent::TransferRefunded(m) => {
+                self.balance = self.balance.saturating_add(m.amount);
+                self.transfers.insert(m.key(m.kind(event)));
+            }
         }
     }
 }

@@ -23,5 +23,7 @@ pub mod feed;
 pub mod notifier;
 pub mod read_models;
 mod service;
+pub mod transfer;
+pub mod transfer_process;
 
 pub use service::{DEFAULT_SCHEMA, Service, StoreConfig, projections};

@@ -62,6 +62,30 @@ impl Handler for Notifications {
                 format!("{amount} withdrawn from account {account}"),
             ),
             AccountEvent::Closed {} => ("closed", 0, format!("account {account} was closed")),
+            AccountEvent::TransferDebited(moved) => (
+                "transfer_out",
+                moved.amount,
+                format!(
+                    "{} sent from account {account} to {} (transfer {})",
+                    moved.amount, moved.counterparty, moved.transfer
+                ),
+            ),
+            AccountEvent::TransferCredited(moved) => (
+                "transfer_in",
+                moved.amount,
+                format!(
+                    "{} received by account {account} from {} (transfer {})",
+                    moved.amount, moved.counterparty, moved.transfer
+                ),
+            ),
+            AccountEvent::TransferRefunded(moved) => (
+                "transfer_refund",
+                moved.amount,
+                format!(
+                    "{} refunded to account {account}: {} refused transfer {}",
+                    moved.amount, moved.counterparty, moved.transfer
+                ),
+            ),
         };
         sqlx::query(
             "INSERT INTO notifier.notifications (event_id, account, kind, amount, version, text) \

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::account::{AccountEvent, AccountId, AccountStatus};
 use crate::api::error::ApiError;
+use crate::transfer_process::TransferMove;
 
 /// The most history entries one page holds (and how many a page holds when `?limit=` is not given).
 pub const MAX_HISTORY_PAGE: usize = 10_000;
@@ -49,7 +50,8 @@ pub struct Balance {
 pub struct HistoryItem {
     /// The event's global position.
     pub position: u64,
-    /// `opened`, `deposit`, `withdrawal` or `closed`.
+    /// `opened`, `deposit`, `withdrawal`, `closed`, or for transfers `transfer_out`, `transfer_in`,
+    /// `transfer_refund`.
     pub kind: String,
     /// Minor units moved (`null` for opening and closing).
     pub amount: Option<u64>,
@@ -57,6 +59,12 @@ pub struct HistoryItem {
     pub balance_after: u64,
     /// When the event was recorded.
     pub recorded_at: DateTime<Utc>,
+    /// The transfer that caused the movement (absent for other movements).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<String>,
+    /// The transfer's other account (absent for other movements).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counterparty: Option<String>,
 }
 
 /// The `balances` projection.
@@ -69,6 +77,9 @@ const ACCOUNT_EVENTS: &[&str] = &[
     "AccountOpened",
     "MoneyDeposited",
     "MoneyWithdrawn",
+    "TransferDebited",
+    "TransferCredited",
+    "TransferRefunded",
     "AccountClosed",
 ];
 
@@ -108,8 +119,12 @@ impl Projection for Balances {
                     AccountEvent::Deposited { amount } => {
                         row.balance = moved(row.balance.checked_add(amount), event)?;
                     }
-                    AccountEvent::Withdrawn { amount } => {
+                    AccountEvent::Withdrawn { amount }
+                    | AccountEvent::TransferDebited(TransferMove { amount, .. }) => {
                         row.balance = moved(row.balance.checked_sub(amount), event)?;
+                    }
+                    AccountEvent::TransferCredited(m) | AccountEvent::TransferRefunded(m) => {
+                        row.balance = moved(row.balance.checked_add(m.amount), event)?;
                     }
                     AccountEvent::Closed {} => row.status = AccountStatus::Closed,
                     AccountEvent::Opened { .. } => {}
@@ -138,7 +153,14 @@ impl Projection for History {
             return Ok(());
         };
         let before: u64 = docs.get("running_balance", &id).await?.unwrap_or(0);
-        let (kind, amount, after) = match event.decode::<AccountEvent>()? {
+        let decoded = event.decode::<AccountEvent>()?;
+        let transfer = match &decoded {
+            AccountEvent::TransferDebited(m)
+            | AccountEvent::TransferCredited(m)
+            | AccountEvent::TransferRefunded(m) => Some(m.clone()),
+            _ => None,
+        };
+        let (kind, amount, after) = match decoded {
             AccountEvent::Opened { .. } => ("opened", None, 0),
             AccountEvent::Deposited { amount } => (
                 "deposit",
@@ -151,6 +173,21 @@ impl Projection for History {
                 moved(before.checked_sub(amount), event)?,
             ),
             AccountEvent::Closed {} => ("closed", None, before),
+            AccountEvent::TransferDebited(m) => (
+                "transfer_out",
+                Some(m.amount),
+                moved(before.checked_sub(m.amount), event)?,
+            ),
+            AccountEvent::TransferCredited(m) => (
+                "transfer_in",
+                Some(m.amount),
+                moved(before.checked_add(m.amount), event)?,
+            ),
+            AccountEvent::TransferRefunded(m) => (
+                "transfer_refund",
+                Some(m.amount),
+                moved(before.checked_add(m.amount), event)?,
+            ),
         };
         docs.put("running_balance", &id, &after)?;
         let item = HistoryItem {
@@ -159,6 +196,8 @@ impl Projection for History {
             amount,
             balance_after: after,
             recorded_at: event.recorded_at,
+            counterparty: transfer.as_ref().map(|m| m.counterparty.clone()),
+            transfer: transfer.map(|m| m.transfer),
         };
         docs.put("entries", entry_key(&id, event.position), &item)?;
         Ok(())

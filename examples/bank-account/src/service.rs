@@ -5,14 +5,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use annals::{DEFAULT_MAX_RETRIES, EventStore};
+use annals::{DEFAULT_MAX_RETRIES, EventStore, StreamLocks};
 use annals_memory::MemoryStore;
 use annals_postgres::PostgresStore;
+use annals_process::{Process, Timers};
 use annals_projections::Projections;
 use anyhow::Context;
 
 use crate::api::{self, AppState};
 use crate::read_models::{self, ReadModels};
+use crate::transfer_process::{self as transfers, TransferProcess};
 
 /// The schema used when none is given.
 pub const DEFAULT_SCHEMA: &str = "bank";
@@ -51,16 +53,27 @@ struct Backend {
     pool: Option<sqlx::PgPool>,
     store: Arc<dyn EventStore>,
     projections: Projections,
+    transfers: Process<TransferProcess>,
+    writers: StreamLocks,
 }
 
 impl Backend {
     async fn connect(config: &StoreConfig) -> anyhow::Result<Self> {
+        let writers = StreamLocks::default();
         let Some(url) = &config.database_url else {
             let store = MemoryStore::new();
+            let (transfers, projections) = transfers::wire(
+                Arc::new(store.clone()),
+                Timers::memory(),
+                &writers,
+                read_models::register(Projections::memory(store.clone())),
+            );
             return Ok(Self {
                 pool: None,
-                projections: read_models::register(Projections::memory(store.clone())),
+                projections,
                 store: Arc::new(store),
+                transfers,
+                writers,
             });
         };
         let schema = &config.schema;
@@ -76,7 +89,12 @@ impl Backend {
             &format!("{schema}_projections"),
             &format!("{schema}_rm_"),
         )?;
-        let projections = read_models::register(projections);
+        let (transfers, projections) = transfers::wire(
+            Arc::new(store.clone()),
+            Timers::postgres(&store),
+            &writers,
+            read_models::register(projections),
+        );
         projections
             .migrate()
             .await
@@ -85,6 +103,8 @@ impl Backend {
             pool: Some(store.pool().clone()),
             store: Arc::new(store),
             projections,
+            transfers,
+            writers,
         })
     }
 }
@@ -121,6 +141,7 @@ pub async fn projections(config: &StoreConfig) -> anyhow::Result<Projections> {
 pub struct Service {
     state: AppState,
     projections: Projections,
+    transfers: Process<TransferProcess>,
     pool: Option<sqlx::PgPool>,
 }
 
@@ -138,9 +159,10 @@ impl Service {
                 store: backend.store,
                 read_models,
                 max_retries: DEFAULT_MAX_RETRIES,
-                writers: Default::default(),
+                writers: backend.writers,
             },
             projections: backend.projections,
+            transfers: backend.transfers,
             pool: backend.pool,
         })
     }
@@ -198,6 +220,11 @@ impl Service {
             let stopped = signal(stopped.clone());
             async move { projections.run(stopped).await }
         });
+        let timers = tokio::spawn({
+            let transfers = self.transfers.clone();
+            let stopped = signal(stopped.clone());
+            async move { transfers.run_timers(stopped).await }
+        });
         let server = axum::serve(listener, self.router())
             .with_graceful_shutdown(signal(stopped))
             .into_future();
@@ -213,6 +240,7 @@ impl Service {
             }
         }
         runner.await.context("the projections runner panicked")??;
+        timers.await.context("the transfer timers panicked")??;
         Ok(())
     }
 }

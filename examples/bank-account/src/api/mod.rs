@@ -3,6 +3,7 @@
 mod accounts;
 pub(crate) mod error;
 mod handlers;
+mod transfers;
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use annals::{EventStore, StreamLocks};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::{Router, middleware};
+use transfers as transfer_routes;
 
 use crate::read_models::ReadModels;
 use handlers::{
@@ -40,6 +42,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/accounts/{id}/close", post(close))
         .route("/accounts/{id}/history", get(history))
         .route("/accounts/{id}/events", get(events))
+        .route("/transfers", post(transfer_routes::request))
+        .route(
+            "/transfers/{id}",
+            get(transfer_routes::show).delete(transfer_routes::cancel),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(annals_axum::correlate))

@@ -33,3 +33,5 @@ mod read_models;
 mod rebuild;
 mod restart_after_sigkill;
 mod support;
+mod transfers;
+mod transfers_survive_a_crash;

@@ -9,6 +9,7 @@ mod load_stream;
 mod read_all;
 mod rebuild;
 mod relay_nats;
+mod transfer;
 
 use crate::settings::Settings;
 
@@ -51,7 +52,11 @@ pub(crate) enum Scenario {
     /// Publish 100,000 stored events to NATS JetStream with acks (needs NATS at `NATS_URL`; not in `all`).
     #[value(name = "relay-nats")]
     RelayNats,
-    /// Every scenario above but `relay-nats`, in this order.
+    /// 8 clients, 2,000 transfers through the bank's transfer process manager, beside the same two account
+    /// commands sent by the clients themselves (not part of `all`).
+    #[value(name = "transfer")]
+    Transfer,
+    /// Every scenario above but `relay-nats` and `transfer`, in this order.
     All,
 }
 
@@ -91,6 +96,7 @@ impl Scenario {
             Self::FoldAll => "fold-all",
             Self::Growth => "growth",
             Self::RelayNats => "relay-nats",
+            Self::Transfer => "transfer",
             Self::All => "all",
         }
     }
@@ -111,6 +117,7 @@ impl Scenario {
             Self::RebuildMemory => rebuild::run(settings, name, rebuild::Target::Memory).await,
             Self::RebuildPostgres => rebuild::run(settings, name, rebuild::Target::Postgres).await,
             Self::RelayNats => relay_nats::run(settings, name).await,
+            Self::Transfer => transfer::run(settings, name).await,
             Self::All => anyhow::bail!("`all` is not a single scenario; expand it first"),
         };
         Ok(vec![line?])

@@ -1,0 +1,375 @@
+//! [`Process`]: a process manager wired to its store, its command sender and its timers, driven by the
+//! projections runner (checkpoint, lease, failure policy) and a timer poller.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use annals::{Aggregate, EventStore, Loaded, Position, RecordedEvent, Repository, async_trait};
+use annals_projections::{Documents, FailurePolicy, Projection, ProjectionOptions, Projections};
+
+use crate::command::CommandSender;
+use crate::error::{BoxError, Error, Result};
+use crate::handling::{Owned, Work};
+use crate::options::ProcessOptions;
+use crate::pipeline::Pipeline;
+use crate::process::ProcessManager;
+use crate::status::ProcessStatus;
+use crate::timers::Timers;
+
+/// The document collection of a process's open instances (key: instance).
+const OPEN: &str = "open";
+
+pub(crate) struct Inner<P: ProcessManager> {
+    pub(crate) pm: P,
+    pub(crate) name: String,
+    pub(crate) store: Arc<dyn EventStore>,
+    pub(crate) sender: Arc<dyn CommandSender<P::Command>>,
+    pub(crate) timers: Timers,
+    pub(crate) options: ProcessOptions,
+    pub(crate) pipeline: Pipeline,
+}
+
+/// A process manager with everything it needs to run: the store its instances live in, the sender of its
+/// commands and its timers.
+///
+/// Register it in a [`Projections`] set ([`register`](Self::register)): the projections runner then feeds it
+/// the log in order, with a checkpoint, an exclusive lease and the failure policy, exactly like a read model.
+/// Run [`run_timers`](Self::run_timers) beside it. Cheap to clone.
+pub struct Process<P: ProcessManager> {
+    inner: Arc<Inner<P>>,
+}
+
+impl<P: ProcessManager> Clone for Process<P> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<P: ProcessManager> std::fmt::Debug for Process<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("name", &self.inner.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: ProcessManager> Process<P> {
+    /// `pm`, keeping its instances in `store`, sending its commands through `sender`, with `timers`.
+    pub fn new(
+        pm: P,
+        store: impl EventStore + 'static,
+        sender: impl CommandSender<P::Command>,
+        timers: Timers,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                name: pm.name().to_owned(),
+                pm,
+                store: Arc::new(store),
+                sender: Arc::new(sender),
+                timers,
+                options: ProcessOptions::default(),
+                pipeline: Pipeline::new(ProcessOptions::default().read_ahead),
+            }),
+        }
+    }
+
+    /// Sets the options (call before cloning or registering).
+    pub fn with_options(mut self, options: ProcessOptions) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.options = options;
+            inner.pipeline = Pipeline::new(options.read_ahead);
+        }
+        self
+    }
+
+    /// The process manager's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The process manager.
+    pub fn manager(&self) -> &P {
+        &self.inner.pm
+    }
+
+    /// The projection that feeds the process manager from the log. Prefer [`register`](Self::register).
+    pub fn projection(&self) -> ProcessProjection<P> {
+        ProcessProjection {
+            process: self.clone(),
+        }
+    }
+
+    /// Registers the process manager in `projections` with `options` (use [`default_options`]'s failure
+    /// policy unless you have a reason not to).
+    pub fn register(&self, projections: Projections, options: ProjectionOptions) -> Projections {
+        projections.with_options(self.projection(), options)
+    }
+
+    /// Handles one event of the log: tracks the process's own instances, routes the event and, when it is for
+    /// an instance, decides and carries the decision out. This is what the runner calls for every event.
+    ///
+    /// # Errors
+    /// Store, sender and timer failures, and decisions that break the rules ([`enum@Error`]).
+    pub async fn handle_event(&self, event: &RecordedEvent) -> Result<()> {
+        let inner = &self.inner;
+        let routed = inner.pm.route(event).map_err(|e| Error::Process {
+            process: inner.name.clone(),
+            reason: format!(
+                "routing event {} ({} at {}): {e}",
+                event.event_type, event.stream_id, event.position
+            ),
+        })?;
+        let Some(routed) = routed else {
+            return Ok(());
+        };
+        let correlation = event
+            .metadata
+            .correlation_id
+            .clone()
+            .unwrap_or_else(|| event.event_id.to_string());
+        inner
+            .handle(Work {
+                instance: &routed.instance,
+                starts: routed.starts,
+                cause: event.event_id.0,
+                correlation,
+                input: Owned::Event(&routed.trigger),
+            })
+            .await
+    }
+
+    /// The instance's state as stored (`None` when it has not started).
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the store fails or an event does not decode.
+    pub async fn load(&self, instance: &str) -> Result<Option<Loaded<P::State>>> {
+        let stream = self.inner.stream_of(instance)?;
+        let loaded = Repository::<P::State, _>::new(Arc::clone(&self.inner.store))
+            .load(&stream)
+            .await
+            .map_err(|source| Error::Store {
+                process: self.inner.name.clone(),
+                source,
+            })?;
+        Ok((loaded.version.get() > 0).then_some(loaded))
+    }
+
+    /// Fires the timers of this process that are due now (at most one batch); returns how many fired. A timer
+    /// whose handling fails is given back and fired again later, with backoff, until it is parked.
+    ///
+    /// # Errors
+    /// [`Error::Timers`] when the timer store fails.
+    pub async fn fire_due_timers(&self) -> Result<usize> {
+        let inner = &self.inner;
+        let options = &inner.options;
+        let due = inner
+            .timers
+            .store
+            .claim_due(
+                &inner.name,
+                options.timer_batch,
+                options.timer_claim,
+                options.timer_attempts,
+            )
+            .await?;
+        let mut fired = 0;
+        for timer in due {
+            let outcome = async {
+                let payload: P::Timer =
+                    serde_json::from_value(timer.payload.clone()).map_err(|source| {
+                        Error::TimerPayload {
+                            process: inner.name.clone(),
+                            instance: timer.instance.clone(),
+                            key: timer.key.clone(),
+                            source,
+                        }
+                    })?;
+                inner
+                    .handle(Work {
+                        instance: &timer.instance,
+                        starts: false,
+                        cause: timer.fire_id,
+                        correlation: timer
+                            .correlation_id
+                            .clone()
+                            .unwrap_or_else(|| timer.fire_id.to_string()),
+                        input: Owned::Timer(payload),
+                    })
+                    .await
+            }
+            .await;
+            match outcome {
+                Ok(()) => {
+                    inner.timers.store.complete(&timer).await?;
+                    fired += 1;
+                }
+                Err(error) => {
+                    let retry_in = options.timer_retry_in(timer.attempts);
+                    tracing::warn!(process = %inner.name, instance = %timer.instance, key = %timer.key,
+                        attempts = timer.attempts, ?retry_in, %error, "a timer failed to fire; it will be retried");
+                    inner
+                        .timers
+                        .store
+                        .release(&timer, retry_in, &error.to_string())
+                        .await?;
+                }
+            }
+        }
+        Ok(fired)
+    }
+
+    /// Polls for due timers and fires them until `shutdown` completes. A timer store failure is logged and
+    /// polled again after a backoff (doubling up to 30 s); the poller never gives up while the service runs.
+    ///
+    /// # Errors
+    /// None today; the result leaves room for configuration errors.
+    pub async fn run_timers(&self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let inner = &self.inner;
+        let options = inner.options;
+        tokio::pin!(shutdown);
+        let mut failures = 0u32;
+        loop {
+            let wake = inner.timers.wake.notified();
+            tokio::pin!(wake);
+            wake.as_mut().enable();
+            let pause = match self.fire_due_timers().await {
+                Ok(fired) if fired >= options.timer_batch => std::time::Duration::ZERO,
+                Ok(_) => {
+                    failures = 0;
+                    match inner
+                        .timers
+                        .store
+                        .next_due(&inner.name, options.timer_attempts)
+                        .await
+                    {
+                        Ok(Some(due)) => (due - chrono::Utc::now())
+                            .to_std()
+                            .unwrap_or(std::time::Duration::from_millis(20))
+                            .clamp(std::time::Duration::from_millis(5), options.timer_poll),
+                        Ok(None) => options.timer_poll,
+                        Err(error) => {
+                            tracing::warn!(process = %inner.name, %error, "cannot read the next due timer");
+                            options.timer_poll
+                        }
+                    }
+                }
+                Err(error) => {
+                    failures += 1;
+                    let pause = options
+                        .timer_poll
+                        .saturating_mul(1u32 << failures.min(6))
+                        .min(std::time::Duration::from_secs(30));
+                    tracing::warn!(process = %inner.name, %error, ?pause, "timer polling failed; backing off");
+                    pause
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                () = tokio::time::sleep(pause) => {}
+                () = &mut wake => {}
+            }
+        }
+    }
+
+    /// The process manager's status: its runner's checkpoint, lag and state, its open instances and timers.
+    ///
+    /// # Errors
+    /// [`Error::Projections`] when the process is not registered in `projections` or the backend fails;
+    /// [`Error::Timers`].
+    pub async fn status(&self, projections: &Projections) -> Result<ProcessStatus> {
+        let inner = &self.inner;
+        let statuses = projections.status().await?;
+        let Some(status) = statuses.into_iter().find(|s| s.name == inner.name) else {
+            return Err(Error::from(annals_projections::Error::UnknownProjection {
+                name: inner.name.clone(),
+                known: projections.names().into_iter().map(str::to_owned).collect(),
+            }));
+        };
+        let open = projections
+            .documents(&inner.name)?
+            .list::<serde_json::Value>(OPEN, "")
+            .await?
+            .len();
+        let timers = inner
+            .timers
+            .store
+            .counts(&inner.name, inner.options.timer_attempts)
+            .await?;
+        Ok(ProcessStatus {
+            name: status.name,
+            checkpoint: status.checkpoint,
+            head: status.head,
+            lag: status.lag,
+            state: status.state,
+            open_instances: open as u64,
+            timers_pending: timers.pending,
+            timers_parked: timers.parked,
+            parked_events: status.parked,
+        })
+    }
+}
+
+/// The options a process manager is registered with by default: batches of 100 and a failure policy that
+/// retries a failing input 8 times (backing off from 100 ms) and then stops, so a transient store failure never
+/// skips an input and a persistent one is visible in `status`.
+pub fn default_options() -> ProjectionOptions {
+    ProjectionOptions::new()
+        .batch_size(100)
+        .failure_policy(FailurePolicy::retry(
+            8,
+            std::time::Duration::from_millis(100),
+        ))
+}
+
+/// The [`Projection`] that feeds a [`Process`] from the log (see [`Process::register`]).
+pub struct ProcessProjection<P: ProcessManager> {
+    process: Process<P>,
+}
+
+impl<P: ProcessManager> std::fmt::Debug for ProcessProjection<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessProjection")
+            .field("name", &self.process.inner.name)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl<P: ProcessManager> Projection for ProcessProjection<P> {
+    fn name(&self) -> &str {
+        &self.process.inner.name
+    }
+
+    async fn apply(&self, event: &RecordedEvent, docs: &mut Documents<'_>) -> Result<(), BoxError> {
+        let inner = &self.process.inner;
+        let own = event
+            .stream_id
+            .as_str()
+            .strip_prefix(inner.pm.category())
+            .and_then(|rest| rest.strip_prefix('-'));
+        if let Some(instance) = own {
+            let decoded: <P::State as Aggregate>::Event = event.decode()?;
+            if inner.pm.is_final(&decoded) {
+                docs.delete(OPEN, instance);
+            } else {
+                docs.put(
+                    OPEN,
+                    instance,
+                    &serde_json::json!({"since": event.position}),
+                )?;
+            }
+        }
+        if !crate::pipeline::handled_ahead(inner, event.position).await {
+            self.process.handle_event(event).await?;
+        }
+        crate::pipeline::top_up(inner).await;
+        Ok(())
+    }
+
+    async fn caught_up(&self, position: Position) {
+        tracing::trace!(process = %self.process.inner.name, %position, "caught up");
+    }
+}

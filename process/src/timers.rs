@@ -1,0 +1,103 @@
+//! [`Timers`]: durable "wake instance I at T with this payload", on the memory store or in PostgreSQL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use annals::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::error::Result;
+
+pub(crate) mod memory;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
+
+/// One pending timer, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Timer {
+    pub(crate) process: String,
+    pub(crate) instance: String,
+    pub(crate) key: String,
+    /// Names this scheduling (process, instance, key, due time): the cause id of its firing.
+    pub(crate) fire_id: Uuid,
+    pub(crate) due_at: DateTime<Utc>,
+    pub(crate) payload: serde_json::Value,
+    pub(crate) correlation_id: Option<String>,
+    /// Claims so far (this one included, once claimed).
+    pub(crate) attempts: u32,
+}
+
+/// Pending and parked timers of one process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TimerCounts {
+    pub(crate) pending: u64,
+    pub(crate) parked: u64,
+}
+
+/// Where timers are kept. Claims are leases: a poller that dies loses its claim when it runs out, and another
+/// poller fires the timer again (handling is idempotent, so it fires once in effect).
+#[async_trait]
+pub(crate) trait TimerStore: Send + Sync + 'static {
+    /// Inserts or replaces the timer of `(process, instance, key)`; the same scheduling again changes nothing.
+    async fn schedule(&self, timer: &Timer) -> Result<()>;
+    /// Deletes the pending timer of `(process, instance, key)`; whether there was one.
+    async fn cancel(&self, process: &str, instance: &str, key: &str) -> Result<bool>;
+    /// Claims up to `limit` due timers of `process` (earliest first) for `claim_for`, skipping claimed and
+    /// parked ones (`attempts >= max_attempts`).
+    async fn claim_due(
+        &self,
+        process: &str,
+        limit: usize,
+        claim_for: Duration,
+        max_attempts: u32,
+    ) -> Result<Vec<Timer>>;
+    /// Deletes a fired timer, unless it was scheduled anew meanwhile (another `fire_id`).
+    async fn complete(&self, timer: &Timer) -> Result<()>;
+    /// Gives a failed firing back: claimable again after `retry_in`, with `error` recorded.
+    async fn release(&self, timer: &Timer, retry_in: Duration, error: &str) -> Result<()>;
+    /// The earliest due time of a claimable timer of `process`.
+    async fn next_due(&self, process: &str, max_attempts: u32) -> Result<Option<DateTime<Utc>>>;
+    /// How many timers `process` has pending and parked.
+    async fn counts(&self, process: &str, max_attempts: u32) -> Result<TimerCounts>;
+}
+
+/// The durable timers of process managers: in process memory (with the memory store) or in the PostgreSQL
+/// store's schema (table `process_timers`, migration 0006 of `annals-postgres`). Cheap to clone.
+#[derive(Clone)]
+pub struct Timers {
+    pub(crate) store: Arc<dyn TimerStore>,
+    pub(crate) wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Timers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timers").finish_non_exhaustive()
+    }
+}
+
+impl Timers {
+    /// Timers kept in this process's memory, for the memory store (they live as long as the store does).
+    pub fn memory() -> Self {
+        Self::from_store(Arc::new(memory::MemoryTimers::default()))
+    }
+
+    /// Timers kept in `store`'s schema, table `process_timers` (created by the store's migrations). Polling
+    /// reads through an index on due time and claims with `FOR UPDATE SKIP LOCKED`, so several processes can
+    /// poll the same table.
+    #[cfg(feature = "postgres")]
+    pub fn postgres(store: &annals_postgres::PostgresStore) -> Self {
+        Self::from_store(Arc::new(postgres::PostgresTimers::new(
+            store.pool().clone(),
+            store.schema(),
+        )))
+    }
+
+    fn from_store(store: Arc<dyn TimerStore>) -> Self {
+        Self {
+            store,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+}

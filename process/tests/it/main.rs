@@ -1,0 +1,13 @@
+//! Integration tests of the process-manager crate, on the memory store and on the real PostgreSQL server (every
+//! PostgreSQL test gets a fresh database).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    unreachable_pub,
+    dead_code
+)]
+
+mod handled_once_in_effect;
+mod support;
+mod timers;

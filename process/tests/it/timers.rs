@@ -1,0 +1,219 @@
+//! Durable timers: they fire after a restart, once in effect, never once cancelled; PostgreSQL pollers claim
+//! disjoint timers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use annals::{EventStore, Repository};
+use annals_memory::MemoryStore;
+use annals_process::{Process, ProcessOptions, Timers};
+use chrono::Utc;
+
+use crate::support::*;
+
+macro_rules! on_both_stores {
+    ($name:ident, $body:path) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn memory() {
+                let store = MemoryStore::new();
+                $body(Arc::new(store), Timers::memory()).await;
+            }
+
+            #[sqlx::test(migrations = false)]
+            async fn postgres(pool: sqlx::PgPool) {
+                let store = pg_store(pool).await;
+                let timers = Timers::postgres(&store);
+                $body(Arc::new(store), timers).await;
+            }
+        }
+    };
+}
+
+on_both_stores!(
+    a_timer_fires_after_a_restart_once_in_effect,
+    fires_after_restart
+);
+on_both_stores!(a_cancelled_timer_never_fires, cancelled_never_fires);
+on_both_stores!(a_failing_timer_is_retried_then_parked, failing_timer_parks);
+
+fn process(store: &Arc<dyn EventStore>, timers: &Timers) -> (Process<Jobs>, Counters) {
+    let counters = Counters::new(Arc::clone(store));
+    let process = Process::new(Jobs, Arc::clone(store), counters.clone(), timers.clone())
+        .with_options(ProcessOptions::new().timer_poll(Duration::from_millis(20)));
+    (process, counters)
+}
+
+async fn fires_after_restart(store: Arc<dyn EventStore>, timers: Timers) {
+    let at = Utc::now() + chrono::Duration::seconds(2);
+    let requested = request(&*store, "t1", "x", 5, Some(at)).await;
+    {
+        // The first process sets the timer and stops ("restarts") before it is due.
+        let (first, _) = process(&store, &timers);
+        first.handle_event(&requested).await.unwrap();
+        assert_eq!(first.fire_due_timers().await.unwrap(), 0, "not due yet");
+    }
+    let (second, counters) = process(&store, &timers);
+    // Handling the request again (a replay after the restart) sets the same timer, not a second one.
+    second.handle_event(&requested).await.unwrap();
+    // The first firing "crashes" right after its command took effect: the timer is given back and fired again.
+    counters
+        .fail_after
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let poller = tokio::spawn({
+        let second = second.clone();
+        async move {
+            second
+                .run_timers(async {
+                    let _ = stopped.await;
+                })
+                .await
+        }
+    });
+    eventually(
+        "the timer fired and was completed",
+        Duration::from_secs(10),
+        || async {
+            counters.sends().len() == 2
+                && second
+                    .load("t1")
+                    .await
+                    .unwrap()
+                    .is_some_and(|j| j.state.status == Status::Started)
+        },
+    )
+    .await;
+    assert!(Utc::now() >= at, "it fired at its time, not before");
+    let _ = stop.send(());
+    poller.await.unwrap().unwrap();
+    assert_eq!(
+        second.fire_due_timers().await.unwrap(),
+        0,
+        "completed: nothing left to fire"
+    );
+
+    assert_eq!(counter_value(&store, "x").await, 5);
+    assert_eq!(
+        counters.sends().len(),
+        2,
+        "sent twice (a retried firing), under one command id"
+    );
+    assert_eq!(counters.sends()[0].1, counters.sends()[1].1);
+    let job = second.load("t1").await.unwrap().unwrap();
+    assert_eq!(job.version.get(), 2, "requested, started");
+}
+
+async fn cancelled_never_fires(store: Arc<dyn EventStore>, timers: Timers) {
+    let (process, counters) = process(&store, &timers);
+    let at = Utc::now() + chrono::Duration::milliseconds(200);
+    let requested = request(&*store, "t2", "y", 5, Some(at)).await;
+    process.handle_event(&requested).await.unwrap();
+
+    // Cancelled through the job's own command, then the process sees the cancellation.
+    let jobs = Repository::<Job, _>::new(Arc::clone(&store));
+    let cancelled = jobs
+        .execute(&stream("job-t2"), &JobCommand::Cancel)
+        .await
+        .unwrap();
+    let event = store.load_stream(&stream("job-t2")).await.unwrap();
+    process.handle_event(event.last().unwrap()).await.unwrap();
+    assert_eq!(cancelled.state.status, Status::Cancelled);
+
+    // Past its time, nothing is due and nothing fires.
+    eventually("its time has passed", Duration::from_secs(5), || async {
+        Utc::now() > at + chrono::Duration::milliseconds(50)
+    })
+    .await;
+    assert_eq!(process.fire_due_timers().await.unwrap(), 0);
+    assert!(counters.sends().is_empty());
+    assert_eq!(counter_value(&store, "y").await, 0);
+    assert_eq!(
+        process.load("t2").await.unwrap().unwrap().state.status,
+        Status::Cancelled
+    );
+}
+
+async fn failing_timer_parks(store: Arc<dyn EventStore>, timers: Timers) {
+    let counters = Counters::new(Arc::clone(&store));
+    // Every send fails: the timer's handling fails every time.
+    counters
+        .fail_after
+        .store(u32::MAX, std::sync::atomic::Ordering::SeqCst);
+    let process = Process::new(Jobs, Arc::clone(&store), counters.clone(), timers.clone())
+        .with_options(
+            ProcessOptions::new()
+                .timer_attempts(3)
+                .timer_poll(Duration::from_millis(5)),
+        );
+    let requested = request(&*store, "t3", "z", 5, Some(Utc::now())).await;
+    process.handle_event(&requested).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let poller = tokio::spawn({
+        let process = process.clone();
+        async move {
+            process
+                .run_timers(async {
+                    let _ = stopped.await;
+                })
+                .await
+        }
+    });
+    eventually(
+        "the timer was tried three times",
+        Duration::from_secs(20),
+        || async { counters.sends().len() >= 3 },
+    )
+    .await;
+    let _ = stop.send(());
+    poller.await.unwrap().unwrap();
+    assert_eq!(counters.sends().len(), 3, "then parked: no fourth try");
+    assert_eq!(process.fire_due_timers().await.unwrap(), 0);
+    // The effect happened once (the sender fails after executing), however often it was retried.
+    assert_eq!(counter_value(&store, "z").await, 5);
+}
+
+#[sqlx::test(migrations = false)]
+async fn postgres_pollers_claim_disjoint_timers(pool: sqlx::PgPool) {
+    let store: Arc<dyn EventStore> = Arc::new(pg_store(pool.clone()).await);
+    let pg = annals_postgres::PostgresStore::from_pool(pool);
+    let timers = Timers::postgres(&pg);
+    let (process, counters) = process(&store, &timers);
+    for n in 0..40 {
+        let requested = request(
+            &*store,
+            &format!("p{n}"),
+            &format!("q{n}"),
+            1,
+            Some(Utc::now()),
+        )
+        .await;
+        process.handle_event(&requested).await.unwrap();
+    }
+    // Four pollers (as four processes would) fire concurrently.
+    let mut pollers = Vec::new();
+    for _ in 0..4 {
+        let (p, _) = self::process(&store, &timers);
+        pollers.push(tokio::spawn(async move {
+            let mut fired = 0;
+            loop {
+                let n = p.fire_due_timers().await.unwrap();
+                if n == 0 {
+                    return fired;
+                }
+                fired += n;
+            }
+        }));
+    }
+    let mut total = 0;
+    for p in pollers {
+        total += p.await.unwrap();
+    }
+    assert_eq!(total, 40, "each timer fired by exactly one poller");
+    let _ = counters;
+    for n in 0..40 {
+        assert_eq!(counter_value(&store, &format!("q{n}")).await, 1);
+    }
+}
