@@ -38,7 +38,7 @@ impl RelayOptions {
             max_in_flight: 256,
             ack_timeout: Duration::from_secs(5),
             attempts: 5,
-            batch_size: 1_000,
+            batch_size: 10_000,
             lease_ttl: Duration::from_secs(10),
             projections_schema: "annals_projections".into(),
             read_model_prefix: "rm_".into(),
@@ -78,7 +78,10 @@ impl RelayOptions {
         self
     }
 
-    /// Events read and published per checkpoint commit (default 1,000).
+    /// Events read and published per checkpoint commit (default 10,000: every batch ends by waiting for its last
+    /// acknowledgements and committing the checkpoint, so small batches leave the pipeline idle; measured in
+    /// `docs/benchmarks.md`, `relay-nats`). When a batch fails, the events acknowledged before its first
+    /// unacknowledged one are checkpointed and the rest is published again.
     pub fn batch_size(mut self, n: usize) -> Self {
         self.batch_size = n.max(1);
         self

@@ -42,7 +42,9 @@ pub(crate) fn unstorable(index: usize, event: &NewEvent) -> Option<String> {
         if has_nul(key) {
             return nul(format!("a key of its metadata at /{}", segment(key)));
         }
-        if let Some(place) = nul_in(value, &format!("its metadata at /{}", segment(key))) {
+        if contains_nul(value)
+            && let Some(place) = nul_in(value, &format!("its metadata at /{}", segment(key)))
+        {
             return nul(place);
         }
     }
@@ -56,6 +58,9 @@ fn has_nul(text: &str) -> bool {
 /// Where in `value` the first NUL character is (`"{what} at /a/0"`, or `"a key of {what} at /a"`), walking the
 /// tree with an explicit stack so that deep documents cannot overflow the call stack.
 fn nul_in(value: &Value, what: &str) -> Option<String> {
+    if !contains_nul(value) {
+        return None;
+    }
     let mut pending: Vec<(&Value, String)> = vec![(value, String::new())];
     while let Some((value, pointer)) = pending.pop() {
         match value {
@@ -85,6 +90,46 @@ fn nul_in(value: &Value, what: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// Whether any string or key in `value` holds a NUL character: the check every append pays, so it allocates
+/// nothing for flat documents (only nested containers wait on the explicit stack) and builds no pointer; the
+/// pointer is worked out by [`nul_in`] only when there is a NUL to report.
+fn contains_nul(value: &Value) -> bool {
+    let mut pending: Vec<&Value> = Vec::new();
+    let mut next = Some(value);
+    while let Some(value) = next.take().or_else(|| pending.pop()) {
+        match value {
+            Value::String(text) => {
+                if has_nul(text) {
+                    return true;
+                }
+            }
+            Value::Array(items) => {
+                for item in items {
+                    match item {
+                        Value::String(text) if has_nul(text) => return true,
+                        Value::Array(_) | Value::Object(_) => pending.push(item),
+                        _ => {}
+                    }
+                }
+            }
+            Value::Object(map) => {
+                for (key, item) in map {
+                    if has_nul(key) {
+                        return true;
+                    }
+                    match item {
+                        Value::String(text) if has_nul(text) => return true,
+                        Value::Array(_) | Value::Object(_) => pending.push(item),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// A JSON pointer segment (RFC 6901 escapes), with control characters shown escaped.
@@ -119,5 +164,27 @@ mod tests {
             unstorable(0, &with(json!({"text": "\\u0000", "n": 1}))),
             None
         );
+    }
+
+    #[test]
+    fn the_fast_scan_finds_what_the_pointer_walk_names() {
+        let reason = |payload| unstorable(0, &NewEvent::new("T", payload));
+        assert!(
+            reason(json!([[["ok"], ["\u{0}"]]]))
+                .unwrap_or_default()
+                .contains("its payload at /0/1/0")
+        );
+        assert!(
+            reason(json!({"a": {"b": {"c\u{0}": true}}}))
+                .unwrap_or_default()
+                .contains("a key of its payload at /a/b/c\\0")
+        );
+        let mut deep = json!("\u{0}");
+        for _ in 0..500 {
+            deep = json!([deep]);
+        }
+        assert!(reason(deep).is_some());
+        let clean = json!({"a": [1, 2.5, null, true, {"b": ["x", {"c": "y"}]}]});
+        assert_eq!(reason(clean), None);
     }
 }
