@@ -54,6 +54,7 @@
 //! in `docs/adr/0002-projections.md`.
 
 mod backend;
+#[cfg(feature = "cli")]
 mod cli;
 mod documents;
 mod error;
@@ -63,16 +64,21 @@ mod projections;
 mod read_ahead;
 mod reader;
 mod runner;
+#[cfg(feature = "postgres")]
 mod sql;
 mod status;
 
+#[cfg(feature = "cli")]
 pub use cli::{LogWriter, ProjectionsCommand, exit, exit_code, log_writer};
 pub use documents::{Documents, MAX_KEY_BYTES};
 pub use error::{BoxError, Error, Result};
 pub use policy::{DEFAULT_READ_AHEAD, FailurePolicy, ProjectionOptions};
-pub use projection::{Projection, SqlProjection};
+pub use projection::Projection;
+#[cfg(feature = "postgres")]
+pub use projection::SqlProjection;
 pub use projections::{Projections, RebuildOptions};
 pub use reader::DocumentReader;
+#[cfg(feature = "postgres")]
 pub use sql::SqlTx;
 pub use status::{
     ParkedEvent, Progress, RebuildOutcome, RebuildReport, ReplayReport, State, Status,
