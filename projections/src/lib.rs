@@ -50,6 +50,13 @@
 //! # }
 //! ```
 //!
+//! # Features
+//! - `postgres` (default): the PostgreSQL backend ([`Projections::postgres`]), [`SqlProjection`] and [`SqlTx`].
+//! - `cli` (default): [`ProjectionsCommand`], the operator subcommands, with a progress bar.
+//!
+//! Without them (`default-features = false`) the crate is the engine and the in-memory backend, and depends on
+//! neither sqlx nor clap (`docs/adr/0005-lean-projections-crate.md`).
+//!
 //! The [guide] covers writing, running, querying, rebuilding and operating projections; the design decisions are
 //! in `docs/adr/0002-projections.md`.
 
