@@ -144,10 +144,12 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] annals::Error),
 
-    /// The read-model database failed. [`is_transient`](Error::is_transient) tells the kinds apart by SQLSTATE:
-    /// connection loss, serialization failures, deadlocks, resource exhaustion and shutdowns are retried by the
-    /// runner (elsewhere retry later); data exceptions, integrity violations, program limits and undefined objects
-    /// are permanent (inside a batch they go to the projection's failure policy; elsewhere fix the cause).
+    /// The read-model database failed (feature `postgres`). [`is_transient`](Error::is_transient) tells the kinds
+    /// apart by SQLSTATE: connection loss, serialization failures, deadlocks, resource exhaustion and shutdowns are
+    /// retried by the runner (elsewhere retry later); data exceptions, integrity violations, program limits and
+    /// undefined objects are permanent (inside a batch they go to the projection's failure policy; elsewhere fix
+    /// the cause).
+    #[cfg(feature = "postgres")]
     #[error("read-model database: {operation} failed: {source}")]
     Database {
         /// What was being done.
@@ -207,6 +209,7 @@ pub enum Error {
 }
 
 impl Error {
+    #[cfg(feature = "postgres")]
     pub(crate) fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
         move |source| Self::Database { operation, source }
     }
@@ -223,6 +226,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Store(e) => e.is_retryable(),
+            #[cfg(feature = "postgres")]
             Self::Database { source, .. } => is_transient_sqlx(source),
             Self::LostOwnership { .. } | Self::Busy { .. } => true,
             _ => false,
@@ -239,6 +243,7 @@ impl Error {
 /// range), `23` (integrity violation), `54` (program limit exceeded: an index row too large) and `42`
 /// (undefined table, column or function; syntax), and driver errors about the data itself (a column that
 /// cannot be decoded).
+#[cfg(feature = "postgres")]
 pub(crate) fn is_transient_sqlx(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(d) => d.code().is_some_and(|code| is_transient_sqlstate(&code)),
@@ -253,6 +258,7 @@ pub(crate) fn is_transient_sqlx(e: &sqlx::Error) -> bool {
 }
 
 /// Whether a SQLSTATE names a transient condition (see [`is_transient_sqlx`]).
+#[cfg(feature = "postgres")]
 pub(crate) fn is_transient_sqlstate(code: &str) -> bool {
     matches!(code.get(..2), Some("08" | "40" | "53" | "57" | "58")) || code == "55P03"
 }
@@ -288,6 +294,7 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "postgres")]
     #[test]
     fn sqlstates_are_classified_by_class() {
         for transient in [

@@ -50,10 +50,25 @@
 //! # }
 //! ```
 //!
+//! # Features
+//! - `postgres` (default): the PostgreSQL backend ([`Projections::postgres`]), [`SqlProjection`] and [`SqlTx`].
+//! - `cli` (default): [`ProjectionsCommand`], the operator subcommands, with a progress bar.
+//!
+//! Without them (`default-features = false`) the crate is the engine and the in-memory backend, and depends on
+//! neither sqlx nor clap (`docs/adr/0005-lean-projections-crate.md`).
+//!
 //! The [guide] covers writing, running, querying, rebuilding and operating projections; the design decisions are
 //! in `docs/adr/0002-projections.md`.
 
+// The docs link to the PostgreSQL and CLI items, which exist only with those features (on by default, and on
+// docs.rs): a build of the docs without them leaves those links as plain text.
+#![cfg_attr(
+    not(all(feature = "postgres", feature = "cli")),
+    allow(rustdoc::broken_intra_doc_links)
+)]
+
 mod backend;
+#[cfg(feature = "cli")]
 mod cli;
 mod documents;
 mod error;
@@ -63,16 +78,21 @@ mod projections;
 mod read_ahead;
 mod reader;
 mod runner;
+#[cfg(feature = "postgres")]
 mod sql;
 mod status;
 
+#[cfg(feature = "cli")]
 pub use cli::{LogWriter, ProjectionsCommand, exit, exit_code, log_writer};
 pub use documents::{Documents, MAX_KEY_BYTES};
 pub use error::{BoxError, Error, Result};
 pub use policy::{DEFAULT_READ_AHEAD, FailurePolicy, ProjectionOptions};
-pub use projection::{Projection, SqlProjection};
+pub use projection::Projection;
+#[cfg(feature = "postgres")]
+pub use projection::SqlProjection;
 pub use projections::{Projections, RebuildOptions};
 pub use reader::DocumentReader;
+#[cfg(feature = "postgres")]
 pub use sql::SqlTx;
 pub use status::{
     ParkedEvent, Progress, RebuildOutcome, RebuildReport, ReplayReport, State, Status,

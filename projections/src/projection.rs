@@ -5,6 +5,7 @@ use annals::{Position, RecordedEvent, async_trait};
 
 use crate::documents::Documents;
 use crate::error::BoxError;
+#[cfg(feature = "postgres")]
 use crate::sql::SqlTx;
 
 /// A projection that folds events into JSON documents addressed by `(collection, key)`. It runs unchanged on the
@@ -88,6 +89,7 @@ pub trait Projection: Send + Sync + 'static {
 ///
 /// # Errors
 /// As for [`Projection`]: errors go to the failure policy; the transaction is rolled back.
+#[cfg(feature = "postgres")]
 #[async_trait]
 pub trait SqlProjection: Send + Sync + 'static {
     /// The stable name (see [`Projection::name`]).

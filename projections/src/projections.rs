@@ -7,16 +7,20 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use annals::{EventStore, Position};
+#[cfg(feature = "postgres")]
 use sqlx::PgPool;
 use tokio::sync::{OnceCell, watch};
 use uuid::Uuid;
 
 use crate::backend::Backend;
 use crate::backend::memory::MemoryBackend;
+#[cfg(feature = "postgres")]
 use crate::backend::postgres::PostgresBackend;
 use crate::error::{Error, Result, check_name};
 use crate::policy::ProjectionOptions;
-use crate::projection::{Projection, SqlProjection};
+use crate::projection::Projection;
+#[cfg(feature = "postgres")]
+use crate::projection::SqlProjection;
 use crate::reader::{DocumentReader, wait_for};
 use crate::runner::{Engine, Kind, Registered};
 use crate::status::{ParkedEvent, Progress, RebuildReport, ReplayReport, State, Status};
@@ -108,6 +112,7 @@ impl Projections {
     /// Projections whose read models, checkpoints, leases and dead letters live in PostgreSQL (`pool`), in the
     /// schema `annals_projections` (metadata) and one schema per read model (`rm_<name>`), reading events from
     /// `store`. The tables are created on first use (or by [`migrate`](Self::migrate)).
+    #[cfg(feature = "postgres")]
     pub fn postgres(store: impl EventStore + 'static, pool: PgPool) -> Self {
         Self::with_backend(
             Arc::new(store),
@@ -120,6 +125,7 @@ impl Projections {
     ///
     /// # Errors
     /// [`Error::Config`] when a name is not a plain lowercase identifier.
+    #[cfg(feature = "postgres")]
     pub fn postgres_in(
         store: impl EventStore + 'static,
         pool: PgPool,
@@ -228,11 +234,13 @@ impl Projections {
     }
 
     /// Registers a SQL projection (PostgreSQL backend only) with default options.
+    #[cfg(feature = "postgres")]
     pub fn with_sql(self, projection: impl SqlProjection) -> Self {
         self.with_sql_options(projection, ProjectionOptions::default())
     }
 
     /// Registers a SQL projection (PostgreSQL backend only) with options.
+    #[cfg(feature = "postgres")]
     pub fn with_sql_options(
         self,
         projection: impl SqlProjection,

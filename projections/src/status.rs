@@ -15,6 +15,8 @@ pub(crate) enum SlotState {
     Stopped,
 }
 
+/// How PostgreSQL stores a state (the `state` column of the slots table).
+#[cfg(feature = "postgres")]
 impl SlotState {
     pub(crate) fn as_str(self) -> &'static str {
         match self {

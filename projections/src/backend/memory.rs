@@ -11,11 +11,9 @@ use serde_json::Value;
 use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
-use super::{Acquired, Backend, BatchTx, Commit, Slot};
+use super::{Acquired, Backend, BatchTx, Commit, Slot, Target};
 use crate::documents::DocSource;
 use crate::error::{Error, Result};
-use crate::runner::Registered;
-use crate::sql::SqlTx;
 use crate::status::{ParkedEvent, SlotState};
 
 /// A generation's documents: collection, then key (so lookups borrow, and keys of a collection sort together).
@@ -172,9 +170,9 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    async fn acquire_live(&self, p: &Registered, owner: Uuid, ttl: Duration) -> Result<Acquired> {
+    async fn acquire_live(&self, p: Target<'_>, owner: Uuid, ttl: Duration) -> Result<Acquired> {
         let mut all = self.lock();
-        let entry = all.entry(p.name.clone()).or_default();
+        let entry = all.entry(p.name.to_owned()).or_default();
         if entry.live.is_none() {
             entry.last_generation += 1;
             entry.live = Some(MemSlot::new(entry.last_generation, p.version, true));
@@ -190,19 +188,19 @@ impl Backend for MemoryBackend {
             slot.state = SlotState::CatchingUp;
             slot.error = None;
         }
-        let view = slot.view(&p.name, true);
+        let view = slot.view(p.name, true);
         slot.fresh = false;
         Ok(Acquired::Slot(view))
     }
 
     async fn acquire_building(
         &self,
-        p: &Registered,
+        p: Target<'_>,
         owner: Uuid,
         ttl: Duration,
     ) -> Result<Acquired> {
         let mut all = self.lock();
-        let entry = all.entry(p.name.clone()).or_default();
+        let entry = all.entry(p.name.to_owned()).or_default();
         if let Some(building) = &entry.building {
             if building.owned_by_other(owner) {
                 return Ok(Acquired::Busy);
@@ -220,7 +218,7 @@ impl Backend for MemoryBackend {
         };
         slot.take(owner, ttl);
         slot.state = SlotState::Rebuilding;
-        let view = slot.view(&p.name, false);
+        let view = slot.view(p.name, false);
         slot.fresh = false;
         Ok(Acquired::Slot(view))
     }
@@ -433,10 +431,6 @@ impl DocSource for MemTx {
 impl BatchTx for MemTx {
     fn docs(&mut self) -> &mut dyn DocSource {
         self
-    }
-
-    fn sql(&mut self) -> Option<SqlTx<'_>> {
-        None
     }
 
     fn live_checkpoint(&self) -> Option<Position> {

@@ -1,7 +1,9 @@
 //! The read-model backends: where documents, SQL tables, checkpoints, leases and dead letters live.
 
 pub(crate) mod memory;
+#[cfg(feature = "postgres")]
 mod owner_session;
+#[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 
 use std::time::Duration;
@@ -12,9 +14,25 @@ use uuid::Uuid;
 
 use crate::documents::DocSource;
 use crate::error::Result;
-use crate::runner::Registered;
+#[cfg(feature = "postgres")]
+use crate::projection::SqlProjection;
+#[cfg(feature = "postgres")]
 use crate::sql::SqlTx;
 use crate::status::{ParkedEvent, SlotState};
+
+/// What a backend needs to know of a projection to keep its generations: the runner's registration hands it
+/// over (`Registered::target`), so backends know nothing of the runner.
+#[derive(Clone, Copy)]
+pub(crate) struct Target<'a> {
+    /// The projection's name (checkpoint key, part of storage names).
+    pub(crate) name: &'a str,
+    /// The version of the code registered, which a generation is built for.
+    pub(crate) version: u32,
+    /// The SQL projection whose [`setup`](SqlProjection::setup) creates a generation's tables; `None` for a
+    /// document projection (its generations hold documents).
+    #[cfg(feature = "postgres")]
+    pub(crate) sql: Option<&'a dyn SqlProjection>,
+}
 
 /// One generation of one projection's read model, as stored.
 #[derive(Debug, Clone)]
@@ -65,8 +83,11 @@ pub(crate) enum Acquired {
 pub(crate) trait BatchTx: DocSource {
     /// Reads committed documents inside the transaction.
     fn docs(&mut self) -> &mut dyn DocSource;
-    /// The SQL transaction, on PostgreSQL.
-    fn sql(&mut self) -> Option<SqlTx<'_>>;
+    /// The SQL transaction, on PostgreSQL (`None`, the default, on other backends).
+    #[cfg(feature = "postgres")]
+    fn sql(&mut self) -> Option<SqlTx<'_>> {
+        None
+    }
     /// For a swap transaction: the live generation's checkpoint (locked).
     fn live_checkpoint(&self) -> Option<Position>;
     /// Commits the batch; fails with `LostOwnership` when the slot is no longer ours.
@@ -80,15 +101,11 @@ pub(crate) trait Backend: Send + Sync {
     async fn migrate(&self) -> Result<()>;
 
     /// Takes (or renews) the lease on the live generation, creating generation 1 when there is none.
-    async fn acquire_live(&self, p: &Registered, owner: Uuid, ttl: Duration) -> Result<Acquired>;
+    async fn acquire_live(&self, p: Target<'_>, owner: Uuid, ttl: Duration) -> Result<Acquired>;
 
     /// Takes the lease on the rebuild generation, creating it (or replacing one of another version).
-    async fn acquire_building(
-        &self,
-        p: &Registered,
-        owner: Uuid,
-        ttl: Duration,
-    ) -> Result<Acquired>;
+    async fn acquire_building(&self, p: Target<'_>, owner: Uuid, ttl: Duration)
+    -> Result<Acquired>;
 
     /// Gives up a lease (no-op when it is not ours).
     async fn release(&self, slot: &Slot, owner: Uuid) -> Result<()>;

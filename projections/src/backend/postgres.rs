@@ -23,10 +23,9 @@ use tracing::info;
 use uuid::Uuid;
 
 use super::owner_session::{OwnerSession, lock_key};
-use super::{Acquired, Backend, BatchTx, Commit, Slot};
+use super::{Acquired, Backend, BatchTx, Commit, Slot, Target};
 use crate::documents::DocSource;
 use crate::error::{Error, Result};
-use crate::runner::{Kind, Registered};
 use crate::sql::{SqlTx, quote_ident};
 use crate::status::{ParkedEvent, SlotState};
 
@@ -159,7 +158,7 @@ impl PostgresBackend {
     async fn create_storage(
         &self,
         tx: &mut Transaction<'static, Postgres>,
-        p: &Registered,
+        p: Target<'_>,
         schema: &str,
     ) -> Result<()> {
         let q = quote_ident(schema);
@@ -169,8 +168,8 @@ impl PostgresBackend {
         .execute(&mut **tx)
         .await
         .map_err(Error::db("create read-model schema"))?;
-        match &p.kind {
-            Kind::Docs(_) => {
+        match p.sql {
+            None => {
                 sqlx::raw_sql(AssertSqlSafe(format!(
                     "CREATE TABLE {q}.documents (collection text COLLATE \"C\" NOT NULL, \
                      key text COLLATE \"C\" NOT NULL, doc jsonb NOT NULL, PRIMARY KEY (collection, key))"
@@ -179,10 +178,10 @@ impl PostgresBackend {
                 .await
                 .map_err(Error::db("create documents table"))?;
             }
-            Kind::Sql(projection) => {
+            Some(projection) => {
                 let mut sql = SqlTx { conn: tx, schema };
                 projection.setup(&mut sql).await.map_err(|e| Error::Hook {
-                    projection: p.name.clone(),
+                    projection: p.name.to_owned(),
                     hook: "setup",
                     cause: e.to_string(),
                 })?;
@@ -193,7 +192,7 @@ impl PostgresBackend {
 
     async fn acquire(
         &self,
-        p: &Registered,
+        p: Target<'_>,
         owner: Uuid,
         ttl: Duration,
         live: bool,
@@ -205,7 +204,7 @@ impl PostgresBackend {
             "SELECT generation, version, owner, lease_until > clock_timestamp() AS unexpired \
              FROM {meta}.slots WHERE name = $1 AND live = $2 FOR UPDATE"
         )))
-        .bind(&p.name)
+        .bind(p.name)
         .bind(live)
         .fetch_optional(&mut *tx)
         .await
@@ -237,7 +236,7 @@ impl PostgresBackend {
                 if !live && i64::from(p.version) != i64::from(version) {
                     // A rebuild of another version: drop it and start a new one.
                     let schema =
-                        self.schema(&p.name, non_negative(generation, t, "generation")?, false);
+                        self.schema(p.name, non_negative(generation, t, "generation")?, false);
                     sqlx::raw_sql(AssertSqlSafe(format!(
                         "DROP SCHEMA IF EXISTS {} CASCADE",
                         quote_ident(&schema)
@@ -248,7 +247,7 @@ impl PostgresBackend {
                     sqlx::query(AssertSqlSafe(format!(
                         "DELETE FROM {meta}.slots WHERE name = $1 AND generation = $2"
                     )))
-                    .bind(&p.name)
+                    .bind(p.name)
                     .bind(generation)
                     .execute(&mut *tx)
                     .await
@@ -268,7 +267,7 @@ impl PostgresBackend {
                      SELECT $1, coalesce(max(generation), 0) + 1, $2, $3, $4 FROM {meta}.slots WHERE name = $1 \
                      ON CONFLICT DO NOTHING RETURNING generation"
                 )))
-                .bind(&p.name)
+                .bind(p.name)
                 .bind(i32::try_from(p.version).unwrap_or(i32::MAX))
                 .bind(live)
                 .bind(if live { "catching_up" } else { "rebuilding" })
@@ -279,7 +278,7 @@ impl PostgresBackend {
                     return Ok(Acquired::Busy);
                 };
                 let generation: i64 = column(&row, t, "generation")?;
-                let schema = self.schema(&p.name, non_negative(generation, t, "generation")?, live);
+                let schema = self.schema(p.name, non_negative(generation, t, "generation")?, live);
                 self.create_storage(&mut tx, p, &schema).await?;
                 fresh = true;
                 generation
@@ -294,7 +293,7 @@ impl PostgresBackend {
              WHERE name = $1 AND generation = $2 RETURNING {}",
             self.columns()
         )))
-        .bind(&p.name)
+        .bind(p.name)
         .bind(generation)
         .bind(owner)
         .bind(secs(ttl))
@@ -368,13 +367,13 @@ impl Backend for PostgresBackend {
         tx.commit().await.map_err(Error::db("migrate"))
     }
 
-    async fn acquire_live(&self, p: &Registered, owner: Uuid, ttl: Duration) -> Result<Acquired> {
+    async fn acquire_live(&self, p: Target<'_>, owner: Uuid, ttl: Duration) -> Result<Acquired> {
         self.acquire(p, owner, ttl, true).await
     }
 
     async fn acquire_building(
         &self,
-        p: &Registered,
+        p: Target<'_>,
         owner: Uuid,
         ttl: Duration,
     ) -> Result<Acquired> {

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use annals_projections::{Projections, ProjectionsCommand, exit};
 use clap::Parser;
+#[cfg(feature = "postgres")]
 use sqlx::PgPool;
 
 use crate::support::*;
@@ -31,6 +32,7 @@ async fn cli(projections: &Projections, args: &[&str]) -> (u8, String) {
     (code, text)
 }
 
+#[cfg(feature = "postgres")]
 #[sqlx::test]
 async fn subcommands_work_end_to_end_on_postgres(pool: PgPool) {
     let store = pg_store(&pool).await;

@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use annals::{EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId};
 use annals_projections::{
-    BoxError, Documents, Error, Projection, ProjectionOptions, Projections, SqlProjection, SqlTx,
-    async_trait,
+    BoxError, Documents, Error, Projection, ProjectionOptions, Projections, async_trait,
 };
+#[cfg(feature = "postgres")]
+use annals_projections::{SqlProjection, SqlTx};
 use serde_json::json;
+#[cfg(feature = "postgres")]
 use sqlx::PgPool;
 
 use crate::support::*;
@@ -105,6 +107,7 @@ async fn memory_document_read_model_serves_and_matches_from_scratch() {
     live_run_matches_from_scratch(projections, store).await;
 }
 
+#[cfg(feature = "postgres")]
 #[sqlx::test]
 async fn postgres_document_read_model_serves_and_matches_from_scratch(pool: PgPool) {
     let store = pg_store(&pool).await;
@@ -124,8 +127,10 @@ impl Projection for Named {
     }
 }
 
+#[cfg(feature = "postgres")]
 struct SqlNamed;
 
+#[cfg(feature = "postgres")]
 #[async_trait]
 impl SqlProjection for SqlNamed {
     fn name(&self) -> &str {
@@ -170,12 +175,15 @@ async fn bad_registrations_and_unknown_names_are_clear_errors() {
         .with(Named("a"));
     assert!(matches!(twice.status().await, Err(Error::DuplicateName { ref name }) if name == "a"));
 
-    let sql = Projections::memory(memory_store()).with_sql(SqlNamed);
-    let err = sql.run(async {}).await.unwrap_err();
-    assert!(
-        matches!(err, Error::SqlNeedsPostgres { ref name } if name == "sql_named"),
-        "{err}"
-    );
+    #[cfg(feature = "postgres")]
+    {
+        let sql = Projections::memory(memory_store()).with_sql(SqlNamed);
+        let err = sql.run(async {}).await.unwrap_err();
+        assert!(
+            matches!(err, Error::SqlNeedsPostgres { ref name } if name == "sql_named"),
+            "{err}"
+        );
+    }
 }
 
 /// Reading ahead only changes how events are fetched: off, in pages smaller than a batch, and in pages much larger
@@ -218,6 +226,7 @@ async fn memory_read_ahead_settings_build_the_same_read_model() {
     .await;
 }
 
+#[cfg(feature = "postgres")]
 #[sqlx::test]
 async fn postgres_read_ahead_settings_build_the_same_read_model(pool: PgPool) {
     let store = pg_store(&pool).await;

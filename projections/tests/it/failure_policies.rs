@@ -11,6 +11,7 @@ use annals_projections::{
     async_trait,
 };
 use serde_json::json;
+#[cfg(feature = "postgres")]
 use sqlx::PgPool;
 
 use crate::support::*;
@@ -211,6 +212,7 @@ async fn memory_poison_event_is_retried_until_it_succeeds() {
     retry_policy(p, store).await;
 }
 
+#[cfg(feature = "postgres")]
 #[sqlx::test]
 async fn postgres_poison_event_stops_by_default(pool: PgPool) {
     let store = pg_store(&pool).await;
@@ -219,6 +221,7 @@ async fn postgres_poison_event_stops_by_default(pool: PgPool) {
     stop_policy(p, store).await;
 }
 
+#[cfg(feature = "postgres")]
 #[sqlx::test]
 async fn postgres_poison_event_is_parked_and_replayed(pool: PgPool) {
     let store = pg_store(&pool).await;
@@ -227,6 +230,7 @@ async fn postgres_poison_event_is_parked_and_replayed(pool: PgPool) {
     park_policy(p, picky, store).await;
 }
 
+#[cfg(feature = "postgres")]
 #[sqlx::test]
 async fn postgres_poison_event_is_retried_until_it_succeeds(pool: PgPool) {
     let store = pg_store(&pool).await;
@@ -234,6 +238,7 @@ async fn postgres_poison_event_is_retried_until_it_succeeds(pool: PgPool) {
     retry_policy(p, store).await;
 }
 
+#[cfg(feature = "postgres")]
 #[sqlx::test]
 async fn postgres_retries_exhausted_then_park(pool: PgPool) {
     let store = pg_store(&pool).await;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use annals::{EventStore, ExpectedVersion, NewEvent, StreamId};
 use annals_projections::{ProjectionOptions, Projections};
 use serde_json::json;
+#[cfg(feature = "postgres")]
 use sqlx::PgPool;
 
 use crate::support::*;
@@ -61,6 +62,7 @@ async fn eight_writers(projections: Projections, store: impl EventStore + Clone 
     );
 }
 
+#[cfg(feature = "postgres")]
 #[sqlx::test]
 async fn postgres_live_follow_under_8_writers_counts_every_event_once(pool: PgPool) {
     let store = pg_store(&pool).await;

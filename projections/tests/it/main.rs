@@ -8,15 +8,19 @@
     dead_code
 )]
 
+#[cfg(feature = "cli")]
 mod cli_subcommands;
 mod document_read_model;
 mod failure_policies;
+#[cfg(feature = "postgres")]
 mod leases_and_crashes;
 mod live_follow_concurrent_writers;
 mod permanent_errors;
 mod rebuild_blue_green;
 mod rebuilds_leave_nothing_behind;
 mod renamed_events;
+#[cfg(feature = "postgres")]
 mod sql_projection;
 mod support;
+#[cfg(feature = "postgres")]
 mod takeover_when_the_owner_dies;

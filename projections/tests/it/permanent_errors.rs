@@ -7,9 +7,12 @@ use std::time::Duration;
 use annals::{EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId};
 use annals_projections::{
     BoxError, Documents, Error, FailurePolicy, MAX_KEY_BYTES, Projection, ProjectionOptions,
-    Projections, SqlProjection, SqlTx, State, async_trait,
+    Projections, State, async_trait,
 };
+#[cfg(feature = "postgres")]
+use annals_projections::{SqlProjection, SqlTx};
 use serde_json::json;
+#[cfg(feature = "postgres")]
 use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::support::*;
@@ -151,6 +154,7 @@ async fn memory_refused_documents_are_parked() {
     parks_both_bad_documents(store, projections).await;
 }
 
+#[cfg(feature = "postgres")]
 #[sqlx::test]
 async fn postgres_nul_in_a_document_stops_the_projection_instead_of_retrying_forever(pool: PgPool) {
     let store = pg_store(&pool).await;
@@ -158,6 +162,7 @@ async fn postgres_nul_in_a_document_stops_the_projection_instead_of_retrying_for
     stops_at_the_first_bad_document(store, projections).await;
 }
 
+#[cfg(feature = "postgres")]
 #[sqlx::test]
 async fn postgres_refused_documents_are_parked(pool: PgPool) {
     let store = pg_store(&pool).await;
@@ -169,6 +174,7 @@ async fn postgres_refused_documents_are_parked(pool: PgPool) {
 /// which event was at fault and returns index 0, as the contract allows.
 struct Keys;
 
+#[cfg(feature = "postgres")]
 #[async_trait]
 impl SqlProjection for Keys {
     fn name(&self) -> &str {
@@ -248,6 +254,7 @@ async fn write_keys(store: &dyn EventStore) -> Position {
     Position(done.last_position.get() - 3)
 }
 
+#[cfg(feature = "postgres")]
 async fn stored_keys(pool: &PgPool) -> Vec<String> {
     sqlx::query_scalar("SELECT key FROM rm_keys.keys ORDER BY position")
         .fetch_all(pool)
@@ -255,6 +262,7 @@ async fn stored_keys(pool: &PgPool) -> Vec<String> {
         .unwrap()
 }
 
+#[cfg(feature = "postgres")]
 #[sqlx::test]
 async fn postgres_batch_failing_at_unknown_index_is_retried_one_by_one_and_only_the_culprit_stops(
     pool: PgPool,
@@ -279,6 +287,7 @@ async fn postgres_batch_failing_at_unknown_index_is_retried_one_by_one_and_only_
     );
 }
 
+#[cfg(feature = "postgres")]
 #[sqlx::test]
 async fn postgres_batch_failing_at_unknown_index_parks_only_the_culprit(pool: PgPool) {
     let store = pg_store(&pool).await;

@@ -1,12 +1,16 @@
 //! Blue/green rebuilds: the old read model serves reads until the switch, writes continue throughout, the
 //! result equals a from-scratch rebuild; rebuilds are cancellable and resumable; a version bump rebuilds.
 
+#[cfg(feature = "postgres")]
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use annals::{EventStore, ExpectedVersion, NewEvent, StreamId};
-use annals_projections::{ProjectionOptions, Projections, RebuildOptions, RebuildOutcome, State};
+use annals_projections::{ProjectionOptions, Projections, RebuildOutcome};
+#[cfg(feature = "postgres")]
+use annals_projections::{RebuildOptions, State};
 use serde_json::json;
+#[cfg(feature = "postgres")]
 use sqlx::PgPool;
 
 use crate::support::*;
@@ -41,6 +45,7 @@ fn background_writer(
     (stop, handle)
 }
 
+#[cfg(feature = "postgres")]
 #[sqlx::test]
 async fn postgres_rebuild_while_writes_continue_serves_old_until_the_switch(pool: PgPool) {
     let store = pg_store(&pool).await;
@@ -147,6 +152,7 @@ async fn postgres_rebuild_while_writes_continue_serves_old_until_the_switch(pool
     assert_eq!(schemas, ["rm_tallies"]);
 }
 
+#[cfg(feature = "postgres")]
 #[sqlx::test]
 async fn postgres_cancelled_rebuild_resumes_from_its_checkpoint(pool: PgPool) {
     let store = pg_store(&pool).await;
@@ -193,6 +199,7 @@ async fn postgres_cancelled_rebuild_resumes_from_its_checkpoint(pool: PgPool) {
     );
 }
 
+#[cfg(feature = "postgres")]
 #[sqlx::test]
 async fn postgres_version_bump_rebuilds_when_run(pool: PgPool) {
     let store = pg_store(&pool).await;

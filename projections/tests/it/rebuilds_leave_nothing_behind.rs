@@ -6,13 +6,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use annals::{EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId};
-use annals_projections::{
-    BoxError, Documents, Error, FailurePolicy, Projection, ProjectionOptions, Projections,
-    async_trait,
-};
+use annals::{EventStore, Position, RecordedEvent};
+#[cfg(feature = "postgres")]
+use annals::{ExpectedVersion, NewEvent, StreamId};
+use annals_projections::{BoxError, Documents, Projection, Projections, async_trait};
+#[cfg(feature = "postgres")]
+use annals_projections::{Error, FailurePolicy, ProjectionOptions};
 use serde_json::json;
+#[cfg(feature = "postgres")]
 use sqlx::PgPool;
+#[cfg(feature = "postgres")]
 use uuid::Uuid;
 
 use crate::support::*;
@@ -39,6 +42,7 @@ impl Projection for Fragile {
     }
 }
 
+#[cfg(feature = "postgres")]
 async fn owner_of(pool: &PgPool, name: &str) -> Option<Uuid> {
     sqlx::query_scalar::<_, Option<Uuid>>(
         "SELECT owner FROM annals_projections.slots WHERE name = $1 AND live",
@@ -49,6 +53,7 @@ async fn owner_of(pool: &PgPool, name: &str) -> Option<Uuid> {
     .unwrap()
 }
 
+#[cfg(feature = "postgres")]
 #[sqlx::test]
 async fn replay_of_parked_events_releases_its_lease_whether_it_succeeds_or_not(pool: PgPool) {
     let store = pg_store(&pool).await;
@@ -128,6 +133,7 @@ async fn replay_of_parked_events_releases_its_lease_whether_it_succeeds_or_not(p
     handle.await.unwrap().unwrap();
 }
 
+#[cfg(feature = "postgres")]
 #[sqlx::test]
 async fn swap_refuses_to_drop_a_view_over_the_read_model_and_keeps_grants(pool: PgPool) {
     let store = pg_store(&pool).await;
@@ -237,6 +243,7 @@ async fn memory_documents_are_listed_page_by_page() {
     .await;
 }
 
+#[cfg(feature = "postgres")]
 #[sqlx::test]
 async fn postgres_documents_are_listed_page_by_page(pool: PgPool) {
     let store = pg_store(&pool).await;
@@ -247,6 +254,7 @@ async fn postgres_documents_are_listed_page_by_page(pool: PgPool) {
     .await;
 }
 
+#[cfg(feature = "postgres")]
 #[sqlx::test]
 async fn negative_stored_checkpoint_is_an_error_naming_table_and_column_not_a_replay_from_zero(
     pool: PgPool,

@@ -14,6 +14,7 @@ use annals_projections::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+#[cfg(feature = "postgres")]
 use sqlx::PgPool;
 
 use crate::support::*;
@@ -130,6 +131,7 @@ async fn memory_renamed_events_reach_projections_on_every_path() {
     renamed_events_reach_the_projection(store.clone(), Projections::memory(store)).await;
 }
 
+#[cfg(feature = "postgres")]
 #[sqlx::test]
 async fn postgres_renamed_events_reach_projections_on_every_path(pool: PgPool) {
     let store = pg_store(&pool).await;
