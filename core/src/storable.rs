@@ -100,11 +100,7 @@ fn contains_nul(value: &Value) -> bool {
     let mut next = Some(value);
     while let Some(value) = next.take().or_else(|| pending.pop()) {
         match value {
-            Value::String(text) => {
-                if has_nul(text) {
-                    return true;
-                }
-            }
+            Value::String(text) if has_nul(text) => return true,
             Value::Array(items) => {
                 for item in items {
                     match item {
