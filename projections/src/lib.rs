@@ -65,6 +65,9 @@ mod reader;
 mod runner;
 mod sql;
 mod status;
+mod typed;
+// PostgreSQL only (`SqlProjection`): gate with the `postgres` feature.
+mod typed_sql;
 
 pub use cli::{LogWriter, ProjectionsCommand, exit, exit_code, log_writer};
 pub use documents::{Documents, MAX_KEY_BYTES};
@@ -74,9 +77,12 @@ pub use projection::{Projection, SqlProjection};
 pub use projections::{Projections, RebuildOptions};
 pub use reader::DocumentReader;
 pub use sql::SqlTx;
+pub use typed::EventProjection;
+// PostgreSQL only: gate with the `postgres` feature.
 pub use status::{
     ParkedEvent, Progress, RebuildOutcome, RebuildReport, ReplayReport, State, Status,
 };
+pub use typed_sql::EventSqlProjection;
 
 #[doc = include_str!("../../docs/projections.md")]
 pub mod guide {}

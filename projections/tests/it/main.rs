@@ -20,3 +20,4 @@ mod renamed_events;
 mod sql_projection;
 mod support;
 mod takeover_when_the_owner_dies;
+mod typed_projections;
