@@ -130,8 +130,9 @@ pub(super) async fn close(
 pub(super) async fn account(
     State(state): State<AppState>,
     AccountPath(id): AccountPath,
-    MinPosition(min_position): MinPosition,
+    min_position: MinPosition,
 ) -> Result<Json<Balance>, ApiError> {
+    let MinPosition(min_position) = min_position.reachable(&*state.store).await?;
     let balance = state.read_models.balance(&id, min_position).await?;
     balance.map(Json).ok_or_else(not_found_account)
 }
@@ -158,9 +159,11 @@ pub(super) async fn history(
             "limit: {limit} is not between 1 and {MAX_HISTORY_PAGE}"
         )));
     }
+    let min_position = MinPosition(query.min_position.map(Position));
+    let MinPosition(min_position) = min_position.reachable(&*state.store).await?;
     let page = state
         .read_models
-        .history_page(&id, query.min_position.map(Position), query.after, limit)
+        .history_page(&id, min_position, query.after, limit)
         .await?;
     if page.items.is_empty()
         && (query.after.is_none() || state.read_models.balance(&id, None).await?.is_none())
