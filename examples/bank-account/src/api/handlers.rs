@@ -12,7 +12,7 @@ use super::accounts::{AccountPath, Accounts};
 use super::error::ApiError;
 use crate::account::{Account, AccountCommand, AccountId, AccountStatus};
 use crate::read_models::{Balance, MAX_HISTORY_PAGE};
-use annals_axum::{JsonBody, MinPosition, OptionalJsonBody, Replied};
+use annals_axum::{EventJson, JsonBody, MinPosition, OptionalJsonBody, Replied};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -181,21 +181,7 @@ pub(super) async fn events(
     if events.is_empty() {
         return Err(not_found_account());
     }
-    let items: Vec<Value> = events
-        .into_iter()
-        .map(|e| {
-            json!({
-                "event_id": e.event_id,
-                "type": e.event_type,
-                "schema_version": e.schema_version,
-                "version": e.stream_version,
-                "position": e.position,
-                "recorded_at": e.recorded_at,
-                "payload": e.payload,
-                "metadata": e.metadata,
-            })
-        })
-        .collect();
+    let items: Vec<EventJson> = events.into_iter().map(EventJson).collect();
     Ok(Json(json!({"items": items})))
 }
 
@@ -204,21 +190,5 @@ fn not_found_account() -> ApiError {
         StatusCode::NOT_FOUND,
         "account_not_found",
         "account not found",
-    )
-}
-
-pub(super) async fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such endpoint; see the README for the routes",
-    )
-}
-
-pub(super) async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this endpoint does not accept that method",
     )
 }
