@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prints the non-blank, non-comment lines outside tests of each part of the bank example's accounts service, and
+# Prints the non-blank, non-comment lines outside tests of each part of the bank example, and
 # whether the targets of issue 11 are met. A file's `#[cfg(test)]` module (at its end, by convention) is not
 # counted; neither are lines that are only a comment (`//`, `///`, `//!`).
 set -euo pipefail
@@ -27,11 +27,22 @@ idempotency_lines() {
     echo "$total"
 }
 
+# Issue 11's targets are for the ACCOUNTS part of the bank; transfers (the transfer aggregate, its process
+# manager, the account's side of a transfer in `transfer_legs.rs`, and `api/transfers.rs`) and the notifier (the
+# event feed's second service) came with later issues and are counted apart, without a target. The rule: a file
+# named after transfers (`transfer*.rs`, `api/transfers.rs`) counts as transfers, `notifier.rs`, `feed.rs` and
+# `bin/` as the notifier, everything else as accounts.
 shopt -s nullglob
 domain=$(count account.rs read_models.rs)
-http=$(count api/*.rs)
-idempotency=$(( $(count idempotency/*.rs api/idempotency.rs) + $(idempotency_lines api/accounts.rs api/handlers.rs api/error.rs api/mod.rs) ))
+http_files=()
+for file in api/*.rs; do
+    [ "$file" = api/transfers.rs ] || http_files+=("$file")
+done
+http=$(count "${http_files[@]}")
+idempotency=$(( $(count idempotency/*.rs api/idempotency.rs) + $(idempotency_lines "${http_files[@]}") ))
 assembly=$(count service.rs main.rs lib.rs)
+transfers=$(count transfer*.rs api/transfers.rs)
+notifier=$(count notifier.rs feed.rs bin/*.rs)
 
 met=0
 report() { # name lines target
@@ -42,5 +53,5 @@ report() { # name lines target
 report domain "$domain" 300
 report http "$http" 300
 report idempotency "$idempotency" 40
-printf '%-12s %5d lines (no target)\n' assembly "$assembly"
+printf '%-12s %5d lines (no target)\n' assembly "$assembly" transfers "$transfers" notifier "$notifier"
 exit "$met"

@@ -89,6 +89,32 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
         Ok(None)
     }
 
+    /// The persisted names of this type's events (serde's names of its variants, aliases included): the filter of
+    /// a projection over this type, so that it cannot drift from the type. Names an upcaster renames *from* are
+    /// not listed (the projections runner filters after upcasting); a name written by an old version with the
+    /// same payload can simply be a serde `alias`, which is listed.
+    ///
+    /// ```
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// enum AccountEvent {
+    ///     #[serde(rename = "AccountOpened")]
+    ///     Opened { owner: String },
+    ///     #[serde(rename = "MoneyDeposited", alias = "MoneyAdded")]
+    ///     Deposited { amount: u64 },
+    /// }
+    /// impl annals::Event for AccountEvent {}
+    ///
+    /// use annals::Event;
+    /// assert_eq!(AccountEvent::event_types().unwrap(), ["AccountOpened", "MoneyAdded", "MoneyDeposited"]);
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Encode`] when the type's `Deserialize` does not describe an enum (a hand-written implementation
+    /// that never calls `deserialize_enum`): override this method to list the names.
+    fn event_types() -> Result<&'static [&'static str]> {
+        crate::event_types::of::<Self>()
+    }
+
     /// Rebuilds an event from its persisted name and payload, parsing the payload's text straight into the
     /// variant.
     ///

@@ -9,7 +9,10 @@
 //! - [`IdempotencyKey`]: `Idempotency-Key`, scoped per client by `X-Client-Id`, as an [`annals::CommandId`] for
 //!   [`Repository::execute_once`](annals::Repository::execute_once).
 //! - [`JsonBody`] / [`OptionalJsonBody`]: JSON bodies whose every failure is a `400 invalid_request` naming the field.
-//! - [`MinPosition`]: `?min_position=N` for read-your-writes, and [`HttpError::lagging`] for the `504`.
+//! - [`MinPosition`]: `?min_position=N` for read-your-writes ([`MinPosition::reachable`] refuses a position beyond
+//!   the store's head at once), and [`HttpError::lagging`] for the `504`.
+//! - [`no_route`] / [`method_not_allowed`]: the router's fallbacks, in the same error shape; [`EventJson`]: a stored
+//!   event as an API shows it.
 //!
 //! ```
 //! use annals_axum::{CorrelationId, HttpError, IdempotencyKey, JsonBody, correlate};
@@ -36,12 +39,16 @@
 
 mod correlation;
 mod error;
+mod event_json;
+mod fallback;
 mod idempotency;
 mod json;
 mod min_position;
 
 pub use correlation::{CORRELATION_ID, CorrelationId, correlate};
 pub use error::HttpError;
+pub use event_json::EventJson;
+pub use fallback::{method_not_allowed, no_route};
 pub use idempotency::{CLIENT_ID, IDEMPOTENCY_KEY, IdempotencyKey, REPLAYED, Replied, replayed};
 pub use json::{JsonBody, OptionalJsonBody};
 pub use min_position::MinPosition;

@@ -221,3 +221,29 @@ async fn a_position_beyond_the_head_is_refused_at_once() {
         (422, "position_beyond_head")
     );
 }
+
+#[tokio::test]
+async fn unrouted_requests_get_the_error_shape() {
+    let app = Router::new()
+        .route("/here", get(|| async { "ok" }))
+        .fallback(annals_axum::no_route)
+        .method_not_allowed_fallback(annals_axum::method_not_allowed);
+    for (method, path, status, code) in [
+        ("GET", "/nowhere", 404, "not_found"),
+        ("POST", "/here", 405, "method_not_allowed"),
+    ] {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty());
+        let response = app.clone().oneshot(request.unwrap()).await.unwrap();
+        assert_eq!(response.status().as_u16(), status);
+        let body = body_of(response).await;
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+}

@@ -2,9 +2,10 @@
 //! read-model writes, exclusive runners, failure policies, blue/green rebuilds and a CLI to operate them.
 //!
 //! Write a [`Projection`] against [`Documents`] (JSON documents addressed by collection and key) and it runs
-//! unchanged in memory and on PostgreSQL; or write a [`SqlProjection`] that owns its PostgreSQL tables. Register
-//! projections in a [`Projections`] set, [`run`](Projections::run) it next to your service, query through a
-//! [`DocumentReader`], and mount [`ProjectionsCommand`] into your CLI.
+//! unchanged in memory and on PostgreSQL (an [`EventProjection`] over one event type gets its events decoded, with
+//! their envelope, and wants exactly that type's); or write a [`SqlProjection`] that owns its PostgreSQL tables
+//! ([`EventSqlProjection`], typed). Register projections in a [`Projections`] set, [`run`](Projections::run) it
+//! next to your service, query through a [`DocumentReader`], and mount [`ProjectionsCommand`] into your CLI.
 //!
 //! ```
 //! use std::time::Duration;
@@ -81,6 +82,9 @@ mod runner;
 #[cfg(feature = "postgres")]
 mod sql;
 mod status;
+mod typed;
+#[cfg(feature = "postgres")]
+mod typed_sql;
 
 #[cfg(feature = "cli")]
 pub use cli::{LogWriter, ProjectionsCommand, exit, exit_code, log_writer};
@@ -97,6 +101,9 @@ pub use sql::SqlTx;
 pub use status::{
     ParkedEvent, Progress, RebuildOutcome, RebuildReport, ReplayReport, State, Status,
 };
+pub use typed::EventProjection;
+#[cfg(feature = "postgres")]
+pub use typed_sql::EventSqlProjection;
 
 #[doc = include_str!("../../docs/projections.md")]
 pub mod guide {}

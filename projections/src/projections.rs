@@ -197,8 +197,20 @@ impl Projections {
     /// An upcaster's refusal fails that event (the projection's failure policy decides), naming stream,
     /// version, position and type.
     pub fn upcasting<E: annals::Event>(mut self) -> Self {
+        let upcaster = crate::runner::upcaster::<E>();
+        // Registered once per type (each typed projection registers its type's): a second copy of the same
+        // function would only cost a call per event. Two functions at one address have the same machine code, so
+        // skipping one of them never changes what projections see.
+        if self
+            .engine
+            .upcasters
+            .iter()
+            .any(|known| std::ptr::fn_addr_eq(*known, upcaster))
+        {
+            return self;
+        }
         let mut upcasters = self.engine.upcasters.clone();
-        upcasters.push(crate::runner::upcaster::<E>());
+        upcasters.push(upcaster);
         self.engine = Arc::new(Engine {
             store: Arc::clone(&self.engine.store),
             backend: Arc::clone(&self.engine.backend),
@@ -265,6 +277,14 @@ impl Projections {
             this.error = Some(Arc::new(Error::SqlNeedsPostgres { name }));
         }
         this
+    }
+
+    /// Makes the set invalid with `error` (the first error wins): every use of it then answers the error.
+    pub(crate) fn refuse(mut self, error: Error) -> Self {
+        if self.error.is_none() {
+            self.error = Some(Arc::new(error));
+        }
+        self
     }
 
     fn register(mut self, registered: Registered) -> Self {

@@ -8,7 +8,7 @@ use std::fmt;
 use annals::{Aggregate, Category, StreamId, StreamKey};
 use serde::{Deserialize, Serialize};
 
-use crate::transfer_process::{TransferLeg, TransferMove};
+use crate::transfer_legs::{TransferLeg, TransferMove, apply_leg, decide_leg};
 
 /// The largest amount a single deposit or withdrawal may carry, in minor units (cents).
 pub const MAX_AMOUNT: u64 = i64::MAX as u64;
@@ -325,7 +325,7 @@ impl Aggregate for Account {
                     None => Err(AccountError::InsufficientFunds { balance, requested }),
                 }
             }
-            C::Transfer(leg) => crate::transfer_process::decide_leg(self, leg),
+            C::Transfer(leg) => decide_leg(self, leg),
             C::Close => {
                 self.check_open()?;
                 if self.balance != 0 {
@@ -353,14 +353,9 @@ impl Aggregate for Account {
                 self.balance = self.balance.saturating_sub(*amount);
             }
             AccountEvent::Closed {} => self.status = AccountStatus::Closed,
-            AccountEvent::TransferDebited(m) => {
-                self.balance = self.balance.saturating_sub(m.amount);
-                self.transfers.insert(m.key("out"));
-            }
-            AccountEvent::TransferCredited(m) | AccountEvent::TransferRefunded(m) => {
-                self.balance = self.balance.saturating_add(m.amount);
-                self.transfers.insert(m.key(m.kind(event)));
-            }
+            AccountEvent::TransferDebited(_)
+            | AccountEvent::TransferCredited(_)
+            | AccountEvent::TransferRefunded(_) => apply_leg(self, event),
         }
     }
 }

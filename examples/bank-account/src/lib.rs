@@ -24,6 +24,7 @@ pub mod notifier;
 pub mod read_models;
 mod service;
 pub mod transfer;
+pub mod transfer_legs;
 pub mod transfer_process;
 
 pub use service::{DEFAULT_SCHEMA, Service, StoreConfig, projections};

@@ -3,17 +3,16 @@
 
 use std::time::Duration;
 
-use annals::{Position, RecordedEvent, StreamKey};
+use annals::{Position, Recorded, StreamKey};
 use annals_projections::{
-    BoxError, DocumentReader, Documents, Projection, Projections, async_trait,
+    BoxError, DocumentReader, Documents, EventProjection, Projections, async_trait,
 };
-use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::account::{AccountEvent, AccountId, AccountStatus};
 use crate::api::error::ApiError;
-use crate::transfer_process::TransferMove;
+use crate::transfer_legs::{TransferMove, leg_movement};
 
 /// The most history entries one page holds (and how many a page holds when `?limit=` is not given).
 pub const MAX_HISTORY_PAGE: usize = 10_000;
@@ -73,147 +72,123 @@ pub struct Balances;
 /// The `history` projection.
 pub struct History;
 
-const ACCOUNT_EVENTS: &[&str] = &[
-    "AccountOpened",
-    "MoneyDeposited",
-    "MoneyWithdrawn",
-    "TransferDebited",
-    "TransferCredited",
-    "TransferRefunded",
-    "AccountClosed",
-];
+/// An account event as a movement of money: its history kind, the amount moved (in when `credit`), and the
+/// transfer behind it.
+pub(crate) struct Movement<'e> {
+    pub(crate) kind: &'static str,
+    pub(crate) amount: Option<u64>,
+    pub(crate) credit: bool,
+    pub(crate) transfer: Option<&'e TransferMove>,
+}
 
-/// The account an event belongs to, or `None` for a stream of another kind.
-fn account_of(event: &RecordedEvent) -> Option<AccountId> {
-    AccountId::from_stream(&event.stream_id)
+impl<'e> Movement<'e> {
+    fn of(event: &'e AccountEvent) -> Self {
+        let (kind, amount, credit) = match event {
+            AccountEvent::Opened { .. } => ("opened", None, true),
+            AccountEvent::Deposited { amount } => ("deposit", Some(*amount), true),
+            AccountEvent::Withdrawn { amount } => ("withdrawal", Some(*amount), false),
+            AccountEvent::Closed {} => ("closed", None, true),
+            leg => return leg_movement(leg).unwrap_or_else(|| unreachable!("{leg:?} is a leg")),
+        };
+        let transfer = None;
+        Self {
+            kind,
+            amount,
+            credit,
+            transfer,
+        }
+    }
+
+    /// The balance after this movement; an overflow means the log breaks the domain's rules, which the
+    /// projection reports instead of wrapping.
+    fn apply(&self, balance: u64, event: &Recorded<'_, AccountEvent>) -> Result<u64, BoxError> {
+        let after = match (self.amount, self.credit) {
+            (None, _) => Some(balance),
+            (Some(amount), true) => balance.checked_add(amount),
+            (Some(amount), false) => balance.checked_sub(amount),
+        };
+        after.ok_or_else(|| {
+            let at = event.position();
+            format!(
+                "the {} at position {at} takes the balance out of range",
+                self.kind
+            )
+            .into()
+        })
+    }
 }
 
 #[async_trait]
-impl Projection for Balances {
+impl EventProjection for Balances {
+    type Event = AccountEvent;
+
     fn name(&self) -> &str {
         "balances"
     }
 
-    fn event_types(&self) -> &[&str] {
-        ACCOUNT_EVENTS
-    }
-
-    async fn apply(&self, event: &RecordedEvent, docs: &mut Documents<'_>) -> Result<(), BoxError> {
-        let Some(id) = account_of(event) else {
+    async fn apply(
+        &self,
+        event: Recorded<'_, AccountEvent>,
+        docs: &mut Documents<'_>,
+    ) -> Result<(), BoxError> {
+        let Some(id) = AccountId::from_stream(event.stream_id()) else {
             return Ok(());
         };
-        let version = event.stream_version.get();
-        let row = match event.decode::<AccountEvent>()? {
+        let mut row = match event.event() {
             AccountEvent::Opened { owner } => Balance {
                 id: id.to_string(),
-                owner,
+                owner: owner.clone(),
                 balance: 0,
                 status: AccountStatus::Open,
-                version,
+                version: 0,
             },
-            change => {
-                let mut row: Balance = docs.get("accounts", &id).await?.ok_or_else(|| {
-                    format!("{change:?} for account {id}, which was never opened")
-                })?;
-                match change {
-                    AccountEvent::Deposited { amount } => {
-                        row.balance = moved(row.balance.checked_add(amount), event)?;
-                    }
-                    AccountEvent::Withdrawn { amount }
-                    | AccountEvent::TransferDebited(TransferMove { amount, .. }) => {
-                        row.balance = moved(row.balance.checked_sub(amount), event)?;
-                    }
-                    AccountEvent::TransferCredited(m) | AccountEvent::TransferRefunded(m) => {
-                        row.balance = moved(row.balance.checked_add(m.amount), event)?;
-                    }
-                    AccountEvent::Closed {} => row.status = AccountStatus::Closed,
-                    AccountEvent::Opened { .. } => {}
-                }
-                row.version = version;
-                row
-            }
+            change => docs
+                .get("accounts", &id)
+                .await?
+                .ok_or_else(|| format!("{change:?} for account {id}, which was never opened"))?,
         };
+        row.balance = Movement::of(event.event()).apply(row.balance, &event)?;
+        if let AccountEvent::Closed {} = event.event() {
+            row.status = AccountStatus::Closed;
+        }
+        row.version = event.stream_version().get();
         docs.put("accounts", &id, &row)?;
         Ok(())
     }
 }
 
 #[async_trait]
-impl Projection for History {
+impl EventProjection for History {
+    type Event = AccountEvent;
+
     fn name(&self) -> &str {
         "history"
     }
 
-    fn event_types(&self) -> &[&str] {
-        ACCOUNT_EVENTS
-    }
-
-    async fn apply(&self, event: &RecordedEvent, docs: &mut Documents<'_>) -> Result<(), BoxError> {
-        let Some(id) = account_of(event) else {
+    async fn apply(
+        &self,
+        event: Recorded<'_, AccountEvent>,
+        docs: &mut Documents<'_>,
+    ) -> Result<(), BoxError> {
+        let Some(id) = AccountId::from_stream(event.stream_id()) else {
             return Ok(());
         };
         let before: u64 = docs.get("running_balance", &id).await?.unwrap_or(0);
-        let decoded = event.decode::<AccountEvent>()?;
-        let transfer = match &decoded {
-            AccountEvent::TransferDebited(m)
-            | AccountEvent::TransferCredited(m)
-            | AccountEvent::TransferRefunded(m) => Some(m.clone()),
-            _ => None,
-        };
-        let (kind, amount, after) = match decoded {
-            AccountEvent::Opened { .. } => ("opened", None, 0),
-            AccountEvent::Deposited { amount } => (
-                "deposit",
-                Some(amount),
-                moved(before.checked_add(amount), event)?,
-            ),
-            AccountEvent::Withdrawn { amount } => (
-                "withdrawal",
-                Some(amount),
-                moved(before.checked_sub(amount), event)?,
-            ),
-            AccountEvent::Closed {} => ("closed", None, before),
-            AccountEvent::TransferDebited(m) => (
-                "transfer_out",
-                Some(m.amount),
-                moved(before.checked_sub(m.amount), event)?,
-            ),
-            AccountEvent::TransferCredited(m) => (
-                "transfer_in",
-                Some(m.amount),
-                moved(before.checked_add(m.amount), event)?,
-            ),
-            AccountEvent::TransferRefunded(m) => (
-                "transfer_refund",
-                Some(m.amount),
-                moved(before.checked_add(m.amount), event)?,
-            ),
-        };
+        let movement = Movement::of(event.event());
+        let after = movement.apply(before, &event)?;
         docs.put("running_balance", &id, &after)?;
         let item = HistoryItem {
-            position: event.position.get(),
-            kind: kind.to_owned(),
-            amount,
+            position: event.position().get(),
+            kind: movement.kind.to_owned(),
+            amount: movement.amount,
             balance_after: after,
-            recorded_at: event.recorded_at,
-            counterparty: transfer.as_ref().map(|m| m.counterparty.clone()),
-            transfer: transfer.map(|m| m.transfer),
+            recorded_at: event.recorded_at(),
+            counterparty: movement.transfer.map(|m| m.counterparty.clone()),
+            transfer: movement.transfer.map(|m| m.transfer.clone()),
         };
-        docs.put("entries", entry_key(&id, event.position), &item)?;
+        docs.put("entries", entry_key(&id, event.position()), &item)?;
         Ok(())
     }
-}
-
-/// The balance after a movement; `None` (an overflow) means the log breaks the domain's rules, which the
-/// projection reports instead of wrapping.
-fn moved(balance: Option<u64>, event: &RecordedEvent) -> Result<u64, BoxError> {
-    balance.ok_or_else(|| {
-        format!(
-            "the {} at position {} takes the balance out of range",
-            event.event_type, event.position
-        )
-        .into()
-    })
 }
 
 /// `{account}/{position, zero-padded}`: an account's entries list in position order under the prefix `{account}/`.
@@ -221,13 +196,10 @@ fn entry_key(id: &AccountId, position: Position) -> String {
     format!("{id}/{:020}", position.get())
 }
 
-/// Registers the application's projections on `projections`; the account events' upcaster runs before they
-/// filter, so an event stored under an old name reaches them under its current one.
+/// Registers the application's projections on `projections` (each also upcasts the account events, so an event
+/// stored under an old name reaches them under its current one).
 pub(crate) fn register(projections: Projections) -> Projections {
-    projections
-        .upcasting::<AccountEvent>()
-        .with(Balances)
-        .with(History)
+    projections.typed(Balances).typed(History)
 }
 
 /// The query side of the read models, as the HTTP handlers use it.
@@ -293,14 +265,9 @@ async fn wait(
     };
     match reader.wait_for_position(position, max_wait).await {
         Ok(_) => Ok(()),
-        Err(annals_projections::Error::Lagging { reached, .. }) => Err(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "projection_lagging",
-            format!(
-                "the {} read model has processed position {reached}, not yet {position}; retry later",
-                reader.projection()
-            ),
-        )),
+        Err(annals_projections::Error::Lagging { reached, .. }) => {
+            Err(ApiError::lagging(reader.projection(), reached, position))
+        }
         Err(other) => Err(ApiError::internal(other)),
     }
 }

@@ -24,3 +24,5 @@ mod sql_projection;
 mod support;
 #[cfg(feature = "postgres")]
 mod takeover_when_the_owner_dies;
+#[cfg(feature = "postgres")]
+mod typed_projections;

@@ -12,7 +12,7 @@ use super::accounts::{AccountPath, Accounts};
 use super::error::ApiError;
 use crate::account::{Account, AccountCommand, AccountId, AccountStatus};
 use crate::read_models::{Balance, MAX_HISTORY_PAGE};
-use annals_axum::{JsonBody, MinPosition, OptionalJsonBody, Replied};
+use annals_axum::{EventJson, JsonBody, MinPosition, OptionalJsonBody, Replied};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -130,8 +130,9 @@ pub(super) async fn close(
 pub(super) async fn account(
     State(state): State<AppState>,
     AccountPath(id): AccountPath,
-    MinPosition(min_position): MinPosition,
+    min_position: MinPosition,
 ) -> Result<Json<Balance>, ApiError> {
+    let MinPosition(min_position) = min_position.reachable(&*state.store).await?;
     let balance = state.read_models.balance(&id, min_position).await?;
     balance.map(Json).ok_or_else(not_found_account)
 }
@@ -158,9 +159,11 @@ pub(super) async fn history(
             "limit: {limit} is not between 1 and {MAX_HISTORY_PAGE}"
         )));
     }
+    let min_position = MinPosition(query.min_position.map(Position));
+    let MinPosition(min_position) = min_position.reachable(&*state.store).await?;
     let page = state
         .read_models
-        .history_page(&id, query.min_position.map(Position), query.after, limit)
+        .history_page(&id, min_position, query.after, limit)
         .await?;
     if page.items.is_empty()
         && (query.after.is_none() || state.read_models.balance(&id, None).await?.is_none())
@@ -178,21 +181,7 @@ pub(super) async fn events(
     if events.is_empty() {
         return Err(not_found_account());
     }
-    let items: Vec<Value> = events
-        .into_iter()
-        .map(|e| {
-            json!({
-                "event_id": e.event_id,
-                "type": e.event_type,
-                "schema_version": e.schema_version,
-                "version": e.stream_version,
-                "position": e.position,
-                "recorded_at": e.recorded_at,
-                "payload": e.payload,
-                "metadata": e.metadata,
-            })
-        })
-        .collect();
+    let items: Vec<EventJson> = events.into_iter().map(EventJson).collect();
     Ok(Json(json!({"items": items})))
 }
 
@@ -201,21 +190,5 @@ fn not_found_account() -> ApiError {
         StatusCode::NOT_FOUND,
         "account_not_found",
         "account not found",
-    )
-}
-
-pub(super) async fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such endpoint; see the README for the routes",
-    )
-}
-
-pub(super) async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this endpoint does not accept that method",
     )
 }

@@ -14,9 +14,7 @@ use axum::{Router, middleware};
 use transfers as transfer_routes;
 
 use crate::read_models::ReadModels;
-use handlers::{
-    account, close, deposit, events, health, history, method_not_allowed, not_found, open, withdraw,
-};
+use handlers::{account, close, deposit, events, health, history, open, withdraw};
 
 /// The largest request body accepted, in bytes; larger bodies get `413`.
 pub(crate) const BODY_LIMIT: usize = 64 * 1024;
@@ -47,8 +45,8 @@ pub(crate) fn router(state: AppState) -> Router {
             "/transfers/{id}",
             get(transfer_routes::show).delete(transfer_routes::cancel),
         )
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(annals_axum::no_route)
+        .method_not_allowed_fallback(annals_axum::method_not_allowed)
         .layer(middleware::from_fn(annals_axum::correlate))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(tower_http::trace::TraceLayer::new_for_http())

@@ -118,13 +118,31 @@ async fn reads_see_their_own_writes(server: &TestServer) {
 }
 
 async fn a_lagging_read_model_answers_504(server: &TestServer) {
+    // The read models do not run: a real position, the store's head, is one they have not reached.
     let position = server.open("lagging", "Alice").await.position();
-    let far = position + 1_000_000;
     for path in ["/accounts/lagging", "/accounts/lagging/history"] {
         server
-            .get(&format!("{path}?min_position={far}"))
+            .get(&format!("{path}?min_position={position}"))
             .await
             .assert_error(504, "projection_lagging");
+    }
+}
+
+/// No event has a position beyond the store's head yet, so no read model can reach it by waiting: the read is
+/// refused at once with `422` (the service's wait is an hour here; waiting would have ended in `504`).
+async fn a_position_beyond_the_head_is_refused_at_once(server: &TestServer) {
+    let position = server.open("ahead", "Alice").await.position();
+    for far in [position + 1, position + 1_000_000, i64::MAX as u64] {
+        for path in ["/accounts/ahead", "/accounts/ahead/history"] {
+            server
+                .get(&format!("{path}?min_position={far}"))
+                .await
+                .assert_error(422, "position_beyond_head");
+        }
+    }
+    for path in ["/accounts/ahead", "/accounts/ahead/history"] {
+        let reply = server.get(&format!("{path}?min_position={position}")).await;
+        assert_eq!(reply.status.as_u16(), 200, "{reply:?}");
     }
 }
 
@@ -136,7 +154,7 @@ on_both_stores!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_a_lagging_read_model_answers_504() {
-    let server = TestServer::start(bank_account::StoreConfig::memory(), |s| {
+    let server = TestServer::without_projections(bank_account::StoreConfig::memory(), |s| {
         s.with_read_timeout(Duration::from_millis(200))
     })
     .await;
@@ -147,8 +165,29 @@ async fn memory_a_lagging_read_model_answers_504() {
 #[sqlx::test(migrations = false)]
 async fn postgres_a_lagging_read_model_answers_504(pool: sqlx::PgPool) {
     let config = crate::support::postgres_config(&pool);
-    let server =
-        TestServer::start(config, |s| s.with_read_timeout(Duration::from_millis(200))).await;
+    let server = TestServer::without_projections(config, |s| {
+        s.with_read_timeout(Duration::from_millis(200))
+    })
+    .await;
     a_lagging_read_model_answers_504(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_a_position_beyond_the_head_is_refused_at_once() {
+    let server = TestServer::start(bank_account::StoreConfig::memory(), |s| {
+        s.with_read_timeout(Duration::from_secs(3600))
+    })
+    .await;
+    a_position_beyond_the_head_is_refused_at_once(&server).await;
+    server.stop().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn postgres_a_position_beyond_the_head_is_refused_at_once(pool: sqlx::PgPool) {
+    let config = crate::support::postgres_config(&pool);
+    let server =
+        TestServer::start(config, |s| s.with_read_timeout(Duration::from_secs(3600))).await;
+    a_position_beyond_the_head_is_refused_at_once(&server).await;
     server.stop().await;
 }

@@ -63,6 +63,23 @@ impl TestServer {
 
     /// The service on `config`, adjusted by `tune`.
     pub(crate) async fn start(config: StoreConfig, tune: impl FnOnce(Service) -> Service) -> Self {
+        Self::launch(config, tune, true).await
+    }
+
+    /// The service on `config`, adjusted by `tune`, answering HTTP with its read models not running: they stay
+    /// behind every write.
+    pub(crate) async fn without_projections(
+        config: StoreConfig,
+        tune: impl FnOnce(Service) -> Service,
+    ) -> Self {
+        Self::launch(config, tune, false).await
+    }
+
+    async fn launch(
+        config: StoreConfig,
+        tune: impl FnOnce(Service) -> Service,
+        projections: bool,
+    ) -> Self {
         let service = tune(Service::start(&config).await.unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -70,12 +87,17 @@ impl TestServer {
         let served = tokio::spawn({
             let service = service.clone();
             async move {
-                service
-                    .serve(listener, async {
-                        let _ = stopped.await;
-                    })
-                    .await
-                    .unwrap();
+                let stopped = async {
+                    let _ = stopped.await;
+                };
+                if projections {
+                    service.serve(listener, stopped).await.unwrap();
+                } else {
+                    axum::serve(listener, service.router())
+                        .with_graceful_shutdown(stopped)
+                        .await
+                        .unwrap();
+                }
             }
         });
         Self {
