@@ -197,7 +197,7 @@ impl EventStore for PostgresStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> annals::Result<AppendResult> {
-        self.append_with_pool(stream, expected, events).await
+        self.append_pooled(None, stream, expected, events).await
     }
 
     async fn read_stream(
@@ -222,6 +222,13 @@ impl EventStore for PostgresStore {
             visit(&event)
         })
         .await
+    }
+
+    fn command_session(&self) -> Box<dyn annals::CommandSession + '_> {
+        Box::new(crate::session::PgCommandSession {
+            store: self,
+            conn: None,
+        })
     }
 
     async fn head(&self) -> annals::Result<Position> {

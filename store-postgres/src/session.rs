@@ -1,0 +1,53 @@
+//! The store's [`CommandSession`]: a command attempt's stream read and append on one pooled connection.
+
+use annals::{
+    AppendResult, CommandSession, ExpectedVersion, NewEvent, RecordedEvent, StreamId, async_trait,
+};
+use sqlx::Postgres;
+use sqlx::pool::PoolConnection;
+
+use crate::read::Rows;
+use crate::store::PostgresStore;
+
+/// One command attempt on a [`PostgresStore`]. The stream read checks a connection out of the pool and keeps
+/// it; the append runs on it and returns it to the pool. One checkout per command instead of two: the pool's
+/// release (a ping, in a task sqlx spawns) is paid once.
+///
+/// Each operation keeps the store's rules: a connection found dead is replaced once by one that just answered
+/// a ping (a read before any row arrived, or an append, which is idempotent by event id); after any failure the
+/// connection goes back to the pool and the next operation checks out another.
+pub(crate) struct PgCommandSession<'s> {
+    pub(crate) store: &'s PostgresStore,
+    pub(crate) conn: Option<PoolConnection<Postgres>>,
+}
+
+#[async_trait]
+impl CommandSession for PgCommandSession<'_> {
+    /// Reads the fold's columns only: the events have no `recorded_at` and no metadata (as
+    /// [`CommandSession::visit_stream`] allows).
+    async fn visit_stream(
+        &mut self,
+        stream: &StreamId,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> annals::Result<()> + Send),
+    ) -> annals::Result<()> {
+        let conn = self
+            .store
+            .visit_stream_pooled(self.conn.take(), Rows::Fold, stream, &mut |event| {
+                visit(&event)
+            })
+            .await?;
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    async fn append(
+        &mut self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> annals::Result<AppendResult> {
+        self.store
+            .append_pooled(self.conn.take(), stream, expected, events)
+            .await
+    }
+}
