@@ -7,8 +7,8 @@ use annals::{
     AppendResult, ExpectedVersion, Metadata, NewEvent, Position, StreamId, StreamVersion,
     check_append, resolve_replayed_append,
 };
-use sqlx::types::Json;
 use sqlx::pool::PoolConnection;
+use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, Row};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -173,11 +173,7 @@ impl PostgresStore {
         check_append(stream, &events)?;
         let mut conn = match conn {
             Some(conn) => conn,
-            None => self
-                .pool
-                .acquire()
-                .await
-                .map_err(|e| store_error("append", e))?,
+            None => self.checkout("append").await?,
         };
         let mut result = self
             .append_traced(

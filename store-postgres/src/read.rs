@@ -28,10 +28,7 @@ pub(crate) fn sql_limit(limit: usize) -> i64 {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Rows {
     /// Whole envelopes from version `from` on, at most `limit`.
-    Full {
-        from: StreamVersion,
-        limit: usize,
-    },
+    Full { from: StreamVersion, limit: usize },
     /// Every event, with only what a fold reads: no `recorded_at` (left at `DateTime::MIN_UTC`) and no
     /// metadata (left empty). See `schema::FOLD_COLUMNS`.
     Fold,
@@ -83,11 +80,7 @@ impl PostgresStore {
     ) -> annals::Result<PoolConnection<Postgres>> {
         let mut conn = match conn {
             Some(conn) => conn,
-            None => self
-                .pool
-                .acquire()
-                .await
-                .map_err(|e| store_error("read_stream", e))?,
+            None => self.checkout("read_stream").await?,
         };
         let mut visited = 0usize;
         let first = {
@@ -160,9 +153,7 @@ impl PostgresStore {
                     .bind(stream.as_str())
                     .bind(i64::try_from(from).unwrap_or(i64::MAX))
                     .bind(sql_limit(limit)),
-                Rows::Fold => {
-                    sqlx::query(self.inner.statements.fold.clone()).bind(stream.as_str())
-                }
+                Rows::Fold => sqlx::query(self.inner.statements.fold.clone()).bind(stream.as_str()),
             };
             let mut fetched = query.fetch(executor);
             let mut count = 0;

@@ -72,7 +72,8 @@ const EVENT_COLUMNS: &str = "position, stream_version, event_id, recorded_at, sc
 
 /// The columns of a command's fold of a stream (no `recorded_at`, no metadata); `read::decode_fold_row` reads
 /// them by index in this order.
-const FOLD_COLUMNS: &str = "position, stream_version, event_id, schema_version, event_type, payload";
+const FOLD_COLUMNS: &str =
+    "position, stream_version, event_id, schema_version, event_type, payload";
 
 impl Statements {
     pub(crate) fn new(schema: &str) -> Self {

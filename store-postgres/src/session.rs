@@ -51,3 +51,45 @@ impl CommandSession for PgCommandSession<'_> {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The most a command's store futures may take. Every call moves its future into a box (`async_trait`) by
+    /// copying all of it, so a large inline future (sqlx's acquire alone is about 14 KB) costs thousands of
+    /// instructions per command.
+    const SMALL: usize = 4096;
+
+    #[tokio::test]
+    async fn the_futures_of_a_command_stay_small() {
+        let pool = sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1/nothing").unwrap();
+        let store = PostgresStore::from_pool(pool);
+        let id = StreamId::new("sized").unwrap();
+        let mut session = PgCommandSession {
+            store: &store,
+            conn: None,
+        };
+        let append = session.append(&id, ExpectedVersion::Any, Vec::new());
+        let size = std::mem::size_of_val(&*append);
+        assert!(
+            size <= SMALL,
+            "the session's append future takes {size} bytes"
+        );
+        drop(append);
+        let mut visit = |_: &RecordedEvent| Ok(());
+        let read = session.visit_stream(&id, &mut visit);
+        let size = std::mem::size_of_val(&*read);
+        assert!(
+            size <= SMALL,
+            "the session's read future takes {size} bytes"
+        );
+        drop(read);
+        let append = annals::EventStore::append(&store, &id, ExpectedVersion::Any, Vec::new());
+        let size = std::mem::size_of_val(&*append);
+        assert!(
+            size <= SMALL,
+            "the store's append future takes {size} bytes"
+        );
+    }
+}

@@ -102,7 +102,9 @@ async fn versions(
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_command_session_replaces_a_connection_found_dead_at_its_read_or_at_its_append(admin: PgPool) {
+async fn a_command_session_replaces_a_connection_found_dead_at_its_read_or_at_its_append(
+    admin: PgPool,
+) {
     // One connection: the session's read and append run on the one connection the pool holds.
     let options = admin.connect_options().as_ref().clone();
     let pool = PostgresStore::pool_options()
@@ -148,14 +150,19 @@ async fn a_command_session_replaces_a_connection_found_dead_at_its_read_or_at_it
         .await
         .unwrap();
     assert!(killed, "backend {pid} was not terminated");
-    eventually("the killed backend is gone", Duration::from_secs(10), || async {
-        let alive: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
-            .bind(pid)
-            .fetch_one(&admin)
-            .await
-            .unwrap();
-        alive == 0
-    })
+    eventually(
+        "the killed backend is gone",
+        Duration::from_secs(10),
+        || async {
+            let alive: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
+                    .bind(pid)
+                    .fetch_one(&admin)
+                    .await
+                    .unwrap();
+            alive == 0
+        },
+    )
     .await;
     let appended = session
         .append(
