@@ -67,6 +67,7 @@ mod expected;
 mod ids;
 mod payload;
 mod repository;
+mod session;
 mod storable;
 mod store;
 mod stream_locks;
@@ -92,6 +93,7 @@ pub use repository::{
     CommandError, DEFAULT_MAX_RETRIES, DEFAULT_UNAVAILABLE_BACKOFF, DEFAULT_UNAVAILABLE_RETRIES,
     Executed, Loaded, Repository,
 };
+pub use session::{CommandSession, StoreSession};
 pub use storable::MAX_SCHEMA_VERSION;
 pub use store::{AppendResult, EventStore, check_append, resolve_replayed_append};
 pub use stream_locks::{StreamGuard, StreamLocks};

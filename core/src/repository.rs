@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::event::{Event, Metadata, NewEvent, RecordedEvent};
 use crate::expected::ExpectedVersion;
 use crate::ids::{Position, StreamId, StreamVersion};
+use crate::session::{CommandSession, StoreSession};
 use crate::store::EventStore;
 use crate::stream_locks::StreamLocks;
 
@@ -229,19 +230,21 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// [`Error::Decode`] when a stored event does not decode into `A::Event`, or the store's error.
     #[tracing::instrument(level = "debug", skip(self), fields(stream = %stream))]
     pub async fn load(&self, stream: &StreamId) -> Result<Loaded<A>, Error> {
-        let mut loaded = Loaded {
-            state: A::default(),
-            version: StreamVersion::NONE,
-            position: Position::START,
-        };
+        let mut loaded = empty();
         self.store
-            .visit_stream(stream, &mut |event| {
-                let decoded: A::Event = event.decode()?;
-                loaded.state.apply(&decoded);
-                loaded.version = event.stream_version;
-                loaded.position = event.position;
-                Ok(())
-            })
+            .visit_stream(stream, &mut |event| fold(&mut loaded, event))
+            .await?;
+        Ok(loaded)
+    }
+
+    /// [`load`](Repository::load) through a command's session.
+    async fn load_in(
+        session: &mut dyn CommandSession,
+        stream: &StreamId,
+    ) -> Result<Loaded<A>, Error> {
+        let mut loaded = empty();
+        session
+            .visit_stream(stream, &mut |event| fold(&mut loaded, event))
             .await?;
         Ok(loaded)
     }
@@ -357,12 +360,21 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // The attempt's read and append go through one session: one connection for both where the store
+            // checks connections out of a pool.
+            let mut session = self.store.command_session();
             let loaded = match once {
-                None => self.load(stream).await?,
+                None => Self::load_in(&mut *session, stream).await?,
                 Some(id) => {
                     // The record is asked beside the load, so a command id costs no extra round trip in time.
-                    let (scan, record) =
-                        tokio::join!(self.scan(stream, id, command), self.store.find_command(id));
+                    // The scan goes to the store, not the session: the session would keep its connection while
+                    // `find_command` (and `record_command` after it) need one of their own, which on a pool of
+                    // one connection would wait for each other.
+                    let mut direct = StoreSession(&self.store);
+                    let (scan, record) = tokio::join!(
+                        Self::scan(&mut direct, stream, id, command),
+                        self.store.find_command(id)
+                    );
                     match scan? {
                         Scan::Replayed(done) => return Ok(done),
                         Scan::Reused => return Err(reused(id, stream)),
@@ -444,7 +456,10 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let expected = ExpectedVersion::Exact(version);
-            match self.append(stream, once, expected, new_events).await {
+            let appended = self
+                .append(&mut *session, stream, once, expected, new_events)
+                .await;
+            match appended {
                 Ok(result) => {
                     for event in &events {
                         state.apply(event);
@@ -467,6 +482,8 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                         });
                     }
                     tracing::debug!(%stream, attempt, "conflict; reloading and deciding again");
+                    // The next attempt opens its own session; this one's connection goes back first.
+                    drop(session);
                     tokio::time::sleep(backoff(attempt)).await;
                 }
                 Err(CommandError::Store(Error::EventIdReused {
@@ -488,6 +505,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// Appends, trying again with the same events (same ids) while the store is unavailable, boundedly.
     async fn append(
         &self,
+        session: &mut dyn CommandSession,
         stream: &StreamId,
         once: Option<&CommandId>,
         expected: ExpectedVersion,
@@ -496,7 +514,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let last = match self.store.append(stream, expected, events.clone()).await {
+            let last = match session.append(stream, expected, events.clone()).await {
                 Err(unavailable @ Error::Unavailable { .. }) => unavailable,
                 other => return other.map_err(CommandError::Store),
             };
@@ -556,19 +574,15 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// them, it decides `command` on the state just before them, compares, and stops folding after them, so the
     /// state is the one as of the original outcome.
     async fn scan(
-        &self,
+        session: &mut dyn CommandSession,
         stream: &StreamId,
         id: &CommandId,
         command: &A::Command,
     ) -> Result<Scan<A>, Error> {
         let first = id.event_id(0);
-        let mut loaded = Loaded {
-            state: A::default(),
-            version: StreamVersion::NONE,
-            position: Position::START,
-        };
+        let mut loaded: Loaded<A> = empty();
         let mut seen: Option<Seen<A>> = None;
-        self.store
+        session
             .visit_stream(stream, &mut |event: &RecordedEvent| {
                 if seen.is_none() && event.event_id == first {
                     let decided = match loaded.state.decide(command) {
@@ -664,6 +678,24 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             _ => Err(reused(&record.command_id, &record.stream)),
         }
     }
+}
+
+/// The state of a stream with no events.
+fn empty<A: Aggregate>() -> Loaded<A> {
+    Loaded {
+        state: A::default(),
+        version: StreamVersion::NONE,
+        position: Position::START,
+    }
+}
+
+/// Folds one stored event into `loaded`.
+fn fold<A: Aggregate>(loaded: &mut Loaded<A>, event: &RecordedEvent) -> Result<(), Error> {
+    let decoded: A::Event = event.decode()?;
+    loaded.state.apply(&decoded);
+    loaded.version = event.stream_version;
+    loaded.position = event.position;
+    Ok(())
 }
 
 fn reused<E>(id: &CommandId, stream: &StreamId) -> CommandError<E> {

@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::event::{NewEvent, RecordedEvent};
 use crate::expected::ExpectedVersion;
 use crate::ids::{Position, StreamId, StreamVersion};
+use crate::session::{CommandSession, StoreSession};
 
 /// What an append recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +94,14 @@ pub trait EventStore: Send + Sync {
         Ok(())
     }
 
+    /// Opens a [`CommandSession`] for one command attempt: the stream read and the append(s) the
+    /// [`Repository`](crate::Repository) makes for it. The default sends each call to this store's own
+    /// [`visit_stream`](EventStore::visit_stream) and [`append`](EventStore::append); a store that checks out a
+    /// connection per operation overrides it to serve both on one connection.
+    fn command_session(&self) -> Box<dyn CommandSession + '_> {
+        Box::new(StoreSession(self))
+    }
+
     /// The record of `command_id`'s outcome when that outcome appended nothing (a refusal, or no change); see
     /// [`CommandRecord`]. `None` when the id has no record. The [`Repository`](crate::Repository) asks this for
     /// commands executed under a command id; applications do not call it.
@@ -168,6 +177,10 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<()> + Send),
     ) -> Result<()> {
         (**self).visit_stream(stream, visit).await
+    }
+
+    fn command_session(&self) -> Box<dyn CommandSession + '_> {
+        (**self).command_session()
     }
 
     async fn find_command(&self, command_id: &CommandId) -> Result<Option<CommandRecord>> {

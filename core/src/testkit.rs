@@ -60,6 +60,7 @@ macro_rules! __store_conformance_list {
             wait_for_events_wakes_up,
             stream_ids_are_validated_and_kept_verbatim,
             visit_stream_hands_over_the_stream_in_order,
+            command_session_reads_and_appends_as_the_store,
         }
     };
 }
@@ -879,3 +880,73 @@ pub async fn stream_ids_are_validated_and_kept_verbatim(store: Arc<dyn EventStor
 
 // Command ids: the store's command record and at-most-once execution (`command_id_conformance!`).
 pub mod command_ids;
+
+/// A command session reads what `load_stream` reads (all but `recorded_at` and metadata, which it may leave out)
+/// and appends with the store's rules: the expected version is checked, a re-append of the same ids writes
+/// nothing, and a second session sees the first one's events.
+pub async fn command_session_reads_and_appends_as_the_store(store: Arc<dyn EventStore>) {
+    let id = stream("session-1");
+    store
+        .append(&id, ExpectedVersion::NoStream, events(0..3))
+        .await
+        .unwrap();
+    let loaded = store.load_stream(&id).await.unwrap();
+    let mut session = store.command_session();
+    let mut visited = Vec::new();
+    session
+        .visit_stream(&id, &mut |e| {
+            visited.push(e.clone());
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(visited.len(), loaded.len());
+    for (seen, stored) in visited.iter().zip(&loaded) {
+        assert_eq!(seen.event_id, stored.event_id);
+        assert_eq!(seen.stream_id, stored.stream_id);
+        assert_eq!(seen.stream_version, stored.stream_version);
+        assert_eq!(seen.position, stored.position);
+        assert_eq!(seen.event_type, stored.event_type);
+        assert_eq!(seen.schema_version, stored.schema_version);
+        assert_eq!(seen.payload, stored.payload);
+    }
+    let batch = events(3..5);
+    let appended = session
+        .append(&id, ExpectedVersion::Exact(StreamVersion(3)), batch.clone())
+        .await
+        .unwrap();
+    assert_eq!(appended.stream_version, StreamVersion(5));
+    drop(session);
+
+    let mut again = store.command_session();
+    let replayed = again
+        .append(&id, ExpectedVersion::Exact(StreamVersion(3)), batch)
+        .await
+        .unwrap();
+    assert_eq!(
+        replayed, appended,
+        "a re-append of the same ids returns the original result"
+    );
+    assert_conflict(
+        again
+            .append(
+                &id,
+                ExpectedVersion::Exact(StreamVersion(3)),
+                vec![event(9)],
+            )
+            .await,
+        &id,
+        ExpectedVersion::Exact(StreamVersion(3)),
+        5,
+    );
+    let mut versions = Vec::new();
+    again
+        .visit_stream(&id, &mut |e| {
+            versions.push(e.stream_version.get());
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    assert_eq!(stream_len(&store, &id).await, 5);
+}

@@ -7,8 +7,9 @@ use annals::{
     AppendResult, ExpectedVersion, Metadata, NewEvent, Position, StreamId, StreamVersion,
     check_append, resolve_replayed_append,
 };
+use sqlx::pool::PoolConnection;
 use sqlx::types::Json;
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, Postgres, Row};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -159,18 +160,21 @@ impl PostgresStore {
         (result, refused)
     }
 
-    pub(crate) async fn append_with_pool(
+    /// Appends in the store's own transaction on `conn`, a connection checked out of the pool (a new checkout
+    /// when `None`: a command session passes the connection its stream read used). A dead connection is
+    /// replaced once by a fresh one; the connection goes back to the pool when the append is done.
+    pub(crate) async fn append_pooled(
         &self,
+        conn: Option<PoolConnection<Postgres>>,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> annals::Result<AppendResult> {
         check_append(stream, &events)?;
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| store_error("append", e))?;
+        let mut conn = match conn {
+            Some(conn) => conn,
+            None => self.checkout("append").await?,
+        };
         let mut result = self
             .append_traced(
                 &mut conn,
@@ -288,10 +292,17 @@ impl PostgresStore {
             .bind(&columns.payloads)
             .bind(&columns.metadata)
             .bind(notify_channel)
-            .fetch_one(&mut *conn)
+            // `fetch_optional`, not `fetch_one`: the same statement without the extra boxed future around it.
+            .fetch_optional(&mut *conn)
             .await;
         let row = match called {
-            Ok(row) => row,
+            Ok(Some(row)) => row,
+            Ok(None) => {
+                return Err(annals::Error::Backend {
+                    operation: "append",
+                    source: "append_events returned no row".into(),
+                });
+            }
             Err(error) => {
                 // Boxed: the cold path stays out of the future every append moves into a box.
                 return Box::pin(self.append_failed(

@@ -33,6 +33,7 @@ mod read;
 mod reconnect;
 mod safe_bound;
 mod schema;
+mod session;
 mod store;
 mod transaction;
 mod unit_of_work;

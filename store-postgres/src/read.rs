@@ -5,9 +5,10 @@ use std::time::Instant;
 use annals::{EventId, Metadata, Payload, Position, RecordedEvent, StreamId, StreamVersion};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgRow, PgValueFormat};
 use sqlx::types::Json;
-use sqlx::{PgExecutor, Row};
+use sqlx::{PgExecutor, Postgres, Row};
 use tracing::Instrument;
 
 use crate::failure::{non_negative, store_error};
@@ -21,6 +22,16 @@ const MAX_PREALLOCATED: usize = 10_000;
 /// A page size or count as the `bigint` PostgreSQL wants (`usize::MAX` means "no limit").
 pub(crate) fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// Which events of a stream a stream read returns, and how much of each.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Rows {
+    /// Whole envelopes from version `from` on, at most `limit`.
+    Full { from: StreamVersion, limit: usize },
+    /// Every event, with only what a fold reads: no `recorded_at` (left at `DateTime::MIN_UTC`) and no
+    /// metadata (left empty). See `schema::FOLD_COLUMNS`.
+    Fold,
 }
 
 impl PostgresStore {
@@ -40,7 +51,7 @@ impl PostgresStore {
     }
 
     /// Hands the events of `stream` from version `from` on (at most `limit`) to `visit` as their rows arrive,
-    /// in one query on the pool; stops at the first error `visit` returns.
+    /// in one query on a pooled connection; stops at the first error `visit` returns.
     pub(crate) async fn visit_stream_rows(
         &self,
         stream: &StreamId,
@@ -48,28 +59,53 @@ impl PostgresStore {
         limit: usize,
         visit: &mut (dyn FnMut(RecordedEvent) -> annals::Result<()> + Send),
     ) -> annals::Result<()> {
+        if limit == 0 {
+            return Ok(());
+        }
+        self.visit_stream_pooled(None, Rows::Full { from, limit }, stream, visit)
+            .await
+            .map(drop)
+    }
+
+    /// Reads `rows` of `stream` on `conn` (a new checkout when `None`) and returns the connection when the read
+    /// succeeded, for the caller to use again. A dead pooled connection fails before any row arrives: then the
+    /// read runs again, once, on a fresh connection. After any other failure the connection goes back to the
+    /// pool.
+    pub(crate) async fn visit_stream_pooled(
+        &self,
+        conn: Option<PoolConnection<Postgres>>,
+        rows: Rows,
+        stream: &StreamId,
+        visit: &mut (dyn FnMut(RecordedEvent) -> annals::Result<()> + Send),
+    ) -> annals::Result<PoolConnection<Postgres>> {
+        let mut conn = match conn {
+            Some(conn) => conn,
+            None => self.checkout("read_stream").await?,
+        };
         let mut visited = 0usize;
         let first = {
             let mut counting = |event: RecordedEvent| {
                 visited += 1;
                 visit(event)
             };
-            self.visit_stream_on(&self.pool, stream, from, limit, &mut counting)
+            self.visit_rows_on(&mut *conn, rows, stream, &mut counting)
                 .await
         };
         match first {
-            // A dead pooled connection fails before any row arrives: read again, once, on a fresh one. Boxed:
-            // the cold path stays out of the hot future, which every read moves into a box.
+            Ok(()) => Ok(conn),
+            // Boxed: the cold path stays out of the hot future, which every read moves into a box.
             Err(error) if visited == 0 && connection_lost(&error) => {
+                conn.close_on_drop();
+                drop(conn);
                 tracing::debug!(%error, "pooled connection lost during a stream read; retrying once");
                 Box::pin(async {
                     let mut fresh = self.fresh_connection("read_stream").await?;
-                    self.visit_stream_on(&mut *fresh, stream, from, limit, visit)
-                        .await
+                    self.visit_rows_on(&mut *fresh, rows, stream, visit).await?;
+                    Ok(fresh)
                 })
                 .await
             }
-            other => other,
+            Err(error) => Err(error),
         }
     }
 
@@ -86,28 +122,51 @@ impl PostgresStore {
         if limit == 0 {
             return Ok(());
         }
+        self.visit_rows_on(executor, Rows::Full { from, limit }, stream, visit)
+            .await
+    }
+
+    /// Runs the read `rows` names through `executor` and hands each event to `visit` as its row arrives.
+    async fn visit_rows_on<'c>(
+        &self,
+        executor: impl PgExecutor<'c>,
+        rows: Rows,
+        stream: &StreamId,
+        visit: &mut (dyn FnMut(RecordedEvent) -> annals::Result<()> + Send),
+    ) -> annals::Result<()> {
+        let (from, limit) = match rows {
+            Rows::Full { from, limit } => (from.get(), limit),
+            Rows::Fold => (StreamVersion::FIRST.get(), usize::MAX),
+        };
         let span = tracing::debug_span!(
             "annals_postgres.read_stream",
             schema = %self.schema(),
             stream = %stream,
-            from = from.get(),
+            from,
             count = tracing::field::Empty,
             elapsed_us = tracing::field::Empty,
         );
         async {
             let started = Instant::now();
-            let mut rows = sqlx::query(self.inner.statements.load.clone())
-                .bind(stream.as_str())
-                .bind(i64::try_from(from.get()).unwrap_or(i64::MAX))
-                .bind(sql_limit(limit))
-                .fetch(executor);
+            let query = match rows {
+                Rows::Full { .. } => sqlx::query(self.inner.statements.load.clone())
+                    .bind(stream.as_str())
+                    .bind(i64::try_from(from).unwrap_or(i64::MAX))
+                    .bind(sql_limit(limit)),
+                Rows::Fold => sqlx::query(self.inner.statements.fold.clone()).bind(stream.as_str()),
+            };
+            let mut fetched = query.fetch(executor);
             let mut count = 0;
-            while let Some(row) = rows
+            while let Some(row) = fetched
                 .try_next()
                 .await
                 .map_err(|e| store_error("read_stream", e))?
             {
-                visit(decode_row(&row, Some(stream))?)?;
+                let event = match rows {
+                    Rows::Full { .. } => decode_row(&row, Some(stream))?,
+                    Rows::Fold => decode_fold_row(&row, stream)?,
+                };
+                visit(event)?;
                 count += 1;
             }
             record_done(count, started);
@@ -352,6 +411,60 @@ pub(crate) fn decode_row(row: &PgRow, stream: Option<&StreamId>) -> annals::Resu
     })();
     match fields {
         Ok(()) => Ok(event),
+        Err(source) => Err(event.decode_error(source)),
+    }
+}
+
+/// Turns one row of a fold read (the columns of `schema::FOLD_COLUMNS`) of `stream` into an event without
+/// `recorded_at` and metadata, with the same checks and errors as [`decode_row`].
+pub(crate) fn decode_fold_row(row: &PgRow, stream: &StreamId) -> annals::Result<RecordedEvent> {
+    let position: i64 = row
+        .try_get_unchecked(0)
+        .map_err(|e| annals::Error::Backend {
+            operation: "read",
+            source: format!("unreadable position: {e}").into(),
+        })?;
+    let at = |what: &str, e: &dyn std::fmt::Display| annals::Error::Backend {
+        operation: "read",
+        source: format!("stored event at position {position}: {what}: {e}").into(),
+    };
+    let version: i64 = row
+        .try_get_unchecked(1)
+        .map_err(|e| at("unreadable stream version", &e))?;
+    let schema_version: i32 = row
+        .try_get_unchecked(3)
+        .map_err(|e| at("unreadable schema version", &e))?;
+    let event_type: String = row
+        .try_get_unchecked(4)
+        .map_err(|e| at("unreadable event type", &e))?;
+    let (payload, payload_error) = match stored_json(row, 5) {
+        Ok(json) => (Payload::from_stored_json(json), None),
+        Err(e) => (Payload::from(serde_json::Value::Null), Some(e)),
+    };
+    let mut event = RecordedEvent {
+        event_id: EventId(uuid::Uuid::nil()),
+        stream_id: stream.clone(),
+        stream_version: StreamVersion(u64::try_from(version).unwrap_or(0)),
+        position: Position(u64::try_from(position).unwrap_or(0)),
+        recorded_at: DateTime::<Utc>::MIN_UTC,
+        event_type,
+        schema_version: u32::try_from(schema_version).unwrap_or(0),
+        payload,
+        metadata: Metadata::default(),
+    };
+    if position <= 0 || version <= 0 || schema_version < 0 {
+        return Err(event.decode_error(format!(
+            "impossible envelope: position {position}, stream version {version}, schema version {schema_version}"
+        )));
+    }
+    if let Some(source) = payload_error {
+        return Err(event.decode_error(source));
+    }
+    match row.try_get_unchecked(2) {
+        Ok(id) => {
+            event.event_id = EventId(id);
+            Ok(event)
+        }
         Err(source) => Err(event.decode_error(source)),
     }
 }

@@ -27,6 +27,25 @@ pub(crate) fn connection_lost(error: &annals::Error) -> bool {
 }
 
 impl PostgresStore {
+    /// A connection out of the pool for a stream read or an append: an idle one taken at once when the pool
+    /// does not ping before acquire (then acquiring would run no check on it either, except a `before_acquire`
+    /// hook, which this skips), otherwise sqlx's `acquire`, which waits for one or opens one. sqlx's acquire
+    /// future is about 14 KB (it holds a whole connection attempt) and moving it into a box costs a copy of all
+    /// of it, so the common case avoids it; when it is needed it is boxed, so the futures holding it stay small.
+    pub(crate) async fn checkout(
+        &self,
+        operation: &'static str,
+    ) -> annals::Result<PoolConnection<Postgres>> {
+        if !self.pool.options().get_test_before_acquire()
+            && let Some(idle) = self.pool.try_acquire()
+        {
+            return Ok(idle);
+        }
+        Box::pin(self.pool.acquire())
+            .await
+            .map_err(|e| store_error(operation, e))
+    }
+
     /// A pooled connection that answered a ping just now. Idle connections that fail the ping are closed and the
     /// next one is tried, at most once per connection the pool may hold (and once more for a new one).
     pub(crate) async fn fresh_connection(

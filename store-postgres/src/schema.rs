@@ -58,6 +58,7 @@ pub(crate) fn channel(schema: &str) -> String {
 pub(crate) struct Statements {
     pub(crate) append: SqlStr,
     pub(crate) load: SqlStr,
+    pub(crate) fold: SqlStr,
     pub(crate) read_below: SqlStr,
     pub(crate) safe_position: SqlStr,
     pub(crate) head: SqlStr,
@@ -68,6 +69,11 @@ pub(crate) struct Statements {
 
 /// The columns of a stream read; `read::decode_row` reads them by index in this order.
 const EVENT_COLUMNS: &str = "position, stream_version, event_id, recorded_at, schema_version, event_type, payload, metadata";
+
+/// The columns of a command's fold of a stream (no `recorded_at`, no metadata); `read::decode_fold_row` reads
+/// them by index in this order.
+const FOLD_COLUMNS: &str =
+    "position, stream_version, event_id, schema_version, event_type, payload";
 
 impl Statements {
     pub(crate) fn new(schema: &str) -> Self {
@@ -81,6 +87,9 @@ impl Statements {
             load: sql(format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events \
                  WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3"
+            )),
+            fold: sql(format!(
+                "SELECT {FOLD_COLUMNS} FROM {s}.events WHERE stream_id = $1 ORDER BY stream_version"
             )),
             // The guard (an init plan, evaluated once): still the server the bound was found on ($4, its start
             // time), and the sequence has not gone back below the bound. When it fails no row is returned and

@@ -77,7 +77,9 @@ impl PostgresStore {
     /// except that a connection is not pinged before every acquire (`test_before_acquire(false)`), which would
     /// cost a round trip per operation. A pooled connection found dead on use instead is replaced by the store:
     /// a stream read or an append that fails on it is retried once on a connection that just answered a ping
-    /// (appends are idempotent by event id, so that never writes twice).
+    /// (appends are idempotent by event id, so that never writes twice). On such a pool the store takes an idle
+    /// connection for a stream read or an append straight from the pool (sqlx's `try_acquire`, which runs no
+    /// `before_acquire` hook), and waits in `acquire` only when none is idle.
     pub fn pool_options() -> sqlx::postgres::PgPoolOptions {
         sqlx::postgres::PgPoolOptions::new().test_before_acquire(false)
     }
@@ -197,7 +199,7 @@ impl EventStore for PostgresStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> annals::Result<AppendResult> {
-        self.append_with_pool(stream, expected, events).await
+        self.append_pooled(None, stream, expected, events).await
     }
 
     async fn read_stream(
@@ -222,6 +224,13 @@ impl EventStore for PostgresStore {
             visit(&event)
         })
         .await
+    }
+
+    fn command_session(&self) -> Box<dyn annals::CommandSession + '_> {
+        Box::new(crate::session::PgCommandSession {
+            store: self,
+            conn: None,
+        })
     }
 
     async fn head(&self) -> annals::Result<Position> {

@@ -85,3 +85,98 @@ async fn a_dead_pooled_connection_neither_fails_nor_repeats_an_append_or_a_read(
     assert_eq!(read.len(), 2);
     pool.close().await;
 }
+
+/// The versions a session's stream read hands out.
+async fn versions(
+    session: &mut dyn annals::CommandSession,
+    id: &annals::StreamId,
+) -> annals::Result<Vec<u64>> {
+    let mut versions = Vec::new();
+    session
+        .visit_stream(id, &mut |e| {
+            versions.push(e.stream_version.get());
+            Ok(())
+        })
+        .await?;
+    Ok(versions)
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_command_session_replaces_a_connection_found_dead_at_its_read_or_at_its_append(
+    admin: PgPool,
+) {
+    // One connection: the session's read and append run on the one connection the pool holds.
+    let options = admin.connect_options().as_ref().clone();
+    let pool = PostgresStore::pool_options()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let store = PostgresStore::from_pool(pool.clone()).with_notify(false);
+    store.migrate().await.unwrap();
+    let id = stream("dead-connection-session");
+    store
+        .append(&id, ExpectedVersion::NoStream, vec![event(0)])
+        .await
+        .unwrap();
+    // Dead when the read checks it out.
+    kill_the_pooled_connection(&pool, &admin).await;
+    let mut session = store.command_session();
+    let read = versions(&mut *session, &id)
+        .await
+        .expect("a read on a dead pooled connection is retried on a fresh one");
+    assert_eq!(read, [1]);
+    let appended = session
+        .append(
+            &id,
+            ExpectedVersion::Exact(StreamVersion(1)),
+            vec![event(1)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(appended.stream_version, StreamVersion(2));
+    drop(session);
+
+    // Killed between the read and the append, while the session holds it.
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let mut session = store.command_session();
+    assert_eq!(versions(&mut *session, &id).await.unwrap(), [1, 2]);
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert!(killed, "backend {pid} was not terminated");
+    eventually(
+        "the killed backend is gone",
+        Duration::from_secs(10),
+        || async {
+            let alive: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
+                    .bind(pid)
+                    .fetch_one(&admin)
+                    .await
+                    .unwrap();
+            alive == 0
+        },
+    )
+    .await;
+    let appended = session
+        .append(
+            &id,
+            ExpectedVersion::Exact(StreamVersion(2)),
+            vec![event(2)],
+        )
+        .await
+        .expect("an append on a connection that died after the read is retried on a fresh one");
+    assert_eq!(appended.stream_version, StreamVersion(3));
+    drop(session);
+
+    let stored = store.load_stream(&id).await.unwrap();
+    let versions: Vec<_> = stored.iter().map(|e| e.stream_version.get()).collect();
+    assert_eq!(versions, [1, 2, 3], "each event stored exactly once");
+    pool.close().await;
+}

@@ -1,0 +1,95 @@
+//! The store's [`CommandSession`]: a command attempt's stream read and append on one pooled connection.
+
+use annals::{
+    AppendResult, CommandSession, ExpectedVersion, NewEvent, RecordedEvent, StreamId, async_trait,
+};
+use sqlx::Postgres;
+use sqlx::pool::PoolConnection;
+
+use crate::read::Rows;
+use crate::store::PostgresStore;
+
+/// One command attempt on a [`PostgresStore`]. The stream read checks a connection out of the pool and keeps
+/// it; the append runs on it and returns it to the pool. One checkout per command instead of two: the pool's
+/// release (a ping, in a task sqlx spawns) is paid once.
+///
+/// Each operation keeps the store's rules: a connection found dead is replaced once by one that just answered
+/// a ping (a read before any row arrived, or an append, which is idempotent by event id); after any failure the
+/// connection goes back to the pool and the next operation checks out another.
+pub(crate) struct PgCommandSession<'s> {
+    pub(crate) store: &'s PostgresStore,
+    pub(crate) conn: Option<PoolConnection<Postgres>>,
+}
+
+#[async_trait]
+impl CommandSession for PgCommandSession<'_> {
+    /// Reads the fold's columns only: the events have no `recorded_at` and no metadata (as
+    /// [`CommandSession::visit_stream`] allows).
+    async fn visit_stream(
+        &mut self,
+        stream: &StreamId,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> annals::Result<()> + Send),
+    ) -> annals::Result<()> {
+        let conn = self
+            .store
+            .visit_stream_pooled(self.conn.take(), Rows::Fold, stream, &mut |event| {
+                visit(&event)
+            })
+            .await?;
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    async fn append(
+        &mut self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> annals::Result<AppendResult> {
+        self.store
+            .append_pooled(self.conn.take(), stream, expected, events)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The most a command's store futures may take. Every call moves its future into a box (`async_trait`) by
+    /// copying all of it, so a large inline future (sqlx's acquire alone is about 14 KB) costs thousands of
+    /// instructions per command.
+    const SMALL: usize = 4096;
+
+    #[tokio::test]
+    async fn the_futures_of_a_command_stay_small() {
+        let pool = sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1/nothing").unwrap();
+        let store = PostgresStore::from_pool(pool);
+        let id = StreamId::new("sized").unwrap();
+        let mut session = PgCommandSession {
+            store: &store,
+            conn: None,
+        };
+        let append = session.append(&id, ExpectedVersion::Any, Vec::new());
+        let size = std::mem::size_of_val(&*append);
+        assert!(
+            size <= SMALL,
+            "the session's append future takes {size} bytes"
+        );
+        drop(append);
+        let mut visit = |_: &RecordedEvent| Ok(());
+        let read = session.visit_stream(&id, &mut visit);
+        let size = std::mem::size_of_val(&*read);
+        assert!(
+            size <= SMALL,
+            "the session's read future takes {size} bytes"
+        );
+        drop(read);
+        let append = annals::EventStore::append(&store, &id, ExpectedVersion::Any, Vec::new());
+        let size = std::mem::size_of_val(&*append);
+        assert!(
+            size <= SMALL,
+            "the store's append future takes {size} bytes"
+        );
+    }
+}
