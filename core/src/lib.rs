@@ -74,6 +74,7 @@ mod stream_locks;
 pub mod testing;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+mod typed_id;
 
 pub use aggregate::Aggregate;
 pub use cache::CachedRepository;
@@ -97,6 +98,7 @@ pub use session::{CommandSession, StoreSession};
 pub use storable::MAX_SCHEMA_VERSION;
 pub use store::{AppendResult, EventStore, check_append, resolve_replayed_append};
 pub use stream_locks::{StreamGuard, StreamLocks};
+pub use typed_id::{Id, IdKind, InvalidId};
 
 /// Re-exported so that store implementations and users name the same `async_trait`.
 pub use async_trait::async_trait;

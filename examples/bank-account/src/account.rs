@@ -3,9 +3,7 @@
 //! Pure and synchronous: [`Account::decide`] reads the state and returns events or an [`AccountError`];
 //! [`Account::apply`] folds one event into the state. No I/O, no framework types beyond the [`Aggregate`] trait.
 
-use std::fmt;
-
-use annals::{Aggregate, Category, StreamId, StreamKey};
+use annals::{Aggregate, Category, IdKind};
 use serde::{Deserialize, Serialize};
 
 use crate::transfer_legs::{TransferLeg, TransferMove, apply_leg, decide_leg};
@@ -22,98 +20,19 @@ pub const MAX_OWNER_LEN: usize = 200;
 /// The longest account id, in characters.
 pub const MAX_ACCOUNT_ID_LEN: usize = 64;
 
-/// An account's identifier: 1 to 64 characters from `A-Z a-z 0-9 - _ .`, so it is safe in a URL path.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct AccountId {
-    id: String,
-    stream: StreamId,
-}
-
-impl Serialize for AccountId {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.id)
-    }
-}
-
-impl AccountId {
-    /// Validates `id`.
-    ///
-    /// # Errors
-    /// [`InvalidAccountId`] saying which rule `id` breaks.
-    pub fn new(id: impl Into<String>) -> Result<Self, InvalidAccountId> {
-        let id = id.into();
-        let length = id.chars().count();
-        if length == 0 || length > MAX_ACCOUNT_ID_LEN {
-            return Err(InvalidAccountId(format!(
-                "account id {id:?} must be 1 to {MAX_ACCOUNT_ID_LEN} characters long, it has {length}"
-            )));
-        }
-        if let Some(bad) = id
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-        {
-            return Err(InvalidAccountId(format!(
-                "account id {id:?} contains {bad:?}; allowed are letters, digits, '-', '_' and '.'"
-            )));
-        }
-        let stream = Self::CATEGORY
-            .stream(&id)
-            .map_err(|e| InvalidAccountId(format!("account id {id:?}: {e}")))?;
-        Ok(Self { id, stream })
-    }
-
-    /// A fresh id, `acc-` followed by a time-ordered UUID.
-    pub fn generate() -> Self {
-        let id = format!("acc-{}", uuid::Uuid::now_v7().simple());
-        Self::new(id).unwrap_or_else(|e| unreachable!("a generated id is valid: {e}"))
-    }
-
-    /// The account id a request under `command_id` opens when it names none: the same on every retry.
-    pub fn derived(command_id: &annals::CommandId) -> Self {
-        let id = format!("acc-{}", command_id.event_id(0).as_uuid().simple());
-        Self::new(id).unwrap_or_else(|e| unreachable!("a derived id is valid: {e}"))
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.id
-    }
-
-    /// The event stream holding this account's events: `account-{id}`.
-    pub fn stream(&self) -> &StreamId {
-        &self.stream
-    }
-}
-
-/// Account streams are `account-<id>`: `AccountId::from_stream` tells which account a stream holds.
-impl StreamKey for AccountId {
-    const CATEGORY: Category = Category::new("account");
-
-    fn key(&self) -> &str {
-        &self.id
-    }
-
-    fn from_key(key: &str) -> Option<Self> {
-        Self::new(key).ok()
-    }
-}
-
-impl AsRef<str> for AccountId {
-    fn as_ref(&self) -> &str {
-        &self.id
-    }
-}
-
-impl fmt::Display for AccountId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.id)
-    }
-}
+/// An account's identifier: 1 to 64 characters from `A-Z a-z 0-9 - _ .`, so it is safe in a URL path. Its stream
+/// is `account-<id>` (`AccountId::from_stream` tells which account a stream holds); generated ids are `acc-<uuid>`.
+pub type AccountId = annals::Id<Account>;
 
 /// An account id that breaks the rules of [`AccountId::new`]; the message names the rule.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidAccountId(String);
+pub type InvalidAccountId = annals::InvalidId;
+
+impl IdKind for Account {
+    const CATEGORY: Category = Category::new("account");
+    const NAME: &'static str = "account id";
+    const GENERATED_PREFIX: &'static str = "acc-";
+    const MAX_LEN: usize = MAX_ACCOUNT_ID_LEN;
+}
 
 /// What can be asked of an account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -362,6 +281,7 @@ impl Aggregate for Account {
 
 #[cfg(test)]
 mod tests {
+    use annals::StreamKey;
     use annals::testing::given;
 
     use super::*;

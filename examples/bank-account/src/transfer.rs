@@ -5,74 +5,25 @@
 //! Requests and cancellations are commands to the transfer ([`TransferCommand`]); every later step is decided by
 //! the transfer process ([`crate::transfer_process`]).
 
-use annals::{Aggregate, StreamId};
+use annals::{Aggregate, Category, IdKind};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::account::{AccountId, MAX_ACCOUNT_ID_LEN};
 
-/// A transfer's identifier: the same rules as an account id (1 to 64 of `A-Z a-z 0-9 - _ .`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TransferId {
-    id: String,
-    stream: StreamId,
-}
-
-impl TransferId {
-    /// Validates `id`.
-    ///
-    /// # Errors
-    /// [`InvalidTransferId`] naming the rule `id` breaks.
-    pub fn new(id: impl Into<String>) -> Result<Self, InvalidTransferId> {
-        let id = id.into();
-        let length = id.chars().count();
-        if length == 0 || length > MAX_ACCOUNT_ID_LEN {
-            return Err(InvalidTransferId(format!(
-                "transfer id {id:?} must be 1 to {MAX_ACCOUNT_ID_LEN} characters long, it has {length}"
-            )));
-        }
-        if let Some(bad) = id
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-        {
-            return Err(InvalidTransferId(format!(
-                "transfer id {id:?} contains {bad:?}; allowed are letters, digits, '-', '_' and '.'"
-            )));
-        }
-        let stream = StreamId::new(format!("transfer-{id}"))
-            .map_err(|e| InvalidTransferId(format!("transfer id {id:?}: {e}")))?;
-        Ok(Self { id, stream })
-    }
-
-    /// The transfer id of a transfer stream, or `None` for any other stream.
-    pub fn from_stream(stream: &StreamId) -> Option<Self> {
-        stream
-            .as_str()
-            .strip_prefix("transfer-")
-            .and_then(|id| Self::new(id).ok())
-    }
-
-    /// A fresh id, `tr-` followed by a time-ordered UUID.
-    pub fn generate() -> Self {
-        let id = format!("tr-{}", uuid::Uuid::now_v7().simple());
-        Self::new(id).unwrap_or_else(|e| unreachable!("a generated id is valid: {e}"))
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.id
-    }
-
-    /// The transfer's stream, `transfer-<id>`.
-    pub fn stream(&self) -> &StreamId {
-        &self.stream
-    }
-}
+/// A transfer's identifier: the same rules as an account id (1 to 64 of `A-Z a-z 0-9 - _ .`); its stream is
+/// `transfer-<id>`, generated ids are `tr-<uuid>`.
+pub type TransferId = annals::Id<Transfer>;
 
 /// A transfer id that breaks the rules of [`TransferId::new`]; the message names the rule.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidTransferId(String);
+pub type InvalidTransferId = annals::InvalidId;
+
+impl IdKind for Transfer {
+    const CATEGORY: Category = Category::new("transfer");
+    const NAME: &'static str = "transfer id";
+    const GENERATED_PREFIX: &'static str = "tr-";
+    const MAX_LEN: usize = MAX_ACCOUNT_ID_LEN;
+}
 
 /// Where a transfer is, as the API reports it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use annals::{CommandError, EventStore, RecordedEvent, Repository, StreamLocks};
+use annals::{CommandError, EventStore, RecordedEvent, Repository, StreamKey, StreamLocks};
 use annals_process::{
     BoxError, CommandContext, CommandSender, Decision, Input, ProcessManager, Routed, Sent,
     async_trait,
