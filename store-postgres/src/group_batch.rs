@@ -2,6 +2,7 @@
 //! previous batch was being committed (up to the batch size, waiting for none), commits them in one call of
 //! `append_batch`, and answers each append with its own result.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use annals::{
@@ -10,7 +11,7 @@ use annals::{
 };
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, PgConnection, Row, SqlSafeStr, SqlStr};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::append::expected_code;
@@ -35,9 +36,13 @@ impl Request {
 }
 
 /// Commits batches until every [`GroupCommitStore`](crate::GroupCommitStore) clone is gone and the queue is empty.
+///
+/// Several of these tasks may share one queue (`max_in_flight`): each takes the appends queued when it is free.
+/// Two batches in flight never deadlock each other (both take stream locks in one order), and the appends they
+/// hold were concurrent, so either may commit first.
 pub(crate) async fn run_batches(
     store: PostgresStore,
-    mut queue: mpsc::Receiver<Request>,
+    queue: Arc<Mutex<mpsc::Receiver<Request>>>,
     max_batch: usize,
 ) {
     let statement = AssertSqlSafe(format!(
@@ -48,7 +53,12 @@ pub(crate) async fn run_batches(
     .into_sql_str();
     let mut batch = Vec::with_capacity(max_batch);
     // Natural batching: `recv_many` waits for one append only, then takes whatever else is queued.
-    while queue.recv_many(&mut batch, max_batch).await > 0 {
+    loop {
+        // The lock is held only while taking a batch, never while committing one.
+        let taken = queue.lock().await.recv_many(&mut batch, max_batch).await;
+        if taken == 0 {
+            break;
+        }
         // An append whose caller stopped waiting before its batch started is dropped unsent: nothing of it was
         // written, which is one of the outcomes a cancelled append may have.
         batch.retain(|request: &Request| !request.reply.is_closed());

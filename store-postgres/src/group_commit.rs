@@ -23,6 +23,10 @@ pub struct GroupCommit {
     /// The most appends waiting for a batch (default 1,024). An append that finds the queue full waits for room,
     /// so a slow database slows writers down instead of growing memory without bound.
     pub max_queue: usize,
+    /// The most batches being committed at once (default 4), each on its own connection. More than one lets the
+    /// server work on several batches in parallel (its cores) and overlaps their round trips; the next batch
+    /// still forms from whatever queued meanwhile.
+    pub max_in_flight: usize,
 }
 
 impl Default for GroupCommit {
@@ -30,6 +34,7 @@ impl Default for GroupCommit {
         Self {
             max_batch: 64,
             max_queue: 1024,
+            max_in_flight: 4,
         }
     }
 }
@@ -38,6 +43,12 @@ impl GroupCommit {
     /// Sets the most appends committed together (raised to 1).
     pub fn with_max_batch(mut self, max_batch: usize) -> Self {
         self.max_batch = max_batch.max(1);
+        self
+    }
+
+    /// Sets the most batches committed at once (raised to 1).
+    pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.max_in_flight = max_in_flight.max(1);
         self
     }
 
@@ -83,7 +94,7 @@ pub struct GroupCommitStore {
     shared: Arc<Shared>,
 }
 
-/// What clones share: the settings and the queue's sending side. The batching task ends when the last clone is
+/// What clones share: the settings and the queue's sending side. The batching tasks end when the last clone is
 /// dropped (its queue closes), after committing what is queued.
 struct Shared {
     config: GroupCommit,
@@ -101,7 +112,7 @@ impl std::fmt::Debug for GroupCommitStore {
 
 impl GroupCommitStore {
     /// Group commit on `store`, batching as `config` says. The store must be migrated (the batch function comes
-    /// with migration 0008). The batching task starts with the first append, on the Tokio runtime running it.
+    /// with migration 0008). The batching tasks start with the first append, on the Tokio runtime running it.
     pub fn new(store: PostgresStore, config: GroupCommit) -> Self {
         Self {
             store,
@@ -109,6 +120,7 @@ impl GroupCommitStore {
                 config: GroupCommit {
                     max_batch: config.max_batch.max(1),
                     max_queue: config.max_queue.max(1),
+                    max_in_flight: config.max_in_flight.max(1),
                 },
                 queue: OnceLock::new(),
             }),
@@ -136,12 +148,22 @@ impl GroupCommitStore {
     fn queue(&self) -> &mpsc::Sender<Request> {
         self.shared.queue.get_or_init(|| {
             let (sender, receiver) = mpsc::channel(self.shared.config.max_queue);
-            let span =
-                tracing::debug_span!("annals_postgres.group_commit", schema = %self.store.schema());
-            tokio::spawn(
-                run_batches(self.store.clone(), receiver, self.shared.config.max_batch)
+            let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
+            for task in 0..self.shared.config.max_in_flight {
+                let span = tracing::debug_span!(
+                    "annals_postgres.group_commit",
+                    schema = %self.store.schema(),
+                    task
+                );
+                tokio::spawn(
+                    run_batches(
+                        self.store.clone(),
+                        receiver.clone(),
+                        self.shared.config.max_batch,
+                    )
                     .instrument(span),
-            );
+                );
+            }
             sender
         })
     }

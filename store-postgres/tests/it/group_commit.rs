@@ -20,8 +20,9 @@ use tokio::task::JoinHandle;
 
 use crate::support::{big_pool, event, eventually, store, stream};
 
+/// Group commit with one batch in flight, so that a batch blocked on a lock makes the next appends queue up.
 fn grouped(store: PostgresStore) -> GroupCommitStore {
-    GroupCommitStore::new(store, GroupCommit::default())
+    GroupCommitStore::new(store, GroupCommit::default().with_max_in_flight(1))
 }
 
 annals::store_conformance!(
