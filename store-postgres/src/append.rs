@@ -69,7 +69,7 @@ impl<'a> Columns<'a> {
 }
 
 /// `append_events`' expected-version encoding: `>= 0` exact, `-1` any, `-2` stream exists.
-fn expected_code(expected: ExpectedVersion) -> i64 {
+pub(crate) fn expected_code(expected: ExpectedVersion) -> i64 {
     match expected {
         ExpectedVersion::Any => -1,
         ExpectedVersion::StreamExists => -2,

@@ -28,6 +28,8 @@ mod command_records;
 mod connect;
 mod error;
 mod failure;
+mod group_batch;
+mod group_commit;
 mod migrate;
 mod read;
 mod reconnect;
@@ -40,6 +42,7 @@ mod unit_of_work;
 mod wait;
 
 pub use error::{Error, Result};
+pub use group_commit::{GroupCommit, GroupCommitStore};
 pub use schema::DEFAULT_SCHEMA;
 pub use sqlx::PgPool;
 pub use store::{DEFAULT_POLL_INTERVAL, PostgresStore};

@@ -50,4 +50,26 @@ impl Settings {
             }
         }
     }
+
+    /// [`annals_store`](Settings::annals_store) with group commit on the PostgreSQL store (the memory store has
+    /// no commits to group and is returned as it is).
+    pub(crate) async fn annals_group_store(
+        &self,
+        pool: &PgPool,
+        scratch: &Scratch,
+    ) -> anyhow::Result<Arc<dyn EventStore>> {
+        match self.store {
+            StoreKind::Memory => self.annals_store(pool, scratch).await,
+            StoreKind::Postgres => {
+                let store = annals_postgres::PostgresStore::from_pool(pool.clone())
+                    .with_schema(scratch.name())?
+                    .with_notify(self.notify);
+                store.migrate().await?;
+                Ok(Arc::new(annals_postgres::GroupCommitStore::new(
+                    store,
+                    annals_postgres::GroupCommit::default(),
+                )))
+            }
+        }
+    }
 }

@@ -13,6 +13,7 @@ mod connection_faults;
 mod corrupt_rows_are_reported;
 mod dead_pooled_connections;
 mod gap_safe_global_order;
+mod group_commit;
 mod hot_standby_is_refused;
 mod killed_connections_are_retried;
 mod safe_after_restore_and_misconfiguration;

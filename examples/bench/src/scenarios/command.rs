@@ -10,6 +10,9 @@
 //!   fewest a command that reads before it writes can take.
 //! - `pooled`: the same through a pool with sqlx's default options, which ping the server on every acquire
 //!   (four round trips per command). The reference the harness used before; kept as a second line.
+//!
+//! Every line also gives the write commits per command of Annals and of the dedicated baseline: how many
+//! transactions wrote the run's events (distinct `xmin` of the events table), which is what group commit saves.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,6 +34,15 @@ use crate::trips;
 /// Commands per stream in every command scenario (10,000 over 1,000 streams; 20,000 over 2,000).
 const COMMANDS_PER_STREAM: usize = 10;
 
+/// The options of the Annals side of a command scenario.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Variant {
+    /// Commands go through a `CachedRepository` (the write-side aggregate cache).
+    pub(crate) cache: bool,
+    /// Appends go through a `GroupCommitStore` (group commit).
+    pub(crate) group: bool,
+}
+
 /// One command scenario.
 pub(crate) struct Commands {
     settings: Settings,
@@ -40,8 +52,10 @@ pub(crate) struct Commands {
     dedicated_pool: Pool,
     /// The pooled (pinging) baseline's pool; `None` leaves that baseline out.
     pooled_pool: Option<Pool>,
-    /// Whether the Annals side runs through a `CachedRepository` (the write-side aggregate cache).
-    cache: bool,
+    /// What the Annals side runs with: the write-side aggregate cache, group commit.
+    variant: Variant,
+    /// Write commits per command of the last run of Annals and of the dedicated baseline.
+    last_commits: Mutex<(Option<f64>, Option<f64>)>,
     /// Round trips of the last run (on the commands' path, background NOTIFYs, commands), when counting.
     last_trips: Mutex<Option<(usize, usize, usize)>>,
 }
@@ -54,11 +68,14 @@ impl Commands {
         name: &str,
         writers: usize,
         default_commands: usize,
-        cache: bool,
+        variant: Variant,
     ) -> anyhow::Result<String> {
         let commands = settings.commands.unwrap_or(default_commands);
         let scenario = Self::new(settings, writers, commands, true).await?;
-        let scenario = Self { cache, ..scenario };
+        let scenario = Self {
+            variant,
+            ..scenario
+        };
         let line = scenario.measure(name).await;
         scenario.close().await;
         line
@@ -74,7 +91,46 @@ impl Commands {
         );
         let timings =
             harness::measure(name, self, self.settings.runs, &self.settings.sides).await?;
-        Ok(harness::rate_line(name, self.commands, &timings))
+        let mut line = harness::rate_line(name, self.commands, &timings);
+        let (annals, dedicated) = *self
+            .last_commits
+            .lock()
+            .map_err(|_| anyhow::anyhow!("commit record poisoned"))?;
+        if let Some(annals) = annals {
+            line.push_str(&format!(" | write commits/command annals {annals:.3}"));
+            if let Some(dedicated) = dedicated {
+                line.push_str(&format!(" dedicated {dedicated:.3}"));
+            }
+        }
+        Ok(line)
+    }
+
+    /// Records how many transactions wrote the `commands` commands' events in `scratch` (rows one transaction
+    /// wrote share its `xmin`).
+    async fn count_commits(
+        &self,
+        pool: &PgPool,
+        scratch: &Scratch,
+        commands: usize,
+        annals: bool,
+    ) -> anyhow::Result<()> {
+        let commits: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(DISTINCT xmin::text) FROM \"{}\".events",
+            scratch.name()
+        )))
+        .fetch_one(pool)
+        .await
+        .context("cannot count the run's write commits")?;
+        let per = commits as f64 / commands.max(1) as f64;
+        let mut last = self
+            .last_commits
+            .lock()
+            .map_err(|_| anyhow::anyhow!("commit record poisoned"))?;
+        match annals {
+            true => last.0 = Some(per),
+            false => last.1 = Some(per),
+        }
+        Ok(())
     }
 
     /// Opens the sides' pools for `writers` writers running `commands` commands per run; `with_pooled` adds the
@@ -98,7 +154,8 @@ impl Commands {
                 true => Some(harness::pool_with(url, connections, PgPoolOptions::new()).await?),
                 false => None,
             },
-            cache: false,
+            variant: Variant::default(),
+            last_commits: Mutex::new((None, None)),
             last_trips: Mutex::new(None),
         })
     }
@@ -174,7 +231,10 @@ impl Commands {
                             table: table.clone(),
                         });
                     }
-                    self.drive(commands, writers, pool.pinged).await
+                    let elapsed = self.drive(commands, writers, pool.pinged).await?;
+                    self.count_commits(&pool.pool, scratch, commands, false)
+                        .await?;
+                    Ok(elapsed)
                 } else {
                     let writers = (0..self.writers)
                         .map(|_| PooledWriter {
@@ -277,18 +337,29 @@ impl Workload for Commands {
         Scratch::create(&pool.pool, "annals")
             .await?
             .run(async |scratch| {
-                let store = self.settings.annals_store(&pool.pool, scratch).await?;
+                let store = match self.variant.group {
+                    true => {
+                        self.settings
+                            .annals_group_store(&pool.pool, scratch)
+                            .await?
+                    }
+                    false => self.settings.annals_store(&pool.pool, scratch).await?,
+                };
                 let repository = Repository::new(store);
                 let commands = phase.scale(self.commands);
                 let cached = CachedRepository::new(repository.clone(), streams(commands));
                 let writers = (0..self.writers)
-                    .map(|_| match self.cache {
+                    .map(|_| match self.variant.cache {
                         true => AnnalsWriter::Cached(cached.clone()),
                         false => AnnalsWriter::Plain(repository.clone()),
                     })
                     .collect();
-                self.drive(phase.scale(self.commands), writers, pool.pinged)
-                    .await
+                let elapsed = self.drive(commands, writers, pool.pinged).await?;
+                if self.settings.store == crate::settings::StoreKind::Postgres {
+                    self.count_commits(&pool.pool, scratch, commands, true)
+                        .await?;
+                }
+                Ok(elapsed)
             })
             .await
     }

@@ -11,7 +11,25 @@ mod rebuild;
 mod relay_nats;
 mod transfer;
 
+use crate::scenarios::command::Variant;
 use crate::settings::Settings;
+
+const PLAIN: Variant = Variant {
+    cache: false,
+    group: false,
+};
+const CACHE: Variant = Variant {
+    cache: true,
+    group: false,
+};
+const GROUP: Variant = Variant {
+    cache: false,
+    group: true,
+};
+const CACHE_GROUP: Variant = Variant {
+    cache: true,
+    group: true,
+};
 
 /// A scenario the harness can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -28,6 +46,12 @@ pub(crate) enum Scenario {
     /// `command-8` with the write-side aggregate cache on the Annals side.
     #[value(name = "command-8-cache")]
     Command8Cache,
+    /// `command-8` with group commit (`GroupCommitStore`) on the Annals side.
+    #[value(name = "command-8-group")]
+    Command8Group,
+    /// `command-8` with the write-side aggregate cache and group commit on the Annals side.
+    #[value(name = "command-8-cache-group")]
+    Command8CacheGroup,
     /// 1 writer appending 1,000 events per call, 50 calls.
     #[value(name = "append-batch")]
     AppendBatch,
@@ -69,6 +93,8 @@ impl Scenario {
                 Self::Command8,
                 Self::Command1Cache,
                 Self::Command8Cache,
+                Self::Command8Group,
+                Self::Command8CacheGroup,
                 Self::AppendBatch,
                 Self::Load10k,
                 Self::ReadAll,
@@ -88,6 +114,8 @@ impl Scenario {
             Self::Command8 => "command-8",
             Self::Command1Cache => "command-1-cache",
             Self::Command8Cache => "command-8-cache",
+            Self::Command8Group => "command-8-group",
+            Self::Command8CacheGroup => "command-8-cache-group",
             Self::AppendBatch => "append-batch",
             Self::Load10k => "load-10k",
             Self::ReadAll => "read-all",
@@ -107,10 +135,14 @@ impl Scenario {
         let line = match self {
             Self::Growth => return growth::run(settings).await,
             Self::FoldAll => fold_all::run(settings, name).await,
-            Self::Command1 => command::Commands::run(settings, name, 1, 10_000, false).await,
-            Self::Command8 => command::Commands::run(settings, name, 8, 20_000, false).await,
-            Self::Command1Cache => command::Commands::run(settings, name, 1, 10_000, true).await,
-            Self::Command8Cache => command::Commands::run(settings, name, 8, 20_000, true).await,
+            Self::Command1 => command::Commands::run(settings, name, 1, 10_000, PLAIN).await,
+            Self::Command8 => command::Commands::run(settings, name, 8, 20_000, PLAIN).await,
+            Self::Command1Cache => command::Commands::run(settings, name, 1, 10_000, CACHE).await,
+            Self::Command8Cache => command::Commands::run(settings, name, 8, 20_000, CACHE).await,
+            Self::Command8Group => command::Commands::run(settings, name, 8, 20_000, GROUP).await,
+            Self::Command8CacheGroup => {
+                command::Commands::run(settings, name, 8, 20_000, CACHE_GROUP).await
+            }
             Self::AppendBatch => append_batch::AppendBatch::run(settings, name).await,
             Self::Load10k => load_stream::run(settings, name).await,
             Self::ReadAll => read_all::run(settings, name).await,
