@@ -126,7 +126,7 @@ async fn commit(store: &PostgresStore, statement: &SqlStr, batch: Vec<Request>) 
                     events,
                     reply,
                 } = request;
-                let result = store.append_with_pool(&stream, expected, events).await;
+                let result = store.append_pooled(None, &stream, expected, events).await;
                 let _ = reply.send(result);
             }
         }
