@@ -68,6 +68,11 @@ impl GroupCommit {
 /// when appends overlap, so a single writer sees the latency of a plain store and many concurrent writers share
 /// commits (see [the guide](crate::guide) for when to enable it).
 ///
+/// **Experimental: measure before enabling it.** On the 2-core benchmark machine, whose disk acknowledges an
+/// fsync quickly, it cut commits to two thirds per command but made 8 writers several times slower than the
+/// plain store (`command-8-group` in `docs/benchmarks.md`): the batch function spends more server CPU per append
+/// than a lone append. It can only pay where commits are expensive.
+///
 /// The guarantees are those of [`PostgresStore`]: every append of a batch checks its expected version and its
 /// event ids as a lone append would, two appends to one stream in one batch behave as if made one after the
 /// other, a conflict or refusal fails only its own append, and the global order stays gap-safe (ADR 0001). When
