@@ -344,10 +344,60 @@ fn record_done(count: usize, started: Instant) {
     tracing::trace!(count, elapsed_us, "read");
 }
 
+/// Where the envelope's columns stand in one of the store's row shapes (the position is always column 0).
+struct Layout {
+    version: usize,
+    event_id: usize,
+    schema_version: usize,
+    event_type: usize,
+    payload: usize,
+}
+
+/// `schema::EVENT_COLUMNS`.
+const EVENT_ROW: Layout = Layout {
+    version: 1,
+    event_id: 2,
+    schema_version: 4,
+    event_type: 5,
+    payload: 6,
+};
+
+/// `schema::FOLD_COLUMNS`.
+const FOLD_ROW: Layout = Layout {
+    version: 1,
+    event_id: 2,
+    schema_version: 3,
+    event_type: 4,
+    payload: 5,
+};
+
 /// Turns one row (the columns of `schema::EVENT_COLUMNS`, then `stream_id` unless `stream` is given) into an
 /// event. A row that does not fit (corrupt metadata, an impossible number) is an [`annals::Error::Decode`]
 /// naming the event, or a backend error naming its position when even its identity is unreadable.
 pub(crate) fn decode_row(row: &PgRow, stream: Option<&StreamId>) -> annals::Result<RecordedEvent> {
+    let mut event = envelope(row, &EVENT_ROW, stream)?;
+    let fields = (|| -> Result<(), sqlx::Error> {
+        event.recorded_at = row.try_get_unchecked(3)?;
+        if let Some(Json(metadata)) = row.try_get_unchecked::<Option<Json<Metadata>>, _>(7)? {
+            event.metadata = metadata;
+        }
+        Ok(())
+    })();
+    match fields {
+        Ok(()) => Ok(event),
+        Err(source) => Err(event.decode_error(source)),
+    }
+}
+
+/// Turns one row of a fold read (the columns of `schema::FOLD_COLUMNS`) of `stream` into an event without
+/// `recorded_at` and metadata, with the same checks and errors as [`decode_row`].
+pub(crate) fn decode_fold_row(row: &PgRow, stream: &StreamId) -> annals::Result<RecordedEvent> {
+    envelope(row, &FOLD_ROW, Some(stream))
+}
+
+/// The part of a row every read shape has (position, stream, version, event id, type, schema version,
+/// payload), checked: `recorded_at` and metadata are left at their defaults for the caller to fill in.
+fn envelope(row: &PgRow, at: &Layout, stream: Option<&StreamId>) -> annals::Result<RecordedEvent> {
     let corrupt = |what: String| annals::Error::Backend {
         operation: "read",
         source: what.into(),
@@ -355,7 +405,7 @@ pub(crate) fn decode_row(row: &PgRow, stream: Option<&StreamId>) -> annals::Resu
     let position: i64 = row
         .try_get_unchecked(0)
         .map_err(|e| corrupt(format!("unreadable position: {e}")))?;
-    let at = |what: &str, e: &dyn std::fmt::Display| {
+    let refused = |what: &str, e: &dyn std::fmt::Display| {
         corrupt(format!("stored event at position {position}: {what}: {e}"))
     };
     let stream_id = match stream {
@@ -363,20 +413,20 @@ pub(crate) fn decode_row(row: &PgRow, stream: Option<&StreamId>) -> annals::Resu
         None => {
             let raw: String = row
                 .try_get_unchecked(8)
-                .map_err(|e| at("unreadable stream id", &e))?;
-            StreamId::new(raw).map_err(|e| at("invalid stream id", &e))?
+                .map_err(|e| refused("unreadable stream id", &e))?;
+            StreamId::new(raw).map_err(|e| refused("invalid stream id", &e))?
         }
     };
     let version: i64 = row
-        .try_get_unchecked(1)
-        .map_err(|e| at("unreadable stream version", &e))?;
+        .try_get_unchecked(at.version)
+        .map_err(|e| refused("unreadable stream version", &e))?;
     let event_type: String = row
-        .try_get_unchecked(5)
-        .map_err(|e| at("unreadable event type", &e))?;
+        .try_get_unchecked(at.event_type)
+        .map_err(|e| refused("unreadable event type", &e))?;
     let schema_version: i32 = row
-        .try_get_unchecked(4)
-        .map_err(|e| at("unreadable schema version", &e))?;
-    let (payload, payload_error) = match stored_json(row, 6) {
+        .try_get_unchecked(at.schema_version)
+        .map_err(|e| refused("unreadable schema version", &e))?;
+    let (payload, payload_error) = match stored_json(row, at.payload) {
         Ok(json) => (Payload::from_stored_json(json), None),
         Err(e) => (Payload::from(serde_json::Value::Null), Some(e)),
     };
@@ -401,66 +451,7 @@ pub(crate) fn decode_row(row: &PgRow, stream: Option<&StreamId>) -> annals::Resu
     if let Some(source) = payload_error {
         return Err(event.decode_error(source));
     }
-    let fields = (|| -> Result<(), sqlx::Error> {
-        event.event_id = EventId(row.try_get_unchecked(2)?);
-        event.recorded_at = row.try_get_unchecked(3)?;
-        if let Some(Json(metadata)) = row.try_get_unchecked::<Option<Json<Metadata>>, _>(7)? {
-            event.metadata = metadata;
-        }
-        Ok(())
-    })();
-    match fields {
-        Ok(()) => Ok(event),
-        Err(source) => Err(event.decode_error(source)),
-    }
-}
-
-/// Turns one row of a fold read (the columns of `schema::FOLD_COLUMNS`) of `stream` into an event without
-/// `recorded_at` and metadata, with the same checks and errors as [`decode_row`].
-pub(crate) fn decode_fold_row(row: &PgRow, stream: &StreamId) -> annals::Result<RecordedEvent> {
-    let position: i64 = row
-        .try_get_unchecked(0)
-        .map_err(|e| annals::Error::Backend {
-            operation: "read",
-            source: format!("unreadable position: {e}").into(),
-        })?;
-    let at = |what: &str, e: &dyn std::fmt::Display| annals::Error::Backend {
-        operation: "read",
-        source: format!("stored event at position {position}: {what}: {e}").into(),
-    };
-    let version: i64 = row
-        .try_get_unchecked(1)
-        .map_err(|e| at("unreadable stream version", &e))?;
-    let schema_version: i32 = row
-        .try_get_unchecked(3)
-        .map_err(|e| at("unreadable schema version", &e))?;
-    let event_type: String = row
-        .try_get_unchecked(4)
-        .map_err(|e| at("unreadable event type", &e))?;
-    let (payload, payload_error) = match stored_json(row, 5) {
-        Ok(json) => (Payload::from_stored_json(json), None),
-        Err(e) => (Payload::from(serde_json::Value::Null), Some(e)),
-    };
-    let mut event = RecordedEvent {
-        event_id: EventId(uuid::Uuid::nil()),
-        stream_id: stream.clone(),
-        stream_version: StreamVersion(u64::try_from(version).unwrap_or(0)),
-        position: Position(u64::try_from(position).unwrap_or(0)),
-        recorded_at: DateTime::<Utc>::MIN_UTC,
-        event_type,
-        schema_version: u32::try_from(schema_version).unwrap_or(0),
-        payload,
-        metadata: Metadata::default(),
-    };
-    if position <= 0 || version <= 0 || schema_version < 0 {
-        return Err(event.decode_error(format!(
-            "impossible envelope: position {position}, stream version {version}, schema version {schema_version}"
-        )));
-    }
-    if let Some(source) = payload_error {
-        return Err(event.decode_error(source));
-    }
-    match row.try_get_unchecked(2) {
+    match row.try_get_unchecked(at.event_id) {
         Ok(id) => {
             event.event_id = EventId(id);
             Ok(event)
