@@ -103,6 +103,29 @@ pub trait StreamKey: Sized {
     fn from_stream(stream: &StreamId) -> Option<Self> {
         Self::CATEGORY.key_of(stream).and_then(Self::from_key)
     }
+
+    /// The id whose stream is `stream`, as [`from_stream`](Self::from_stream), with an error naming the stream and
+    /// the category it was expected in.
+    ///
+    /// # Errors
+    /// [`ForeignStream`] for a stream of another category or whose key is not a valid id.
+    fn of_stream(stream: &StreamId) -> Result<Self, ForeignStream> {
+        Self::from_stream(stream).ok_or_else(|| ForeignStream {
+            stream: stream.clone(),
+            category: Self::CATEGORY,
+        })
+    }
+}
+
+/// A stream that does not hold an id of the category asked for: another category, or a key that is not a valid
+/// id ([`StreamKey::of_stream`], [`Recorded::stream_key`](crate::Recorded::stream_key)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stream {stream} does not hold a valid id of the category {:?}", category.name())]
+pub struct ForeignStream {
+    /// The stream.
+    pub stream: StreamId,
+    /// The category it was expected in.
+    pub category: Category,
 }
 
 #[cfg(test)]
@@ -123,5 +146,37 @@ mod tests {
         assert!(accounts.stream("").is_err(), "an empty key names no stream");
         assert!(accounts.stream("x\ny").is_err());
         assert!(accounts.contains(&accounts.stream("ü").unwrap()));
+    }
+
+    #[derive(Debug, PartialEq)]
+    struct AccountId(String);
+
+    impl StreamKey for AccountId {
+        const CATEGORY: Category = Category::new("account");
+        fn key(&self) -> &str {
+            &self.0
+        }
+        fn from_key(key: &str) -> Option<Self> {
+            key.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| Self(key.to_owned()))
+        }
+    }
+
+    #[test]
+    fn a_stream_of_another_category_or_with_an_invalid_key_is_named_in_the_error() {
+        let stream = |s: &str| StreamId::new(s).unwrap();
+        assert_eq!(
+            AccountId::of_stream(&stream("account-42")),
+            Ok(AccountId("42".into()))
+        );
+        for foreign in ["order-42", "account-4x2"] {
+            let error = AccountId::of_stream(&stream(foreign)).unwrap_err();
+            assert_eq!(error.stream, stream(foreign));
+            assert_eq!(
+                error.to_string(),
+                format!("stream {foreign} does not hold a valid id of the category \"account\"")
+            );
+        }
     }
 }

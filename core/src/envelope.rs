@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::category::{ForeignStream, StreamKey};
 use crate::error::Result;
 use crate::event::{Event, Metadata, RecordedEvent};
 use crate::ids::{EventId, Position, StreamId, StreamVersion};
@@ -83,6 +84,14 @@ impl<'a, E> Recorded<'a, E> {
     /// The stream the event belongs to.
     pub fn stream_id(&self) -> &'a StreamId {
         &self.recorded.stream_id
+    }
+
+    /// The typed id of the event's stream: `AccountId` "42" for an event of `account-42`.
+    ///
+    /// # Errors
+    /// [`ForeignStream`], naming the stream, when it is of another category or its key is not a valid `K`.
+    pub fn stream_key<K: StreamKey>(&self) -> std::result::Result<K, ForeignStream> {
+        K::of_stream(&self.recorded.stream_id)
     }
 
     /// The event's version in its stream.

@@ -78,7 +78,7 @@ mod typed_id;
 
 pub use aggregate::Aggregate;
 pub use cache::CachedRepository;
-pub use category::{Category, StreamKey};
+pub use category::{Category, ForeignStream, StreamKey};
 pub use command_id::{CommandId, InvalidCommandId, MAX_COMMAND_ID_LEN};
 pub use command_record::{CommandOutcome, CommandRecord};
 pub use envelope::Recorded;

@@ -10,7 +10,9 @@
 //!   [`Repository::execute_once`](annals::Repository::execute_once).
 //! - [`JsonBody`] / [`OptionalJsonBody`]: JSON bodies whose every failure is a `400 invalid_request` naming the field.
 //! - [`MinPosition`]: `?min_position=N` for read-your-writes ([`MinPosition::reachable`] refuses a position beyond
-//!   the store's head at once), and [`HttpError::lagging`] for the `504`.
+//!   the store's head at once), and [`HttpError::lagging`] for the `504`; with the feature `projections`,
+//!   `MinPosition::wait_for` waits on an `annals-projections` read model in one call, and that crate's errors
+//!   map onto [`HttpError`] (a lagging read model → `504 projection_lagging`).
 //! - [`no_route`] / [`method_not_allowed`]: the router's fallbacks, in the same error shape; [`EventJson`]: a stored
 //!   event as an API shows it.
 //!
@@ -44,6 +46,8 @@ mod fallback;
 mod idempotency;
 mod json;
 mod min_position;
+#[cfg(feature = "projections")]
+mod read_your_writes;
 
 pub use correlation::{CORRELATION_ID, CorrelationId, correlate};
 pub use error::HttpError;

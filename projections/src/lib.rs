@@ -95,7 +95,7 @@ pub use projection::Projection;
 #[cfg(feature = "postgres")]
 pub use projection::SqlProjection;
 pub use projections::{Projections, RebuildOptions};
-pub use reader::DocumentReader;
+pub use reader::{DEFAULT_MAX_WAIT, DocumentReader};
 #[cfg(feature = "postgres")]
 pub use sql::SqlTx;
 pub use status::{

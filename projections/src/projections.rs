@@ -506,6 +506,7 @@ impl Projections {
             name: p.name.clone(),
             backend: Arc::clone(&self.engine.backend),
             changes: self.engine.notifier(&p.name).subscribe(),
+            max_wait: crate::reader::DEFAULT_MAX_WAIT,
         })
     }
 

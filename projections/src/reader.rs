@@ -11,8 +11,11 @@ use tokio::sync::watch;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 
+/// How long [`DocumentReader::caught_up_to`] waits by default: five seconds.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(5);
+
 /// Queries the live read model of one document projection: `get`, `list` by key prefix, and
-/// [`wait_for_position`](DocumentReader::wait_for_position) for read-your-writes. Cheap to clone.
+/// [`caught_up_to`](DocumentReader::caught_up_to) for read-your-writes. Cheap to clone.
 ///
 /// It always reads the live generation: during a blue/green rebuild the old version, after the switch the new
 /// one.
@@ -21,6 +24,7 @@ pub struct DocumentReader {
     pub(crate) name: String,
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) changes: watch::Receiver<Position>,
+    pub(crate) max_wait: Duration,
 }
 
 impl std::fmt::Debug for DocumentReader {
@@ -121,6 +125,40 @@ impl DocumentReader {
     /// [`Error::Database`] when the read fails.
     pub async fn position(&self) -> Result<Position> {
         self.backend.checkpoint(&self.name).await
+    }
+
+    /// Read-your-writes: waits until the read model has processed `min_position` (the position a write answered
+    /// with), at most [`max_wait`](Self::max_wait); `None` asks for nothing and returns at once.
+    ///
+    /// ```no_run
+    /// # async fn example(reader: annals_projections::DocumentReader, min_position: Option<annals::Position>)
+    /// # -> annals_projections::Result<()> {
+    /// reader.caught_up_to(min_position).await?; // Error::Lagging after the reader's max wait: answer 504
+    /// let balance: Option<u64> = reader.get("accounts", "acc-1").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Lagging`] when it has not in time; [`Error::Database`] when the read fails.
+    pub async fn caught_up_to(&self, min_position: Option<Position>) -> Result<()> {
+        match min_position {
+            Some(position) => self
+                .wait_for_position(position, self.max_wait)
+                .await
+                .map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// How long [`caught_up_to`](Self::caught_up_to) waits ([`DEFAULT_MAX_WAIT`] unless set).
+    pub fn max_wait(&self) -> Duration {
+        self.max_wait
+    }
+
+    /// Sets how long [`caught_up_to`](Self::caught_up_to) waits before [`Error::Lagging`].
+    pub fn set_max_wait(&mut self, max_wait: Duration) {
+        self.max_wait = max_wait;
     }
 
     /// Waits until the read model has processed `position` (for example the position an append returned), at

@@ -6,7 +6,7 @@
 use annals::{Aggregate, Category, IdKind};
 use serde::{Deserialize, Serialize};
 
-use crate::transfer_legs::{TransferLeg, TransferMove, apply_leg, decide_leg};
+use crate::transfer_legs::{TransferLeg, TransferMove, decide_leg, remember_leg};
 
 /// The largest amount a single deposit or withdrawal may carry, in minor units (cents).
 pub const MAX_AMOUNT: u64 = i64::MAX as u64;
@@ -94,6 +94,23 @@ pub enum AccountEvent {
 }
 
 impl annals::Event for AccountEvent {}
+
+impl AccountEvent {
+    /// The balance after this event, from `balance` before it; `None` when that would leave `0..=u64::MAX`
+    /// (decide never lets it: `None` means the log breaks the domain's rules). The one definition of how each
+    /// event moves money, for the aggregate and the read models alike.
+    pub fn balance_after(&self, balance: u64) -> Option<u64> {
+        match self {
+            Self::Opened { .. } | Self::Closed {} => Some(balance),
+            Self::Deposited { amount } => balance.checked_add(*amount),
+            Self::Withdrawn { amount } => balance.checked_sub(*amount),
+            Self::TransferDebited(moved) => balance.checked_sub(moved.amount),
+            Self::TransferCredited(moved) | Self::TransferRefunded(moved) => {
+                balance.checked_add(moved.amount)
+            }
+        }
+    }
+}
 
 /// Why an account refused a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -258,23 +275,16 @@ impl Aggregate for Account {
     }
 
     fn apply(&mut self, event: &AccountEvent) {
-        // Decide has checked every amount, so saturating never changes a result; it keeps apply infallible even
-        // on hand-edited data.
+        // Decide has checked every amount, so the balance never leaves its range; on hand-edited data that would
+        // take it out, apply stays infallible and leaves it as it was.
+        self.balance = event.balance_after(self.balance).unwrap_or(self.balance);
         match event {
             AccountEvent::Opened { owner } => {
                 self.owner.clone_from(owner);
                 self.status = AccountStatus::Open;
             }
-            AccountEvent::Deposited { amount } => {
-                self.balance = self.balance.saturating_add(*amount);
-            }
-            AccountEvent::Withdrawn { amount } => {
-                self.balance = self.balance.saturating_sub(*amount);
-            }
             AccountEvent::Closed {} => self.status = AccountStatus::Closed,
-            AccountEvent::TransferDebited(_)
-            | AccountEvent::TransferCredited(_)
-            | AccountEvent::TransferRefunded(_) => apply_leg(self, event),
+            leg => remember_leg(self, leg),
         }
     }
 }

@@ -1,18 +1,15 @@
 //! The read models: `balances` (one document per account) and `history` (one document per account movement),
 //! projections from the account events that run unchanged in memory and on PostgreSQL.
 
-use std::time::Duration;
-
-use annals::{Position, Recorded, StreamKey};
+use annals::{Position, Recorded};
 use annals_projections::{
-    BoxError, DocumentReader, Documents, EventProjection, Projections, async_trait,
+    BoxError, DocumentReader, Documents, EventProjection, Projections, Result, async_trait,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::account::{AccountEvent, AccountId, AccountStatus};
-use crate::api::error::ApiError;
-use crate::transfer_legs::{TransferMove, leg_movement};
+use crate::transfer_legs::TransferMove;
 
 /// The most history entries one page holds (and how many a page holds when `?limit=` is not given).
 pub const MAX_HISTORY_PAGE: usize = 10_000;
@@ -25,9 +22,6 @@ pub struct HistoryPage {
     /// The `?after=` of the next page: the last entry's position when the page is full, else `None`.
     pub next: Option<u64>,
 }
-
-/// How long a read with `min_position` waits for the read model before answering `504 projection_lagging`.
-pub const MAX_WAIT: Duration = Duration::from_secs(5);
 
 /// A row of the `balances` read model: what `GET /accounts/{id}` answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,49 +66,25 @@ pub struct Balances;
 /// The `history` projection.
 pub struct History;
 
-/// An account event as a movement of money: its history kind, the amount moved (in when `credit`), and the
-/// transfer behind it.
-pub(crate) struct Movement<'e> {
-    pub(crate) kind: &'static str,
-    pub(crate) amount: Option<u64>,
-    pub(crate) credit: bool,
-    pub(crate) transfer: Option<&'e TransferMove>,
+/// The balance after `event`, or the projection's error when the log takes it out of range (which decide never
+/// lets happen) instead of a wrapped figure.
+fn balance_after(balance: u64, event: &Recorded<'_, AccountEvent>) -> Result<u64, BoxError> {
+    event.event().balance_after(balance).ok_or_else(|| {
+        let at = event.position();
+        format!("the event at position {at} takes the balance out of range").into()
+    })
 }
 
-impl<'e> Movement<'e> {
-    fn of(event: &'e AccountEvent) -> Self {
-        let (kind, amount, credit) = match event {
-            AccountEvent::Opened { .. } => ("opened", None, true),
-            AccountEvent::Deposited { amount } => ("deposit", Some(*amount), true),
-            AccountEvent::Withdrawn { amount } => ("withdrawal", Some(*amount), false),
-            AccountEvent::Closed {} => ("closed", None, true),
-            leg => return leg_movement(leg).unwrap_or_else(|| unreachable!("{leg:?} is a leg")),
-        };
-        let transfer = None;
-        Self {
-            kind,
-            amount,
-            credit,
-            transfer,
-        }
-    }
-
-    /// The balance after this movement; an overflow means the log breaks the domain's rules, which the
-    /// projection reports instead of wrapping.
-    fn apply(&self, balance: u64, event: &Recorded<'_, AccountEvent>) -> Result<u64, BoxError> {
-        let after = match (self.amount, self.credit) {
-            (None, _) => Some(balance),
-            (Some(amount), true) => balance.checked_add(amount),
-            (Some(amount), false) => balance.checked_sub(amount),
-        };
-        after.ok_or_else(|| {
-            let at = event.position();
-            format!(
-                "the {} at position {at} takes the balance out of range",
-                self.kind
-            )
-            .into()
-        })
+/// An event's entry in the history: its kind, the amount it moved and the transfer behind it.
+fn entry_of(event: &AccountEvent) -> (&'static str, Option<u64>, Option<&TransferMove>) {
+    match event {
+        AccountEvent::Opened { .. } => ("opened", None, None),
+        AccountEvent::Deposited { amount } => ("deposit", Some(*amount), None),
+        AccountEvent::Withdrawn { amount } => ("withdrawal", Some(*amount), None),
+        AccountEvent::Closed {} => ("closed", None, None),
+        AccountEvent::TransferDebited(m) => ("transfer_out", Some(m.amount), Some(m)),
+        AccountEvent::TransferCredited(m) => ("transfer_in", Some(m.amount), Some(m)),
+        AccountEvent::TransferRefunded(m) => ("transfer_refund", Some(m.amount), Some(m)),
     }
 }
 
@@ -131,9 +101,7 @@ impl EventProjection for Balances {
         event: Recorded<'_, AccountEvent>,
         docs: &mut Documents<'_>,
     ) -> Result<(), BoxError> {
-        let Some(id) = AccountId::from_stream(event.stream_id()) else {
-            return Ok(());
-        };
+        let id: AccountId = event.stream_key()?;
         let mut row = match event.event() {
             AccountEvent::Opened { owner } => Balance {
                 id: id.to_string(),
@@ -147,7 +115,7 @@ impl EventProjection for Balances {
                 .await?
                 .ok_or_else(|| format!("{change:?} for account {id}, which was never opened"))?,
         };
-        row.balance = Movement::of(event.event()).apply(row.balance, &event)?;
+        row.balance = balance_after(row.balance, &event)?;
         if let AccountEvent::Closed {} = event.event() {
             row.status = AccountStatus::Closed;
         }
@@ -170,21 +138,19 @@ impl EventProjection for History {
         event: Recorded<'_, AccountEvent>,
         docs: &mut Documents<'_>,
     ) -> Result<(), BoxError> {
-        let Some(id) = AccountId::from_stream(event.stream_id()) else {
-            return Ok(());
-        };
+        let id: AccountId = event.stream_key()?;
         let before: u64 = docs.get("running_balance", &id).await?.unwrap_or(0);
-        let movement = Movement::of(event.event());
-        let after = movement.apply(before, &event)?;
+        let after = balance_after(before, &event)?;
         docs.put("running_balance", &id, &after)?;
+        let (kind, amount, transfer) = entry_of(event.event());
         let item = HistoryItem {
             position: event.position().get(),
-            kind: movement.kind.to_owned(),
-            amount: movement.amount,
+            kind: kind.to_owned(),
+            amount,
             balance_after: after,
             recorded_at: event.recorded_at(),
-            counterparty: movement.transfer.map(|m| m.counterparty.clone()),
-            transfer: movement.transfer.map(|m| m.transfer.clone()),
+            counterparty: transfer.map(|m| m.counterparty.clone()),
+            transfer: transfer.map(|m| m.transfer.clone()),
         };
         docs.put("entries", entry_key(&id, event.position()), &item)?;
         Ok(())
@@ -202,12 +168,12 @@ pub(crate) fn register(projections: Projections) -> Projections {
     projections.typed(Balances).typed(History)
 }
 
-/// The query side of the read models, as the HTTP handlers use it.
+/// The query side of the read models, as the HTTP handlers use it. Read-your-writes waits on the reader of the
+/// read model a query reads (`MinPosition::wait_for`), at most its `max_wait`.
 #[derive(Clone)]
 pub(crate) struct ReadModels {
-    balances: DocumentReader,
-    history: DocumentReader,
-    pub(crate) max_wait: Duration,
+    pub(crate) balances: DocumentReader,
+    pub(crate) history: DocumentReader,
 }
 
 impl ReadModels {
@@ -215,20 +181,11 @@ impl ReadModels {
         Ok(Self {
             balances: projections.documents("balances")?,
             history: projections.documents("history")?,
-            max_wait: MAX_WAIT,
         })
     }
 
-    pub(crate) async fn balance(
-        &self,
-        id: &AccountId,
-        min_position: Option<Position>,
-    ) -> Result<Option<Balance>, ApiError> {
-        wait(&self.balances, min_position, self.max_wait).await?;
-        self.balances
-            .get("accounts", id)
-            .await
-            .map_err(ApiError::internal)
+    pub(crate) async fn balance(&self, id: &AccountId) -> Result<Option<Balance>> {
+        self.balances.get("accounts", id).await
     }
 
     /// At most `limit` entries of `id`'s history after the entry at position `after` (from the first when
@@ -236,38 +193,18 @@ impl ReadModels {
     pub(crate) async fn history_page(
         &self,
         id: &AccountId,
-        min_position: Option<Position>,
         after: Option<u64>,
         limit: usize,
-    ) -> Result<HistoryPage, ApiError> {
-        wait(&self.history, min_position, self.max_wait).await?;
+    ) -> Result<HistoryPage> {
         let after = after.map(|p| entry_key(id, Position(p)));
         let entries = self
             .history
             .page::<HistoryItem>("entries", &format!("{id}/"), after.as_deref(), limit)
-            .await
-            .map_err(ApiError::internal)?;
+            .await?;
         let items: Vec<HistoryItem> = entries.into_iter().map(|(_, item)| item).collect();
         let next = (items.len() == limit)
             .then(|| items.last().map(|item| item.position))
             .flatten();
         Ok(HistoryPage { items, next })
-    }
-}
-
-async fn wait(
-    reader: &DocumentReader,
-    min_position: Option<Position>,
-    max_wait: Duration,
-) -> Result<(), ApiError> {
-    let Some(position) = min_position else {
-        return Ok(());
-    };
-    match reader.wait_for_position(position, max_wait).await {
-        Ok(_) => Ok(()),
-        Err(annals_projections::Error::Lagging { reached, .. }) => {
-            Err(ApiError::lagging(reader.projection(), reached, position))
-        }
-        Err(other) => Err(ApiError::internal(other)),
     }
 }

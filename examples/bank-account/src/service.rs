@@ -184,9 +184,11 @@ impl Service {
     }
 
     /// Sets how long a read with `?min_position=N` waits for the read model before answering
-    /// `504 projection_lagging` (default [`MAX_WAIT`](crate::read_models::MAX_WAIT), 5 s).
+    /// `504 projection_lagging` (default [`DEFAULT_MAX_WAIT`](annals_projections::DEFAULT_MAX_WAIT), 5 s).
     pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
-        self.state.read_models.max_wait = timeout;
+        let read_models = &mut self.state.read_models;
+        read_models.balances.set_max_wait(timeout);
+        read_models.history.set_max_wait(timeout);
         self
     }
 

@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 use crate::account::{
     Account, AccountError, AccountEvent, AccountStatus, MAX_BALANCE, check_amount,
 };
-use crate::read_models::Movement;
 
 /// Which leg of a transfer an account is asked to carry out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,36 +100,14 @@ pub(crate) fn decide_leg(
     }
 }
 
-/// Folds a transfer leg's event into the account: the money moves, and the leg is remembered so that sending it
-/// again changes nothing.
-pub(crate) fn apply_leg(account: &mut Account, event: &AccountEvent) {
-    let (key, moved, credit) = match event {
-        AccountEvent::TransferDebited(m) => ("out", m, false),
-        AccountEvent::TransferCredited(m) => ("in", m, true),
-        AccountEvent::TransferRefunded(m) => ("refund", m, true),
+/// Remembers a transfer leg's event in the account (its money has moved by [`AccountEvent::balance_after`]), so
+/// that sending the leg again changes nothing; other events are ignored.
+pub(crate) fn remember_leg(account: &mut Account, event: &AccountEvent) {
+    let key = match event {
+        AccountEvent::TransferDebited(moved) => moved.key("out"),
+        AccountEvent::TransferCredited(moved) => moved.key("in"),
+        AccountEvent::TransferRefunded(moved) => moved.key("refund"),
         _ => return,
     };
-    account.balance = if credit {
-        account.balance.saturating_add(moved.amount)
-    } else {
-        account.balance.saturating_sub(moved.amount)
-    };
-    account.transfers.insert(moved.key(key));
-}
-
-/// A transfer leg's event as a movement in the account's history (`transfer_out`, `transfer_in`,
-/// `transfer_refund`), naming the transfer and the other account; `None` for other events.
-pub(crate) fn leg_movement(event: &AccountEvent) -> Option<Movement<'_>> {
-    let (kind, moved, credit) = match event {
-        AccountEvent::TransferDebited(m) => ("transfer_out", m, false),
-        AccountEvent::TransferCredited(m) => ("transfer_in", m, true),
-        AccountEvent::TransferRefunded(m) => ("transfer_refund", m, true),
-        _ => return None,
-    };
-    Some(Movement {
-        kind,
-        amount: Some(moved.amount),
-        credit,
-        transfer: Some(moved),
-    })
+    account.transfers.insert(key);
 }

@@ -132,8 +132,10 @@ pub(super) async fn account(
     AccountPath(id): AccountPath,
     min_position: MinPosition,
 ) -> Result<Json<Balance>, ApiError> {
-    let MinPosition(min_position) = min_position.reachable(&*state.store).await?;
-    let balance = state.read_models.balance(&id, min_position).await?;
+    min_position
+        .wait_for(&*state.store, &state.read_models.balances)
+        .await?;
+    let balance = state.read_models.balance(&id).await?;
     balance.map(Json).ok_or_else(not_found_account)
 }
 
@@ -159,14 +161,15 @@ pub(super) async fn history(
             "limit: {limit} is not between 1 and {MAX_HISTORY_PAGE}"
         )));
     }
-    let min_position = MinPosition(query.min_position.map(Position));
-    let MinPosition(min_position) = min_position.reachable(&*state.store).await?;
+    MinPosition(query.min_position.map(Position))
+        .wait_for(&*state.store, &state.read_models.history)
+        .await?;
     let page = state
         .read_models
-        .history_page(&id, min_position, query.after, limit)
+        .history_page(&id, query.after, limit)
         .await?;
     if page.items.is_empty()
-        && (query.after.is_none() || state.read_models.balance(&id, None).await?.is_none())
+        && (query.after.is_none() || state.read_models.balance(&id).await?.is_none())
     {
         return Err(not_found_account());
     }
