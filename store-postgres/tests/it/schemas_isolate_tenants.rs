@@ -86,6 +86,110 @@ async fn tenants_in_one_database_never_see_each_other(pool: PgPool) {
     );
 }
 
+/// `append_events` pins no `search_path` of its own (migration 0009): every name in it is qualified. A session
+/// whose `search_path` names another tenant's schema, and which has a decoy `events` table and sequence of its
+/// own in `public`, still appends into the store's schema, lone and several events at once, in and out of a
+/// caller's transaction, and positions come from the store's sequence.
+#[sqlx::test(migrations = false)]
+async fn appends_land_in_the_stores_schema_whatever_the_sessions_search_path(pool: PgPool) {
+    let a = PostgresStore::from_pool(pool.clone())
+        .with_schema("tenant_a")
+        .unwrap();
+    let b = PostgresStore::from_pool(pool.clone())
+        .with_schema("tenant_b")
+        .unwrap();
+    a.migrate().await.unwrap();
+    b.migrate().await.unwrap();
+    let id = stream("pinned");
+    b.append(
+        &id,
+        ExpectedVersion::NoStream,
+        vec![event(1), event(2), event(3)],
+    )
+    .await
+    .unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE public.events (LIKE tenant_b.events); \
+         CREATE SEQUENCE public.events_position_seq START 1000",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let options = pool
+        .connect_options()
+        .as_ref()
+        .clone()
+        .options([("search_path", "tenant_b, public")]);
+    let elsewhere = PostgresStore::from_pool(
+        PostgresStore::pool_options()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .unwrap(),
+    )
+    .with_schema("tenant_a")
+    .unwrap();
+    let one = elsewhere
+        .append(&id, ExpectedVersion::NoStream, vec![event(10)])
+        .await
+        .unwrap();
+    let two = elsewhere
+        .append(
+            &id,
+            ExpectedVersion::Exact(annals::StreamVersion(1)),
+            vec![event(11), event(12)],
+        )
+        .await
+        .unwrap();
+    let mut open = elsewhere.pool().begin().await.unwrap();
+    let three = elsewhere
+        .append_in(&mut open, &id, ExpectedVersion::Any, vec![event(13)])
+        .await
+        .unwrap();
+    open.commit().await.unwrap();
+    assert_eq!(
+        (
+            one.first_position,
+            two.first_position,
+            two.last_position,
+            three.last_position
+        ),
+        (Position(1), Position(2), Position(3), Position(4)),
+        "positions come from tenant_a's sequence"
+    );
+    let conflict = elsewhere
+        .append(
+            &id,
+            ExpectedVersion::Exact(annals::StreamVersion(1)),
+            vec![event(14)],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(conflict, annals::Error::Conflict { .. }),
+        "{conflict:?}"
+    );
+
+    let numbers = |events: Vec<annals::RecordedEvent>| -> Vec<u64> {
+        events
+            .iter()
+            .map(|e| e.payload.to_value().unwrap()["n"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(numbers(a.load_stream(&id).await.unwrap()), [10, 11, 12, 13]);
+    assert_eq!(
+        numbers(b.load_stream(&id).await.unwrap()),
+        [1, 2, 3],
+        "tenant_b untouched"
+    );
+    let decoys: i64 = sqlx::query_scalar("SELECT count(*) FROM public.events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(decoys, 0, "nothing went to the decoy table in public");
+}
+
 #[sqlx::test(migrations = false)]
 async fn the_default_schema_is_annals(pool: PgPool) {
     let store = PostgresStore::from_pool(pool.clone());
