@@ -5,7 +5,7 @@ use annals::{EventStore, ExpectedVersion, Position};
 use annals_postgres::{Error, PostgresStore};
 use sqlx::{Executor, PgPool};
 
-use crate::support::{event, store, stream};
+use crate::support::{event, store, stream, tenant};
 
 #[sqlx::test(migrations = false)]
 async fn a_remembered_safe_bound_is_not_trusted_after_the_sequence_went_back(pool: PgPool) {
@@ -116,14 +116,8 @@ async fn migrate_refuses_a_database_that_breaks_the_ordering_rules(pool: PgPool)
 #[sqlx::test(migrations = false)]
 async fn schemas_whose_names_hash_alike_do_not_hold_each_other_back(pool: PgPool) {
     // `hashtext(name) & 32767` is the same for these two: before tags were allocated, they shared one.
-    let a = PostgresStore::from_pool(pool.clone())
-        .with_schema("tenant_21")
-        .unwrap();
-    let b = PostgresStore::from_pool(pool.clone())
-        .with_schema("tenant_957")
-        .unwrap();
-    a.migrate().await.unwrap();
-    b.migrate().await.unwrap();
+    let a = tenant(pool.clone(), "tenant_21").await;
+    let b = tenant(pool.clone(), "tenant_957").await;
     let mut open = pool.begin().await.unwrap();
     a.append_in(
         &mut open,

@@ -4,7 +4,7 @@ use annals::{EventStore, ExpectedVersion, Position};
 use annals_postgres::{Error, PostgresStore};
 use sqlx::PgPool;
 
-use crate::support::{event, stream};
+use crate::support::{big_pool, event, stream, tenant};
 
 #[sqlx::test(migrations = false)]
 async fn tenants_in_one_database_never_see_each_other(pool: PgPool) {
@@ -92,14 +92,8 @@ async fn tenants_in_one_database_never_see_each_other(pool: PgPool) {
 /// caller's transaction, and positions come from the store's sequence.
 #[sqlx::test(migrations = false)]
 async fn appends_land_in_the_stores_schema_whatever_the_sessions_search_path(pool: PgPool) {
-    let a = PostgresStore::from_pool(pool.clone())
-        .with_schema("tenant_a")
-        .unwrap();
-    let b = PostgresStore::from_pool(pool.clone())
-        .with_schema("tenant_b")
-        .unwrap();
-    a.migrate().await.unwrap();
-    b.migrate().await.unwrap();
+    let a = tenant(pool.clone(), "tenant_a").await;
+    let b = tenant(pool.clone(), "tenant_b").await;
     let id = stream("pinned");
     b.append(
         &id,
@@ -121,15 +115,9 @@ async fn appends_land_in_the_stores_schema_whatever_the_sessions_search_path(poo
         .as_ref()
         .clone()
         .options([("search_path", "tenant_b, public")]);
-    let elsewhere = PostgresStore::from_pool(
-        PostgresStore::pool_options()
-            .max_connections(2)
-            .connect_with(options)
-            .await
-            .unwrap(),
-    )
-    .with_schema("tenant_a")
-    .unwrap();
+    let elsewhere = PostgresStore::from_pool(big_pool(options, 2).await)
+        .with_schema("tenant_a")
+        .unwrap();
     let one = elsewhere
         .append(&id, ExpectedVersion::NoStream, vec![event(10)])
         .await
@@ -188,6 +176,7 @@ async fn appends_land_in_the_stores_schema_whatever_the_sessions_search_path(poo
         .await
         .unwrap();
     assert_eq!(decoys, 0, "nothing went to the decoy table in public");
+    elsewhere.pool().close().await;
 }
 
 #[sqlx::test(migrations = false)]

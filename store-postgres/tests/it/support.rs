@@ -19,6 +19,13 @@ pub async fn big_pool(options: PgConnectOptions, connections: u32) -> PgPool {
         .unwrap()
 }
 
+/// A migrated store in `schema`.
+pub async fn tenant(pool: PgPool, schema: &str) -> PostgresStore {
+    let store = PostgresStore::from_pool(pool).with_schema(schema).unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
 /// A migrated store in the default schema.
 pub async fn store(pool: PgPool) -> PostgresStore {
     let store = PostgresStore::from_pool(pool);
