@@ -27,21 +27,37 @@ idempotency_lines() {
     echo "$total"
 }
 
+# Lines of code in the given files that name transfers (`transfer`, any case).
+transfer_lines() {
+    local total=0 file n
+    for file in "$@"; do
+        [ -f "$file" ] || continue
+        n=$(awk '/^#\[cfg\(test\)\]/ { exit } /^[[:space:]]*$/ { next } /^[[:space:]]*\/\// { next } tolower($0) ~ /transfer/ { n++ } END { print n + 0 }' "$file")
+        total=$((total + n))
+    done
+    echo "$total"
+}
+
 # Issue 11's targets are for the ACCOUNTS part of the bank; transfers (the transfer aggregate, its process
 # manager, the account's side of a transfer in `transfer_legs.rs`, and `api/transfers.rs`) and the notifier (the
 # event feed's second service) came with later issues and are counted apart, without a target. The rule: a file
 # named after transfers (`transfer*.rs`, `api/transfers.rs`) counts as transfers, `notifier.rs`, `feed.rs` and
-# `bin/` as the notifier, everything else as accounts.
+# `bin/` as the notifier, everything else as accounts; and a line of an accounts file that names transfers (the
+# account's transfer command and events, the legs it remembers, their history entries, the transfer routes)
+# counts as transfers too. The report shows how many lines that moves.
 shopt -s nullglob
-domain=$(count account.rs read_models.rs)
+domain_files=(account.rs read_models.rs)
 http_files=()
 for file in api/*.rs; do
     [ "$file" = api/transfers.rs ] || http_files+=("$file")
 done
-http=$(count "${http_files[@]}")
+domain_moved=$(transfer_lines "${domain_files[@]}")
+http_moved=$(transfer_lines "${http_files[@]}")
+domain=$(( $(count "${domain_files[@]}") - domain_moved ))
+http=$(( $(count "${http_files[@]}") - http_moved ))
 idempotency=$(( $(count idempotency/*.rs api/idempotency.rs) + $(idempotency_lines "${http_files[@]}") ))
 assembly=$(count service.rs main.rs lib.rs)
-transfers=$(count transfer*.rs api/transfers.rs)
+transfers=$(( $(count transfer*.rs api/transfers.rs) + domain_moved + http_moved ))
 notifier=$(count notifier.rs feed.rs bin/*.rs)
 
 met=0
@@ -54,4 +70,6 @@ report domain "$domain" 300
 report http "$http" 300
 report idempotency "$idempotency" 40
 printf '%-12s %5d lines (no target)\n' assembly "$assembly" transfers "$transfers" notifier "$notifier"
+printf '(lines naming transfers, counted with transfers: %d of account.rs and read_models.rs, %d of api/)\n' \
+    "$domain_moved" "$http_moved"
 exit "$met"

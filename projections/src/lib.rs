@@ -81,6 +81,7 @@ mod reader;
 mod runner;
 #[cfg(feature = "postgres")]
 mod sql;
+mod stateful;
 mod status;
 mod typed;
 #[cfg(feature = "postgres")]
@@ -98,6 +99,7 @@ pub use projections::{Projections, RebuildOptions};
 pub use reader::{DEFAULT_MAX_WAIT, DocumentReader};
 #[cfg(feature = "postgres")]
 pub use sql::SqlTx;
+pub use stateful::{STATE_COLLECTION, Snapshot, Snapshots, StatefulProjection};
 pub use status::{
     ParkedEvent, Progress, RebuildOutcome, RebuildReport, ReplayReport, State, Status,
 };

@@ -17,21 +17,14 @@ pub const MAX_BALANCE: u64 = i64::MAX as u64;
 /// The longest owner name, in characters.
 pub const MAX_OWNER_LEN: usize = 200;
 
-/// The longest account id, in characters.
-pub const MAX_ACCOUNT_ID_LEN: usize = 64;
-
 /// An account's identifier: 1 to 64 characters from `A-Z a-z 0-9 - _ .`, so it is safe in a URL path. Its stream
 /// is `account-<id>` (`AccountId::from_stream` tells which account a stream holds); generated ids are `acc-<uuid>`.
 pub type AccountId = annals::Id<Account>;
-
-/// An account id that breaks the rules of [`AccountId::new`]; the message names the rule.
-pub type InvalidAccountId = annals::InvalidId;
 
 impl IdKind for Account {
     const CATEGORY: Category = Category::new("account");
     const NAME: &'static str = "account id";
     const GENERATED_PREFIX: &'static str = "acc-";
-    const MAX_LEN: usize = MAX_ACCOUNT_ID_LEN;
 }
 
 /// What can be asked of an account.
@@ -94,23 +87,6 @@ pub enum AccountEvent {
 }
 
 impl annals::Event for AccountEvent {}
-
-impl AccountEvent {
-    /// The balance after this event, from `balance` before it; `None` when that would leave `0..=u64::MAX`
-    /// (decide never lets it: `None` means the log breaks the domain's rules). The one definition of how each
-    /// event moves money, for the aggregate and the read models alike.
-    pub fn balance_after(&self, balance: u64) -> Option<u64> {
-        match self {
-            Self::Opened { .. } | Self::Closed {} => Some(balance),
-            Self::Deposited { amount } => balance.checked_add(*amount),
-            Self::Withdrawn { amount } => balance.checked_sub(*amount),
-            Self::TransferDebited(moved) => balance.checked_sub(moved.amount),
-            Self::TransferCredited(moved) | Self::TransferRefunded(moved) => {
-                balance.checked_add(moved.amount)
-            }
-        }
-    }
-}
 
 /// Why an account refused a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -185,8 +161,9 @@ pub enum AccountStatus {
     Closed,
 }
 
-/// A bank account: who owns it, what it holds, whether it is open.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A bank account: who owns it, what it holds, whether it is open. Serializable, so the `balances` read model
+/// can keep it as its snapshot (see [`crate::read_models`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     /// The holder's name (empty until opened).
     pub owner: String,
@@ -200,6 +177,12 @@ pub struct Account {
 }
 
 impl Account {
+    /// Sets the balance an event leaves. Decide has checked every amount, so it never leaves its range; on
+    /// hand-edited data that would take it out (`None`), apply stays infallible and leaves the balance as it was.
+    pub(crate) fn settle(&mut self, balance: Option<u64>) {
+        self.balance = balance.unwrap_or(self.balance);
+    }
+
     pub(crate) fn check_open(&self) -> Result<(), AccountError> {
         match self.status {
             AccountStatus::Unopened => Err(AccountError::NotFound),
@@ -274,15 +257,15 @@ impl Aggregate for Account {
         }
     }
 
+    /// The one definition of how each event changes an account, for the decisions and the read models alike.
     fn apply(&mut self, event: &AccountEvent) {
-        // Decide has checked every amount, so the balance never leaves its range; on hand-edited data that would
-        // take it out, apply stays infallible and leaves it as it was.
-        self.balance = event.balance_after(self.balance).unwrap_or(self.balance);
         match event {
             AccountEvent::Opened { owner } => {
                 self.owner.clone_from(owner);
                 self.status = AccountStatus::Open;
             }
+            AccountEvent::Deposited { amount } => self.settle(self.balance.checked_add(*amount)),
+            AccountEvent::Withdrawn { amount } => self.settle(self.balance.checked_sub(*amount)),
             AccountEvent::Closed {} => self.status = AccountStatus::Closed,
             leg => remember_leg(self, leg),
         }

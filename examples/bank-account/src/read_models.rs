@@ -1,14 +1,15 @@
-//! The read models: `balances` (one document per account) and `history` (one document per account movement),
-//! projections from the account events that run unchanged in memory and on PostgreSQL.
+//! The read models: `balances` (each account's state, folded by [`Account`] itself) and `history` (one document per
+//! account movement), projections from the account events that run unchanged in memory and on PostgreSQL.
 
 use annals::{Position, Recorded};
 use annals_projections::{
-    BoxError, DocumentReader, Documents, EventProjection, Projections, Result, async_trait,
+    BoxError, DocumentReader, Documents, Projections, Result, Snapshots, StatefulProjection,
+    async_trait,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::account::{AccountEvent, AccountId, AccountStatus};
+use crate::account::{Account, AccountEvent, AccountId, AccountStatus};
 use crate::transfer_legs::TransferMove;
 
 /// The most history entries one page holds (and how many a page holds when `?limit=` is not given).
@@ -23,7 +24,7 @@ pub struct HistoryPage {
     pub next: Option<u64>,
 }
 
-/// A row of the `balances` read model: what `GET /accounts/{id}` answers.
+/// What `GET /accounts/{id}` answers, from the account's snapshot in the `balances` read model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Balance {
     /// The account id.
@@ -60,20 +61,8 @@ pub struct HistoryItem {
     pub counterparty: Option<String>,
 }
 
-/// The `balances` projection.
-pub struct Balances;
-
-/// The `history` projection.
+/// The `history` projection: an entry per movement, with the balance the account's state has after it.
 pub struct History;
-
-/// The balance after `event`, or the projection's error when the log takes it out of range (which decide never
-/// lets happen) instead of a wrapped figure.
-fn balance_after(balance: u64, event: &Recorded<'_, AccountEvent>) -> Result<u64, BoxError> {
-    event.event().balance_after(balance).ok_or_else(|| {
-        let at = event.position();
-        format!("the event at position {at} takes the balance out of range").into()
-    })
-}
 
 /// An event's entry in the history: its kind, the amount it moved and the transfer behind it.
 fn entry_of(event: &AccountEvent) -> (&'static str, Option<u64>, Option<&TransferMove>) {
@@ -89,65 +78,31 @@ fn entry_of(event: &AccountEvent) -> (&'static str, Option<u64>, Option<&Transfe
 }
 
 #[async_trait]
-impl EventProjection for Balances {
-    type Event = AccountEvent;
-
-    fn name(&self) -> &str {
-        "balances"
-    }
-
-    async fn apply(
-        &self,
-        event: Recorded<'_, AccountEvent>,
-        docs: &mut Documents<'_>,
-    ) -> Result<(), BoxError> {
-        let id: AccountId = event.stream_key()?;
-        let mut row = match event.event() {
-            AccountEvent::Opened { owner } => Balance {
-                id: id.to_string(),
-                owner: owner.clone(),
-                balance: 0,
-                status: AccountStatus::Open,
-                version: 0,
-            },
-            change => docs
-                .get("accounts", &id)
-                .await?
-                .ok_or_else(|| format!("{change:?} for account {id}, which was never opened"))?,
-        };
-        row.balance = balance_after(row.balance, &event)?;
-        if let AccountEvent::Closed {} = event.event() {
-            row.status = AccountStatus::Closed;
-        }
-        row.version = event.stream_version().get();
-        docs.put("accounts", &id, &row)?;
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl EventProjection for History {
-    type Event = AccountEvent;
+impl StatefulProjection for History {
+    type Aggregate = Account;
 
     fn name(&self) -> &str {
         "history"
     }
 
+    /// Version 1 kept its own running balance; version 2 reads it from the account's state.
+    fn version(&self) -> u32 {
+        2
+    }
+
     async fn apply(
         &self,
         event: Recorded<'_, AccountEvent>,
+        account: &Account,
         docs: &mut Documents<'_>,
     ) -> Result<(), BoxError> {
         let id: AccountId = event.stream_key()?;
-        let before: u64 = docs.get("running_balance", &id).await?.unwrap_or(0);
-        let after = balance_after(before, &event)?;
-        docs.put("running_balance", &id, &after)?;
         let (kind, amount, transfer) = entry_of(event.event());
         let item = HistoryItem {
             position: event.position().get(),
             kind: kind.to_owned(),
             amount,
-            balance_after: after,
+            balance_after: account.balance,
             recorded_at: event.recorded_at(),
             counterparty: transfer.map(|m| m.counterparty.clone()),
             transfer: transfer.map(|m| m.transfer.clone()),
@@ -163,9 +118,12 @@ fn entry_key(id: &AccountId, position: Position) -> String {
 }
 
 /// Registers the application's projections on `projections` (each also upcasts the account events, so an event
-/// stored under an old name reaches them under its current one).
+/// stored under an old name reaches them under its current one). `balances` is at version 2 since it keeps
+/// snapshots of [`Account`] (version 1 kept `Balance` rows).
 pub(crate) fn register(projections: Projections) -> Projections {
-    projections.typed(Balances).typed(History)
+    projections
+        .stateful(Snapshots::<Account>::new("balances").version(2))
+        .stateful(History)
 }
 
 /// The query side of the read models, as the HTTP handlers use it. Read-your-writes waits on the reader of the
@@ -185,7 +143,14 @@ impl ReadModels {
     }
 
     pub(crate) async fn balance(&self, id: &AccountId) -> Result<Option<Balance>> {
-        self.balances.get("accounts", id).await
+        let snapshot = self.balances.snapshot::<Account>(id.stream()).await?;
+        Ok(snapshot.map(|snapshot| Balance {
+            id: id.to_string(),
+            owner: snapshot.state.owner,
+            balance: snapshot.state.balance,
+            status: snapshot.state.status,
+            version: snapshot.version.get(),
+        }))
     }
 
     /// At most `limit` entries of `id`'s history after the entry at position `after` (from the first when

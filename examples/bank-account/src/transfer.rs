@@ -9,20 +9,16 @@ use annals::{Aggregate, Category, IdKind};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::account::{AccountId, MAX_ACCOUNT_ID_LEN};
+use crate::account::AccountId;
 
 /// A transfer's identifier: the same rules as an account id (1 to 64 of `A-Z a-z 0-9 - _ .`); its stream is
 /// `transfer-<id>`, generated ids are `tr-<uuid>`.
 pub type TransferId = annals::Id<Transfer>;
 
-/// A transfer id that breaks the rules of [`TransferId::new`]; the message names the rule.
-pub type InvalidTransferId = annals::InvalidId;
-
 impl IdKind for Transfer {
     const CATEGORY: Category = Category::new("transfer");
     const NAME: &'static str = "transfer id";
     const GENERATED_PREFIX: &'static str = "tr-";
-    const MAX_LEN: usize = MAX_ACCOUNT_ID_LEN;
 }
 
 /// Where a transfer is, as the API reports it.

@@ -100,14 +100,17 @@ pub(crate) fn decide_leg(
     }
 }
 
-/// Remembers a transfer leg's event in the account (its money has moved by [`AccountEvent::balance_after`]), so
-/// that sending the leg again changes nothing; other events are ignored.
+/// Applies a transfer leg's event to the account: moves its money and remembers the leg, so that sending it again
+/// changes nothing; other events are ignored.
 pub(crate) fn remember_leg(account: &mut Account, event: &AccountEvent) {
-    let key = match event {
-        AccountEvent::TransferDebited(moved) => moved.key("out"),
-        AccountEvent::TransferCredited(moved) => moved.key("in"),
-        AccountEvent::TransferRefunded(moved) => moved.key("refund"),
+    let (key, balance) = match event {
+        AccountEvent::TransferDebited(m) => (m.key("out"), account.balance.checked_sub(m.amount)),
+        AccountEvent::TransferCredited(m) => (m.key("in"), account.balance.checked_add(m.amount)),
+        AccountEvent::TransferRefunded(m) => {
+            (m.key("refund"), account.balance.checked_add(m.amount))
+        }
         _ => return,
     };
+    account.settle(balance);
     account.transfers.insert(key);
 }

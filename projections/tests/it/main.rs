@@ -21,6 +21,7 @@ mod rebuilds_leave_nothing_behind;
 mod renamed_events;
 #[cfg(feature = "postgres")]
 mod sql_projection;
+mod stateful_projections;
 mod support;
 #[cfg(feature = "postgres")]
 mod takeover_when_the_owner_dies;
