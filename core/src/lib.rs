@@ -96,7 +96,7 @@ pub use repository::{
 };
 pub use session::{CommandSession, StoreSession};
 pub use storable::MAX_SCHEMA_VERSION;
-pub use store::{AppendResult, EventStore, check_append, resolve_replayed_append};
+pub use store::{AppendResult, EventStore, VISIT_ALL_PAGE, check_append, resolve_replayed_append};
 pub use stream_locks::{StreamGuard, StreamLocks};
 pub use typed_id::{Id, IdKind, InvalidId};
 

@@ -13,6 +13,11 @@ use crate::expected::ExpectedVersion;
 use crate::ids::{Position, StreamId, StreamVersion};
 use crate::session::{CommandSession, StoreSession};
 
+/// Events per [`read_all`](EventStore::read_all) page of the default [`visit_all`](EventStore::visit_all): a
+/// visit of a long log costs one round trip per thousand events, and holds no more than one page of envelopes in
+/// memory at a time.
+pub const VISIT_ALL_PAGE: usize = 1_000;
+
 /// What an append recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendResult {
@@ -37,6 +42,7 @@ pub struct AppendResult {
 ///   writes nothing and returns the original result.
 /// - [`read_all`](EventStore::read_all) never returns a position while an append that could still be given a
 ///   lower position is in flight: a reader that checkpoints the last position it saw never skips an event.
+///   [`visit_all`](EventStore::visit_all) keeps the same rule.
 /// - [`wait_for_events`](EventStore::wait_for_events) wakes up without busy polling.
 ///
 /// # Errors
@@ -92,6 +98,43 @@ pub trait EventStore: Send + Sync {
             visit(event)?;
         }
         Ok(())
+    }
+
+    /// Hands every event with a position above `after`, up to the head as of the call, to `visit` in position
+    /// order, and returns the position of the last event visited (`after` when there was none). Stops at the
+    /// first error `visit` returns and returns that error. A fold of the global order (a replay, an in-memory read
+    /// model) runs through it without a page of events allocated per read.
+    ///
+    /// The head as of the call is the position [`head`](EventStore::head) would return when the visit starts:
+    /// the visit hands over exactly the events [`read_all`](EventStore::read_all) would return from `after` then,
+    /// and none appended while it runs. Like `read_all`, it never hands over a position while an append that
+    /// could still be given a lower position is in flight, so the returned position is a checkpoint to call it
+    /// again from without skipping an event.
+    ///
+    /// The default asks [`head`](EventStore::head) once, then reads pages of [`VISIT_ALL_PAGE`] events with
+    /// `read_all` up to that head. Stores that receive events one by one override it to visit each as it
+    /// arrives.
+    async fn visit_all(
+        &self,
+        after: Position,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<()> + Send),
+    ) -> Result<Position> {
+        let head = self.head().await?;
+        let mut last = after;
+        while last < head {
+            let page = self.read_all(last, VISIT_ALL_PAGE).await?;
+            if page.is_empty() {
+                break;
+            }
+            for event in page.iter().take_while(|e| e.position <= head) {
+                visit(event)?;
+                last = event.position;
+            }
+            if page.last().is_none_or(|e| e.position >= head) {
+                break;
+            }
+        }
+        Ok(last)
     }
 
     /// Opens a [`CommandSession`] for one command attempt: the stream read and the append(s) the
@@ -177,6 +220,14 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<()> + Send),
     ) -> Result<()> {
         (**self).visit_stream(stream, visit).await
+    }
+
+    async fn visit_all(
+        &self,
+        after: Position,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<()> + Send),
+    ) -> Result<Position> {
+        (**self).visit_all(after, visit).await
     }
 
     fn command_session(&self) -> Box<dyn CommandSession + '_> {

@@ -60,6 +60,7 @@ macro_rules! __store_conformance_list {
             wait_for_events_wakes_up,
             stream_ids_are_validated_and_kept_verbatim,
             visit_stream_hands_over_the_stream_in_order,
+            visit_all_hands_over_the_global_order,
             command_session_reads_and_appends_as_the_store,
         }
     };
@@ -704,6 +705,95 @@ pub async fn visit_stream_hands_over_the_stream_in_order(store: Arc<dyn EventSto
         .await
         .unwrap();
     assert_eq!(none, 0);
+}
+
+pub async fn visit_all_hands_over_the_global_order(store: Arc<dyn EventStore>) {
+    // An empty store: nothing visited, `after` handed back (from the start and from beyond the head).
+    let mut none = 0;
+    for after in [Position::START, Position(42)] {
+        let returned = store
+            .visit_all(after, &mut |_| {
+                none += 1;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(returned, after, "an empty visit returns `after`");
+    }
+    assert_eq!(none, 0);
+
+    // More events than one page of the default (`VISIT_ALL_PAGE`), over interleaved streams.
+    let streams: Vec<StreamId> = (0..3).map(|i| stream(&format!("visit-all-{i}"))).collect();
+    let mut appended = 0u64;
+    for round in 0..9 {
+        for s in &streams {
+            let n = 1 + (round % 4) * 40;
+            store
+                .append(s, ExpectedVersion::Any, events(appended..appended + n))
+                .await
+                .unwrap();
+            appended += n;
+        }
+    }
+    assert!(appended > crate::VISIT_ALL_PAGE as u64);
+    let all = all_events(&store).await;
+    assert_eq!(all.len() as u64, appended);
+
+    let mut visited = Vec::new();
+    let last = store
+        .visit_all(Position::START, &mut |e| {
+            visited.push(e.clone());
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(visited, all, "visit_all sees what read_all reads, in order");
+    assert_eq!(
+        last,
+        all.last().unwrap().position,
+        "returns the last position"
+    );
+    assert_eq!(last, store.head().await.unwrap());
+
+    // `after` is respected, and the returned position continues the visit without a repeat.
+    let mid = all[500].position;
+    let mut rest = Vec::new();
+    let returned = store
+        .visit_all(mid, &mut |e| {
+            rest.push(e.clone());
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(rest, all[501..].to_vec());
+    assert_eq!(returned, last);
+    let mut again = 0;
+    let at_head = store
+        .visit_all(returned, &mut |_| {
+            again += 1;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!((again, at_head), (0, last), "nothing after the head");
+
+    // The first error stops the visit and is returned as it is.
+    let stop_at = all[7].position;
+    let mut calls = 0;
+    let stopped = store
+        .visit_all(Position::START, &mut |e| {
+            calls += 1;
+            if e.position == stop_at {
+                return Err(e.decode_error("stop here"));
+            }
+            Ok(())
+        })
+        .await;
+    match stopped {
+        Err(Error::Decode { position, .. }) => assert_eq!(position, stop_at),
+        other => panic!("expected the visitor's error, got {other:?}"),
+    }
+    assert_eq!(calls, 8, "no event is visited after the error");
 }
 
 pub async fn read_all_pages(store: Arc<dyn EventStore>) {

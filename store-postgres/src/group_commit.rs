@@ -235,6 +235,14 @@ impl EventStore for GroupCommitStore {
         self.store.visit_stream(stream, visit).await
     }
 
+    async fn visit_all(
+        &self,
+        after: Position,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> annals::Result<()> + Send),
+    ) -> annals::Result<Position> {
+        self.store.visit_all(after, visit).await
+    }
+
     async fn head(&self) -> annals::Result<Position> {
         self.store.head().await
     }

@@ -1,10 +1,12 @@
-//! Reading: one stream (one query), the global order (one query per page, gap-safe), and the head.
+//! Reading: one stream (one query), the global order (one query per page, gap-safe, or streamed to a visitor in
+//! statements of at most [`VISIT_ALL_STATEMENT`] rows), and the head.
 
 use std::time::Instant;
 
 use annals::{EventId, Metadata, Payload, Position, RecordedEvent, StreamId, StreamVersion};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
+use futures::stream::BoxStream;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgRow, PgValueFormat};
 use sqlx::types::Json;
@@ -18,6 +20,11 @@ use crate::store::PostgresStore;
 
 /// The most events a page read allocates room for before the rows arrive.
 const MAX_PREALLOCATED: usize = 10_000;
+
+/// The most rows one statement of a visit of the global order reads (`visit_all_rows`): a longer visit runs one
+/// guarded range statement after another, so that no single statement holds a connection and its snapshot for
+/// the whole log.
+pub(crate) const VISIT_ALL_STATEMENT: usize = 100_000;
 
 /// A page size or count as the `bigint` PostgreSQL wants (`usize::MAX` means "no limit").
 pub(crate) fn sql_limit(limit: usize) -> i64 {
@@ -205,7 +212,7 @@ impl PostgresStore {
             };
             if events.len() < limit {
                 let from = events.last().map_or(after, |e| e.position);
-                let fresh = self.refresh_safe_bound().await?;
+                let fresh = self.refresh_safe_bound("read_all").await?;
                 if fresh.bound > from.get() {
                     let rest = self.read_below(from, fresh, limit - events.len()).await?;
                     events.extend(rest);
@@ -219,6 +226,69 @@ impl PostgresStore {
         .inspect_err(|error| self.forget_safe_bound_if_unavailable(error))
     }
 
+    /// Hands every event with a position above `after`, up to one safe bound found at the start, to `visit` as
+    /// its row arrives, and returns the last position visited (`after` when none). The bound is a fresh
+    /// `safe_position()` (the statement `read_all` asks when it reaches its remembered bound); the rows are read
+    /// by later statements (snapshots taken after the gap markers were looked at, ADR 0001), each the guarded
+    /// range statement of `read_all`, of at most [`VISIT_ALL_STATEMENT`] rows, one after another until the bound.
+    /// Each row is decoded with the checks and errors of `read_all` ([`decode_row`]).
+    ///
+    /// A statement whose guard fails (the server changed since the bound was found: a fail-over, a restart, a
+    /// restore) returns no rows, like a `read_all` page: the visit then ends at the last event handed over, which
+    /// skips nothing.
+    pub(crate) async fn visit_all_rows(
+        &self,
+        after: Position,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> annals::Result<()> + Send),
+    ) -> annals::Result<Position> {
+        let span = tracing::debug_span!(
+            "annals_postgres.visit_all",
+            schema = %self.schema(),
+            after = after.get(),
+            count = tracing::field::Empty,
+            elapsed_us = tracing::field::Empty,
+        );
+        // Only the store's own failures may mean another server: a visitor's error says nothing about it.
+        let mut visitor_failed = false;
+        let visited = async {
+            let started = Instant::now();
+            let bound = self.refresh_safe_bound("visit_all").await?;
+            let mut last = after;
+            let mut count = 0usize;
+            while bound.bound > last.get() {
+                let mut rows = self.rows_below(last, bound, VISIT_ALL_STATEMENT);
+                let mut in_statement = 0usize;
+                while let Some(row) = rows
+                    .try_next()
+                    .await
+                    .map_err(|e| store_error("visit_all", e))?
+                {
+                    let event = decode_row(&row, None)?;
+                    if let Err(error) = visit(&event) {
+                        visitor_failed = true;
+                        return Err(error);
+                    }
+                    last = event.position;
+                    in_statement += 1;
+                }
+                count += in_statement;
+                if in_statement < VISIT_ALL_STATEMENT {
+                    break;
+                }
+            }
+            record_done(count, started);
+            Ok(last)
+        }
+        .instrument(span)
+        .await;
+        if let Err(error) = &visited
+            && !visitor_failed
+        {
+            self.forget_safe_bound_if_unavailable(error);
+        }
+        visited
+    }
+
     /// Events with `after < position <= bound`, in position order. Only for a `bound` that `safe_position()`
     /// returned before this statement started, on the server it names: on any other (or when the sequence went
     /// back below the bound) the statement returns nothing.
@@ -228,29 +298,41 @@ impl PostgresStore {
         bound: SafeBound,
         limit: usize,
     ) -> annals::Result<Vec<RecordedEvent>> {
-        let rows = sqlx::query(self.inner.statements.read_below.clone())
+        let rows = self.rows_below(after, bound, limit);
+        decode_stream(rows, limit, None, "read_all").await
+    }
+
+    /// The rows of [`read_below`](Self::read_below) (the columns of `schema::EVENT_COLUMNS`, then `stream_id`), as
+    /// they arrive.
+    fn rows_below(
+        &self,
+        after: Position,
+        bound: SafeBound,
+        limit: usize,
+    ) -> BoxStream<'_, Result<PgRow, sqlx::Error>> {
+        sqlx::query(self.inner.statements.read_below.clone())
             .bind(i64::try_from(after.get()).unwrap_or(i64::MAX))
             .bind(i64::try_from(bound.bound).unwrap_or(i64::MAX))
             .bind(sql_limit(limit))
             .bind(bound.server.started_at)
-            .fetch(&self.pool);
-        decode_stream(rows, limit, None, "read_all").await
+            .fetch(&self.pool)
     }
 
-    /// Asks the database how far the global order is safe to read now, on which server, and remembers it.
-    async fn refresh_safe_bound(&self) -> annals::Result<SafeBound> {
+    /// Asks the database how far the global order is safe to read now, on which server, and remembers it;
+    /// failures are errors of `operation`.
+    async fn refresh_safe_bound(&self, operation: &'static str) -> annals::Result<SafeBound> {
         let row = sqlx::query(self.inner.statements.safe_position.clone())
             .fetch_one(&self.pool)
             .await
-            .map_err(|e| store_error("read_all", e))?;
-        let column = |e| store_error("read_all", e);
+            .map_err(|e| store_error(operation, e))?;
+        let column = |e| store_error(operation, e);
         let bound = non_negative(
-            "read_all",
+            operation,
             "safe_position()",
             row.try_get(0).map_err(column)?,
         )?;
         let last_drawn = non_negative(
-            "read_all",
+            operation,
             "the position sequence's last value",
             row.try_get(1).map_err(column)?,
         )?;

@@ -215,6 +215,14 @@ impl EventStore for PostgresStore {
         self.read_all_page(after, limit).await
     }
 
+    async fn visit_all(
+        &self,
+        after: Position,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> annals::Result<()> + Send),
+    ) -> annals::Result<Position> {
+        self.visit_all_rows(after, visit).await
+    }
+
     async fn visit_stream(
         &self,
         stream: &StreamId,

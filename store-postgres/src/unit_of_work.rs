@@ -350,6 +350,15 @@ impl EventStore for UnitOfWork {
         self.store.read_all(after, limit).await
     }
 
+    // Through the store's pool, like `read_all`: the global order holds committed events only.
+    async fn visit_all(
+        &self,
+        after: Position,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> annals::Result<()> + Send),
+    ) -> annals::Result<Position> {
+        self.store.visit_all(after, visit).await
+    }
+
     async fn head(&self) -> annals::Result<Position> {
         self.store.head().await
     }

@@ -197,6 +197,13 @@ impl<S: EventStore> EventStore for FailingAppends<S> {
     async fn head(&self) -> crate::Result<Position> {
         self.inner.head().await
     }
+    async fn visit_all(
+        &self,
+        after: Position,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> crate::Result<()> + Send),
+    ) -> crate::Result<Position> {
+        self.inner.visit_all(after, visit).await
+    }
     async fn wait_for_events(&self, after: Position, timeout: Duration) -> crate::Result<Position> {
         self.inner.wait_for_events(after, timeout).await
     }

@@ -46,7 +46,7 @@ struct Args {
     /// Streams get 10 commands each.
     #[arg(long)]
     commands: Option<usize>,
-    /// Events per run in the event scenarios (append-batch, load-10k, read-all), instead of their defaults
+    /// Events per run in the event scenarios (append-batch, load-10k, read-all, fold-all), instead of their defaults
     /// (50,000, 10,000 and 100,000), for quick runs.
     #[arg(long)]
     events: Option<usize>,

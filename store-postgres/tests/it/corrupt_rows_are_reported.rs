@@ -118,6 +118,19 @@ async fn corrupt_metadata_names_the_event_in_every_read(pool: PgPool) {
         &id,
         "CounterIncremented",
     );
+    let mut visited = 0;
+    let err = store
+        .visit_all(Position::START, &mut |_| {
+            visited += 1;
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    assert_decode_error(err, &id, "CounterIncremented");
+    assert_eq!(
+        visited, 1,
+        "the event before the corrupt one was handed over"
+    );
 }
 
 #[sqlx::test(migrations = false)]
@@ -132,6 +145,12 @@ async fn an_invalid_stored_stream_id_names_the_position(pool: PgPool) {
         message.contains("position 2") && message.contains("invalid stream id"),
         "{message}"
     );
+    let err = store
+        .visit_all(Position::START, &mut |_| Ok(()))
+        .await
+        .unwrap_err();
+    let visited = format!("{err} / {:?}", std::error::Error::source(&err));
+    assert_eq!(visited, message, "visit_all reports it as read_all does");
 }
 
 /// A negative position or version found in the table (a row written by hand) is an error naming what was read,

@@ -69,6 +69,120 @@ async fn a_reader_does_not_pass_a_lower_position_still_in_flight(pool: PgPool) {
     assert_eq!(store.head().await.unwrap(), b.last_position);
 }
 
+/// Every event `visit_all` hands over from `after`, and the position it returns.
+async fn visit_all_from(
+    store: &annals_postgres::PostgresStore,
+    after: Position,
+) -> (Vec<RecordedEvent>, Position) {
+    let mut visited = Vec::new();
+    let last = store
+        .visit_all(after, &mut |e| {
+            visited.push(e.clone());
+            Ok(())
+        })
+        .await
+        .unwrap();
+    (visited, last)
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_visit_of_the_global_order_does_not_pass_a_lower_position_still_in_flight(pool: PgPool) {
+    let store = store(pool).await;
+    let early = store
+        .append(
+            &stream("writer-early"),
+            ExpectedVersion::NoStream,
+            vec![event(0)],
+        )
+        .await
+        .unwrap();
+    let mut writer_a = store.pool().begin().await.unwrap();
+    let a = store
+        .append_in(
+            &mut writer_a,
+            &stream("writer-a"),
+            ExpectedVersion::NoStream,
+            vec![event(1)],
+        )
+        .await
+        .unwrap();
+    let b = store
+        .append(
+            &stream("writer-b"),
+            ExpectedVersion::NoStream,
+            vec![event(2), event(3)],
+        )
+        .await
+        .unwrap();
+    assert!(
+        early.last_position < a.first_position && a.last_position < b.first_position,
+        "A drew a position between the committed ones"
+    );
+
+    // Also after a read that remembered a bound: the visit asks for a fresh one, which A holds back.
+    assert_eq!(
+        streams_of(&store.read_all(Position::START, 100).await.unwrap()),
+        ["writer-early"]
+    );
+    let (visited, last) = visit_all_from(&store, Position::START).await;
+    assert_eq!(
+        streams_of(&visited),
+        ["writer-early"],
+        "B's events must not be visited while A, below them, may still commit"
+    );
+    assert_eq!(last, early.last_position);
+    let (visited, last) = visit_all_from(&store, early.last_position).await;
+    assert!(visited.is_empty());
+    assert_eq!(
+        last, early.last_position,
+        "nothing visited: `after` comes back"
+    );
+
+    writer_a.commit().await.unwrap();
+    let (visited, last) = visit_all_from(&store, early.last_position).await;
+    assert_eq!(streams_of(&visited), ["writer-a", "writer-b", "writer-b"]);
+    assert_eq!(visited[0].position, a.last_position);
+    assert_eq!(last, b.last_position);
+    let (all, _) = visit_all_from(&store, Position::START).await;
+    assert_eq!(all, store.read_all(Position::START, 100).await.unwrap());
+}
+
+/// A visit runs statements of at most 100,000 rows: one longer than that goes on where the first statement ended.
+#[sqlx::test(migrations = false)]
+async fn a_visit_longer_than_one_statement_hands_over_every_event_once(pool: PgPool) {
+    const EVENTS: u64 = 100_000 + 1_500;
+    let store = store(pool).await;
+    let mut appended = 0;
+    while appended < EVENTS {
+        let batch = (appended..EVENTS.min(appended + 1_000))
+            .map(event)
+            .collect::<Vec<_>>();
+        appended += batch.len() as u64;
+        store
+            .append(
+                &stream(&format!("long-{}", appended % 7)),
+                ExpectedVersion::Any,
+                batch,
+            )
+            .await
+            .unwrap();
+    }
+    let mut count = 0u64;
+    let mut previous = Position::START;
+    let last = store
+        .visit_all(Position::START, &mut |e| {
+            assert!(e.position > previous, "strictly increasing positions");
+            previous = e.position;
+            count += 1;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(count, EVENTS, "every event visited exactly once");
+    assert_eq!(last, previous);
+    assert_eq!(last, store.head().await.unwrap());
+}
+
 #[sqlx::test(migrations = false)]
 async fn a_rolled_back_append_leaves_a_gap_readers_pass_at_once(pool: PgPool) {
     // Polling cannot wake the waiter within the test: only the store noticing the rollback can.

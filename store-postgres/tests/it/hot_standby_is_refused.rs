@@ -182,6 +182,10 @@ async fn reading_the_global_order_on_a_hot_standby_is_refused() {
         }
     }
     refused("read_all", reader.read_all(Position::START, 10).await);
+    refused(
+        "visit_all",
+        reader.visit_all(Position::START, &mut |_| Ok(())).await,
+    );
     refused("head", reader.head().await);
     refused(
         "wait_for_events",

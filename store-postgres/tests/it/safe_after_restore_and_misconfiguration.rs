@@ -42,6 +42,15 @@ async fn a_remembered_safe_bound_is_not_trusted_after_the_sequence_went_back(poo
     assert!(slow.last_position < fast.last_position);
     // Trusting the old bound would hand out `fast` while `slow`, below it, is still in flight.
     assert_eq!(store.read_all(Position::START, 100).await.unwrap(), vec![]);
+    let mut visited = 0;
+    let last = store
+        .visit_all(Position::START, &mut |_| {
+            visited += 1;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!((visited, last), (0, Position::START));
     open.commit().await.unwrap();
     let positions: Vec<_> = store
         .read_all(Position::START, 100)

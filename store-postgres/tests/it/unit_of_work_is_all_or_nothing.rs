@@ -191,6 +191,13 @@ impl EventStore for Interfering {
     async fn read_all(&self, after: Position, limit: usize) -> annals::Result<Vec<RecordedEvent>> {
         self.unit.read_all(after, limit).await
     }
+    async fn visit_all(
+        &self,
+        after: Position,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> annals::Result<()> + Send),
+    ) -> annals::Result<Position> {
+        self.unit.visit_all(after, visit).await
+    }
     async fn head(&self) -> annals::Result<Position> {
         self.unit.head().await
     }

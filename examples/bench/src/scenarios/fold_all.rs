@@ -1,8 +1,9 @@
 //! `fold-all`: fold every event of the store, in global order, into per-cart state (what a replay or an
 //! in-memory read model does).
 //!
-//! Annals reads `EventStore::read_all` in pages of 5,000 (the projection runner's read-ahead size), decodes
-//! each event into `CartEvent` and applies it to its cart. Baseline: one ordered SELECT of the columns it needs
+//! Annals visits the global order with `EventStore::visit_all` (the PostgreSQL store streams the rows to the
+//! visitor, in statements of up to 100,000 rows, with no page of events allocated), decodes each event into
+//! `CartEvent` and applies it to its cart. Baseline: one ordered SELECT of the columns it needs
 //! (position, stream, type, payload), streamed, decoded with serde and folded the same way: the cheapest
 //! correct shape (one statement, no paging, nothing materialized it does not use).
 
@@ -25,8 +26,6 @@ use crate::settings::Settings;
 pub(crate) const DEFAULT_EVENTS: usize = 100_000;
 /// Events per cart.
 pub(crate) const PER_STREAM: usize = 100;
-/// Events per `read_all` page on the Annals side.
-const PAGE: usize = 5_000;
 
 /// Fills both sides, warms up, measures and returns the result line.
 pub(crate) async fn run(settings: &Settings, name: &str) -> anyhow::Result<String> {
@@ -36,7 +35,7 @@ pub(crate) async fn run(settings: &Settings, name: &str) -> anyhow::Result<Strin
     let names: Vec<String> = (0..events / per_stream).map(stream_name).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     eprintln!(
-        "{name}: {events} events over {} carts, pages of {PAGE}",
+        "{name}: {events} events over {} carts, visited with visit_all",
         names.len()
     );
     fill::prefilled(settings, 2, &names, per_stream, async |filled| {
@@ -106,21 +105,24 @@ impl Workload for FoldAll {
         let started = Instant::now();
         let mut carts = HashMap::new();
         let mut after = Position::START;
+        let mut ordered = true;
         let mut read = 0;
-        loop {
-            let page = self.store.read_all(after, PAGE).await?;
-            let Some(last) = page.last() else { break };
-            anyhow::ensure!(last.position > after, "read_all went backwards");
-            after = last.position;
-            for event in &page {
+        let last = self
+            .store
+            .visit_all(Position::START, &mut |event| {
+                ordered &= event.position > after;
+                after = event.position;
                 fold(&mut carts, event.stream_id.as_str(), &event.decode()?);
-            }
-            read += page.len();
-            if page.len() < PAGE {
-                break;
-            }
-        }
+                read += 1;
+                Ok(())
+            })
+            .await?;
         let elapsed = started.elapsed();
+        anyhow::ensure!(ordered, "visit_all went backwards");
+        anyhow::ensure!(
+            last == after,
+            "visit_all returned {last}, but visited up to {after}"
+        );
         self.check("Annals", read, &carts)?;
         Ok(elapsed)
     }
