@@ -224,17 +224,15 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         &self.store
     }
 
-    /// Loads and folds the stream.
+    /// Loads and folds the stream. It reads through a [`CommandSession`](crate::CommandSession), as a command
+    /// does, so a store reads only what a fold needs (PostgreSQL leaves out each event's metadata and recording
+    /// time).
     ///
     /// # Errors
     /// [`Error::Decode`] when a stored event does not decode into `A::Event`, or the store's error.
     #[tracing::instrument(level = "debug", skip(self), fields(stream = %stream))]
     pub async fn load(&self, stream: &StreamId) -> Result<Loaded<A>, Error> {
-        let mut loaded = empty();
-        self.store
-            .visit_stream(stream, &mut |event| fold(&mut loaded, event))
-            .await?;
-        Ok(loaded)
+        Self::load_in(&mut *self.store.command_session(), stream).await
     }
 
     /// [`load`](Repository::load) through a command's session.
