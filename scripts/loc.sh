@@ -5,38 +5,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/../examples/bank-account/src"
 
-# Lines of code in the given files (missing files count 0).
-count() {
-    local total=0 file n
+# Lines of code in the given files (missing files count 0) whose lower-cased text matches the awk regular
+# expression $1.
+matching_lines() {
+    local pattern=$1 total=0 file n
+    shift
     for file in "$@"; do
         [ -f "$file" ] || continue
-        n=$(awk '/^#\[cfg\(test\)\]/ { exit } /^[[:space:]]*$/ { next } /^[[:space:]]*\/\// { next } { n++ } END { print n + 0 }' "$file")
+        n=$(awk -v re="$pattern" '/^#\[cfg\(test\)\]/ { exit } /^[[:space:]]*\/\// { next } tolower($0) ~ re { n++ } END { print n + 0 }' "$file")
         total=$((total + n))
     done
     echo "$total"
 }
 
-# Lines of code in the given files that handle idempotency keys (the key, its command id, replays).
-idempotency_lines() {
-    local total=0 file n
-    for file in "$@"; do
-        [ -f "$file" ] || continue
-        n=$(awk '/^#\[cfg\(test\)\]/ { exit } /^[[:space:]]*\/\// { next } tolower($0) ~ /idempot|command_id|replay/ { n++ } END { print n + 0 }' "$file")
-        total=$((total + n))
-    done
-    echo "$total"
-}
-
-# Lines of code in the given files that name transfers (`transfer`, any case).
-transfer_lines() {
-    local total=0 file n
-    for file in "$@"; do
-        [ -f "$file" ] || continue
-        n=$(awk '/^#\[cfg\(test\)\]/ { exit } /^[[:space:]]*$/ { next } /^[[:space:]]*\/\// { next } tolower($0) ~ /transfer/ { n++ } END { print n + 0 }' "$file")
-        total=$((total + n))
-    done
-    echo "$total"
-}
+# Lines of code; lines that handle idempotency keys (the key, its command id, replays); lines that name transfers.
+count() { matching_lines '[^[:space:]]' "$@"; }
+idempotency_lines() { matching_lines 'idempot|command_id|replay' "$@"; }
+transfer_lines() { matching_lines 'transfer' "$@"; }
 
 # Issue 11's targets are for the ACCOUNTS part of the bank; transfers (the transfer aggregate, its process
 # manager, the account's side of a transfer in `transfer_legs.rs`, and `api/transfers.rs`) and the notifier (the
