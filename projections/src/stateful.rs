@@ -46,6 +46,11 @@ pub struct Snapshot<A> {
 /// database): this suits aggregates whose state stays small. Changing the aggregate's state type or its `apply`
 /// changes what the snapshots hold: bump [`version`](Self::version) to rebuild them.
 ///
+/// An event the [`FailurePolicy`](crate::FailurePolicy) parks is not folded into the snapshot either (its batch is
+/// rolled back), so the stream's later states lack it, as the read model does; replaying the parked event folds
+/// it into the snapshot of that moment, out of order. After parking an event of a stateful projection, fix the
+/// cause and rebuild rather than replay.
+///
 /// ```
 /// use annals::{Aggregate, Recorded};
 /// use annals_projections::{BoxError, Documents, StatefulProjection, async_trait};

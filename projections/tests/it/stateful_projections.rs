@@ -1,7 +1,7 @@
 //! Stateful projections (`StatefulProjection`, `Snapshots`) see each event with its aggregate's state after it,
 //! folded by the aggregate's own `apply`, keep one snapshot per stream that `DocumentReader::snapshot` reads back,
-//! give the same read model whatever the batch size and after a rebuild, and refuse a snapshot that no longer
-//! fits the aggregate with an error naming the stream; on both backends.
+//! give the same read model whatever the batch size and after a rebuild, leave a parked event out of the state,
+//! and refuse a snapshot that no longer fits the aggregate with an error naming the stream; on both backends.
 
 use std::time::Duration;
 
@@ -272,6 +272,73 @@ async fn memory_a_snapshot_that_does_not_fit_the_type_names_its_stream() {
 async fn postgres_a_snapshot_that_does_not_fit_the_type_names_its_stream(pool: PgPool) {
     let store = pg_store(&pool).await;
     a_snapshot_that_does_not_fit_names_its_stream(
+        store.clone(),
+        Projections::postgres(store, pool),
+    )
+    .await;
+}
+
+/// Refuses the fill of 5 (as a projection whose document for it cannot be stored would).
+struct RefusesFive;
+
+#[async_trait]
+impl StatefulProjection for RefusesFive {
+    type Aggregate = Pot;
+
+    fn name(&self) -> &str {
+        "pots"
+    }
+
+    async fn apply(
+        &self,
+        event: Recorded<'_, PotEvent>,
+        _pot: &Pot,
+        _docs: &mut Documents<'_>,
+    ) -> Result<(), BoxError> {
+        match event.event() {
+            PotEvent::Filled { amount: 5 } => Err("five is refused".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+async fn a_parked_event_is_not_folded_into_the_snapshot(
+    store: impl EventStore + Clone + 'static,
+    projections: Projections,
+) {
+    let options =
+        ProjectionOptions::new().failure_policy(annals_projections::FailurePolicy::park());
+    let projections = projections.stateful_with_options(RefusesFive, options);
+    let head = write_pots(&store).await;
+    let (stop, handle) = spawn_run(&projections);
+    let pots = projections.documents("pots").unwrap();
+    pots.wait_for_position(head, Duration::from_secs(30))
+        .await
+        .unwrap();
+    stop.send(()).unwrap();
+    handle.await.unwrap().unwrap();
+    let parked = projections.parked("pots").await.unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    // pot-a: opened, filled 5 (parked), filled 7: the state lacks the parked fill, as the read model does.
+    let a = pots
+        .snapshot::<Pot>(&StreamId::new("pot-a").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((a.version.get(), a.state.total, a.state.fills), (3, 7, 1));
+}
+
+#[tokio::test]
+async fn memory_a_parked_event_is_not_folded_into_the_snapshot() {
+    let store = memory_store();
+    a_parked_event_is_not_folded_into_the_snapshot(store.clone(), Projections::memory(store)).await;
+}
+
+#[cfg(feature = "postgres")]
+#[sqlx::test]
+async fn postgres_a_parked_event_is_not_folded_into_the_snapshot(pool: PgPool) {
+    let store = pg_store(&pool).await;
+    a_parked_event_is_not_folded_into_the_snapshot(
         store.clone(),
         Projections::postgres(store, pool),
     )
