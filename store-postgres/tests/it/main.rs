@@ -16,6 +16,7 @@ mod gap_safe_global_order;
 mod group_commit;
 mod hot_standby_is_refused;
 mod killed_connections_are_retried;
+mod replay_checks_scale_with_the_table;
 mod safe_after_restore_and_misconfiguration;
 mod schemas_isolate_tenants;
 mod support;
