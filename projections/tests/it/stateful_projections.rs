@@ -100,10 +100,10 @@ async fn write_pots(store: &dyn EventStore) -> Position {
     head
 }
 
-/// Runs `projections` until both read models reach `head`, then stops it.
-async fn run_to(projections: &Projections, head: Position) {
+/// Runs `projections` until the read models `names` reach `head`, then stops it.
+async fn run_to(projections: &Projections, head: Position, names: &[&str]) {
     let (stop, handle) = spawn_run(projections);
-    for name in ["totals", "pots"] {
+    for name in names {
         projections
             .documents(name)
             .unwrap()
@@ -135,7 +135,7 @@ async fn the_state_after_each_event_reaches_the_projection(
         .stateful_with_options(Totals, options())
         .stateful_with_options(Snapshots::<Pot>::new("pots"), options());
     let head = write_pots(&store).await;
-    run_to(&projections, head).await;
+    run_to(&projections, head, &["totals", "pots"]).await;
 
     let totals: Vec<(String, u64)> = projections
         .documents("totals")
@@ -238,13 +238,8 @@ async fn a_snapshot_that_does_not_fit_names_its_stream(
 ) {
     let projections = projections.stateful(Snapshots::<Pot>::new("pots"));
     let head = write_pots(&store).await;
-    let (stop, handle) = spawn_run(&projections);
+    run_to(&projections, head, &["pots"]).await;
     let pots = projections.documents("pots").unwrap();
-    pots.wait_for_position(head, Duration::from_secs(30))
-        .await
-        .unwrap();
-    stop.send(()).unwrap();
-    handle.await.unwrap().unwrap();
     let error = pots
         .snapshot::<Renamed>(&StreamId::new("pot-a").unwrap())
         .await
@@ -310,13 +305,8 @@ async fn a_parked_event_is_not_folded_into_the_snapshot(
         ProjectionOptions::new().failure_policy(annals_projections::FailurePolicy::park());
     let projections = projections.stateful_with_options(RefusesFive, options);
     let head = write_pots(&store).await;
-    let (stop, handle) = spawn_run(&projections);
+    run_to(&projections, head, &["pots"]).await;
     let pots = projections.documents("pots").unwrap();
-    pots.wait_for_position(head, Duration::from_secs(30))
-        .await
-        .unwrap();
-    stop.send(()).unwrap();
-    handle.await.unwrap().unwrap();
     let parked = projections.parked("pots").await.unwrap();
     assert_eq!(parked.len(), 1, "{parked:?}");
     // pot-a: opened, filled 5 (parked), filled 7: the state lacks the parked fill, as the read model does.
