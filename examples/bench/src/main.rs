@@ -46,8 +46,8 @@ struct Args {
     /// Streams get 10 commands each.
     #[arg(long)]
     commands: Option<usize>,
-    /// Events per run in the event scenarios (append-batch, load-10k, read-all, fold-all), instead of their defaults
-    /// (50,000, 10,000 and 100,000), for quick runs.
+    /// Events per run in the event scenarios (append-batch, load-10k, read-all, fold-all), instead of their
+    /// defaults (50,000, 10,000, 100,000 and 100,000), for quick runs.
     #[arg(long)]
     events: Option<usize>,
     /// Page size of the Annals side of read-all.
