@@ -7,15 +7,15 @@ use annals::{
     AppendResult, ExpectedVersion, Metadata, NewEvent, Position, StreamId, StreamVersion,
     check_append, resolve_replayed_append,
 };
-use sqlx::pool::PoolConnection;
 use sqlx::types::Json;
-use sqlx::{PgConnection, Postgres, Row};
+use sqlx::{PgConnection, Row};
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::failure::{
     EVENT_ID_KEY, STREAM_VERSION_KEY, non_negative, sqlstate, store_error, violated_unique,
 };
+use crate::held::Checkout;
 use crate::reconnect::connection_lost;
 use crate::store::PostgresStore;
 
@@ -165,7 +165,7 @@ impl PostgresStore {
     /// replaced once by a fresh one; the connection goes back to the pool when the append is done.
     pub(crate) async fn append_pooled(
         &self,
-        conn: Option<PoolConnection<Postgres>>,
+        conn: Option<Checkout>,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
@@ -195,17 +195,24 @@ impl PostgresStore {
             tracing::debug!(%stream, "pooled connection lost during append; retrying once on a fresh one");
             result = Box::pin(async {
                 let mut fresh = self.fresh_connection("append").await?;
-                self.append_traced(
-                    &mut fresh,
-                    Transaction::Own,
-                    stream,
-                    expected,
-                    &events,
-                    &mut false,
-                )
-                .await
+                let result = self
+                    .append_traced(
+                        &mut fresh,
+                        Transaction::Own,
+                        stream,
+                        expected,
+                        &events,
+                        &mut false,
+                    )
+                    .await;
+                if result.is_ok() {
+                    self.keep(fresh);
+                }
+                result
             })
             .await;
+        } else if result.is_ok() {
+            self.keep(conn);
         } else {
             drop(conn);
         }

@@ -30,6 +30,7 @@ mod error;
 mod failure;
 mod group_batch;
 mod group_commit;
+mod held;
 mod migrate;
 mod read;
 mod reconnect;

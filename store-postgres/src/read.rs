@@ -7,13 +7,13 @@ use annals::{EventId, Metadata, Payload, Position, RecordedEvent, StreamId, Stre
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use futures::stream::BoxStream;
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgRow, PgValueFormat};
 use sqlx::types::Json;
-use sqlx::{PgExecutor, Postgres, Row};
+use sqlx::{PgExecutor, Row};
 use tracing::Instrument;
 
 use crate::failure::{non_negative, store_error};
+use crate::held::Checkout;
 use crate::reconnect::connection_lost;
 use crate::safe_bound::{SafeBound, Server};
 use crate::store::PostgresStore;
@@ -69,9 +69,11 @@ impl PostgresStore {
         if limit == 0 {
             return Ok(());
         }
-        self.visit_stream_pooled(None, Rows::Full { from, limit }, stream, visit)
-            .await
-            .map(drop)
+        let conn = self
+            .visit_stream_pooled(None, Rows::Full { from, limit }, stream, visit)
+            .await?;
+        self.keep(conn);
+        Ok(())
     }
 
     /// Reads `rows` of `stream` on `conn` (a new checkout when `None`) and returns the connection when the read
@@ -80,11 +82,11 @@ impl PostgresStore {
     /// pool.
     pub(crate) async fn visit_stream_pooled(
         &self,
-        conn: Option<PoolConnection<Postgres>>,
+        conn: Option<Checkout>,
         rows: Rows,
         stream: &StreamId,
         visit: &mut (dyn FnMut(RecordedEvent) -> annals::Result<()> + Send),
-    ) -> annals::Result<PoolConnection<Postgres>> {
+    ) -> annals::Result<Checkout> {
         let mut conn = match conn {
             Some(conn) => conn,
             None => self.checkout("read_stream").await?,

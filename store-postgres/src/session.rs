@@ -1,24 +1,32 @@
 //! The store's [`CommandSession`]: a command attempt's stream read and append on one pooled connection.
 
+use crate::held::Checkout;
+use crate::read::Rows;
+use crate::store::PostgresStore;
 use annals::{
     AppendResult, CommandSession, ExpectedVersion, NewEvent, RecordedEvent, StreamId, async_trait,
 };
-use sqlx::Postgres;
-use sqlx::pool::PoolConnection;
 
-use crate::read::Rows;
-use crate::store::PostgresStore;
-
-/// One command attempt on a [`PostgresStore`]. The stream read checks a connection out of the pool and keeps
-/// it; the append runs on it and returns it to the pool. One checkout per command instead of two: the pool's
-/// release (a ping, in a task sqlx spawns) is paid once.
+/// One command attempt on a [`PostgresStore`]. The stream read checks a connection out and keeps it; the append
+/// runs on it. Then the store holds the connection for its next operation (`held.rs`) rather than paying the
+/// pool's release (a ping, in a task sqlx spawns) per command. A session dropped after its read (the command
+/// decided nothing, or failed) hands its connection to the store the same way.
 ///
 /// Each operation keeps the store's rules: a connection found dead is replaced once by one that just answered
 /// a ping (a read before any row arrived, or an append, which is idempotent by event id); after any failure the
 /// connection goes back to the pool and the next operation checks out another.
 pub(crate) struct PgCommandSession<'s> {
     pub(crate) store: &'s PostgresStore,
-    pub(crate) conn: Option<PoolConnection<Postgres>>,
+    pub(crate) conn: Option<Checkout>,
+}
+
+impl Drop for PgCommandSession<'_> {
+    /// The connection left here after a successful read is idle and clean.
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.store.keep(conn);
+        }
+    }
 }
 
 #[async_trait]

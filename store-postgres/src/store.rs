@@ -43,6 +43,8 @@ pub(crate) struct Inner {
     pub(crate) signals: Arc<Signals>,
     /// The highest position found safe to read so far, and the server it is safe on (see `safe_bound.rs`).
     pub(crate) safe_bound: crate::safe_bound::KnownBound,
+    /// The connections kept between stream reads and appends instead of returned to the pool (`held.rs`).
+    pub(crate) held: Arc<crate::held::HeldConnections>,
 }
 
 impl Drop for Inner {
@@ -108,6 +110,7 @@ impl PostgresStore {
                 statements,
                 signals,
                 safe_bound: crate::safe_bound::KnownBound::default(),
+                held: Arc::default(),
             }),
         }
     }

@@ -14,6 +14,7 @@ mod corrupt_rows_are_reported;
 mod dead_pooled_connections;
 mod gap_safe_global_order;
 mod group_commit;
+mod held_connections;
 mod hot_standby_is_refused;
 mod killed_connections_are_retried;
 mod replay_checks_scale_with_the_table;
