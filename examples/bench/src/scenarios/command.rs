@@ -141,8 +141,10 @@ impl Commands {
         commands: usize,
         with_pooled: bool,
     ) -> anyhow::Result<Self> {
-        // One connection per writer, plus one for the store's notification sender (the baselines get it too).
-        let connections = u32::try_from(writers + 1)?;
+        // One connection per writer, one for the store's notification sender and one the pool keeps spare, so
+        // that the store may hold its connections between commands (it never holds the pool's last one); the
+        // baselines get as many.
+        let connections = u32::try_from(writers + 2)?;
         let url = &settings.database_url;
         Ok(Self {
             settings: settings.clone(),
