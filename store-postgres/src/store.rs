@@ -87,7 +87,9 @@ impl PostgresStore {
     }
 
     /// A store on an existing pool, in the schema `annals`. Size the pool for your writers plus one connection
-    /// for the notification listener (taken on the first [`wait_for_events`](EventStore::wait_for_events)).
+    /// for the notification listener (taken on the first [`wait_for_events`](EventStore::wait_for_events)) and
+    /// one spare: the store keeps the connection of a command for the next one only while the pool has a spare
+    /// connection left for others (see the guide's page on PostgreSQL).
     pub fn from_pool(pool: PgPool) -> Self {
         Self::build(
             pool,
