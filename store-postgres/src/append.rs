@@ -162,7 +162,8 @@ impl PostgresStore {
 
     /// Appends in the store's own transaction on `conn`, a connection checked out of the pool (a new checkout
     /// when `None`: a command session passes the connection its stream read used). A dead connection is
-    /// replaced once by a fresh one; the connection goes back to the pool when the append is done.
+    /// replaced once by a fresh one; after a success the store holds the connection for its next operation
+    /// (`held.rs`), after a failure it goes back to the pool.
     pub(crate) async fn append_pooled(
         &self,
         conn: Option<Checkout>,
@@ -175,16 +176,7 @@ impl PostgresStore {
             Some(conn) => conn,
             None => self.checkout("append").await?,
         };
-        let mut result = self
-            .append_traced(
-                &mut conn,
-                Transaction::Own,
-                stream,
-                expected,
-                &events,
-                &mut false,
-            )
-            .await;
+        let mut result = self.append_own(&mut conn, stream, expected, &events).await;
         if result.as_ref().is_err_and(connection_lost) {
             // The pooled connection was dead (the pool does not ping before handing one out). Send the same
             // events again, once, on a connection that just answered a ping: if the first attempt did commit,
@@ -195,16 +187,7 @@ impl PostgresStore {
             tracing::debug!(%stream, "pooled connection lost during append; retrying once on a fresh one");
             result = Box::pin(async {
                 let mut fresh = self.fresh_connection("append").await?;
-                let result = self
-                    .append_traced(
-                        &mut fresh,
-                        Transaction::Own,
-                        stream,
-                        expected,
-                        &events,
-                        &mut false,
-                    )
-                    .await;
+                let result = self.append_own(&mut fresh, stream, expected, &events).await;
                 if result.is_ok() {
                     self.keep(fresh);
                 }
@@ -213,8 +196,6 @@ impl PostgresStore {
             .await;
         } else if result.is_ok() {
             self.keep(conn);
-        } else {
-            drop(conn);
         }
         match &result {
             Ok(_) => self.appended(true),
@@ -225,6 +206,18 @@ impl PostgresStore {
             Err(_) => {}
         }
         result
+    }
+
+    /// One attempt of [`append_pooled`](Self::append_pooled): the append in the store's own transaction on `conn`.
+    async fn append_own(
+        &self,
+        conn: &mut PgConnection,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> annals::Result<AppendResult> {
+        self.append_traced(conn, Transaction::Own, stream, expected, events, &mut false)
+            .await
     }
 
     async fn append_traced(
