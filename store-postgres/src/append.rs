@@ -1,5 +1,6 @@
 //! Appending: one call of the schema's `append_events` function per batch, on the store's pool or inside the
-//! caller's transaction.
+//! caller's transaction; a single event in the store's own transaction tries one plain statement first
+//! (`append_one.rs`).
 
 use std::time::Instant;
 
@@ -12,6 +13,7 @@ use sqlx::{PgConnection, Row};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::append_one::FastAppend;
 use crate::failure::{
     EVENT_ID_KEY, STREAM_VERSION_KEY, non_negative, sqlstate, store_error, violated_unique,
 };
@@ -47,17 +49,11 @@ impl<'a> Columns<'a> {
             metadata: Vec::with_capacity(events.len()),
         };
         for (index, event) in events.iter().enumerate() {
-            let schema_version = i32::try_from(event.schema_version).map_err(|_| annals::Error::InvalidAppend {
-                stream: stream.clone(),
-                reason: format!(
-                    "event #{index} has schema version {}, the PostgreSQL store keeps at most {}",
-                    event.schema_version,
-                    i32::MAX
-                ),
-            })?;
             columns.ids.push(event.event_id.0);
             columns.types.push(&event.event_type);
-            columns.schema_versions.push(schema_version);
+            columns
+                .schema_versions
+                .push(schema_version(stream, index, event)?);
             columns.payloads.push(Json(&event.payload));
             let m = &event.metadata;
             let empty =
@@ -66,6 +62,22 @@ impl<'a> Columns<'a> {
         }
         Ok(columns)
     }
+}
+
+/// The schema version of `event`, the `index`th of its batch, as the `integer` column that stores it.
+pub(crate) fn schema_version(
+    stream: &StreamId,
+    index: usize,
+    event: &NewEvent,
+) -> annals::Result<i32> {
+    i32::try_from(event.schema_version).map_err(|_| annals::Error::InvalidAppend {
+        stream: stream.clone(),
+        reason: format!(
+            "event #{index} has schema version {}, the PostgreSQL store keeps at most {}",
+            event.schema_version,
+            i32::MAX
+        ),
+    })
 }
 
 /// `append_events`' expected-version encoding: `>= 0` exact, `-1` any, `-2` stream exists.
@@ -272,6 +284,28 @@ impl PostgresStore {
         events: &[NewEvent],
         refused: &mut bool,
     ) -> annals::Result<AppendResult> {
+        // Most appends are one event in the store's own transaction: one plain statement does those (see
+        // `append_one.rs`), and hands what it cannot decide alone to `append_events` below.
+        if transaction == Transaction::Own
+            && let [event] = events
+        {
+            match self.append_one(conn, stream, expected, event).await? {
+                FastAppend::Appended(done) => return Ok(done),
+                FastAppend::Undecided => {}
+                FastAppend::Failed(error) => {
+                    return Box::pin(self.append_failed(
+                        conn,
+                        transaction,
+                        stream,
+                        expected,
+                        events,
+                        &[event.event_id.0],
+                        error,
+                    ))
+                    .await;
+                }
+            }
+        }
         // Set at every return below that wrote nothing and left the transaction as it was.
         let columns = match Columns::new(stream, events) {
             Ok(columns) => columns,

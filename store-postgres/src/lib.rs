@@ -24,6 +24,7 @@
 //! waiting for events, the ordering guarantee and which failures are retryable.
 
 mod append;
+mod append_one;
 mod command_records;
 mod connect;
 mod error;

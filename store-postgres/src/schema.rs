@@ -57,6 +57,7 @@ pub(crate) fn channel(schema: &str) -> String {
 #[derive(Debug, Clone)]
 pub(crate) struct Statements {
     pub(crate) append: SqlStr,
+    pub(crate) append_one: SqlStr,
     pub(crate) load: SqlStr,
     pub(crate) fold: SqlStr,
     pub(crate) read_below: SqlStr,
@@ -83,6 +84,31 @@ impl Statements {
             append: sql(format!(
                 "SELECT o_outcome, o_stream_version, o_first_position, o_last_position \
                  FROM {s}.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            )),
+            // The fast path of a single event in the store's own transaction (`append_one.rs`): the locks of
+            // `append_events` in its order, carried by data flow rather than by where the planner puts a qual.
+            // `l` takes the stream lock (the same two keys: `hashtext(<schema>)`, `hashtext(<stream>)`) and
+            // reads the version; its volatile target list keeps it from being pulled up, and `OFFSET 0` keeps
+            // the check from being pushed into it (where the planner would copy the version's subquery once
+            // per reference). `m` filters on the check, then takes the gap marker, and only the row it yields
+            // draws `nextval`. No row back: the check failed.
+            append_one: sql(format!(
+                "INSERT INTO {s}.events \
+                     (position, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata) \
+                 SELECT pg_catalog.nextval('{s}.events_position_seq'::regclass), $1::text, m.current + 1, \
+                        $3::uuid, $4::text, $5::integer, $6::jsonb, $7::jsonb \
+                 FROM (SELECT l.current, \
+                              pg_catalog.pg_advisory_xact_lock_shared(({s}.schema_tag() << 48) | coalesce( \
+                                  pg_catalog.pg_sequence_last_value('{s}.events_position_seq'::regclass), 0) \
+                              )::text AS marker \
+                       FROM (SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('{schema}'), \
+                                        pg_catalog.hashtext($1::text))::text AS locked, \
+                                    (SELECT coalesce(pg_catalog.max(e.stream_version), 0) FROM {s}.events e \
+                                      WHERE e.stream_id = $1::text) AS current \
+                             OFFSET 0) l \
+                       WHERE $2::bigint = -1 OR ($2::bigint = -2 AND l.current > 0) \
+                          OR $2::bigint = l.current) m \
+                 RETURNING position, stream_version"
             )),
             load: sql(format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events \

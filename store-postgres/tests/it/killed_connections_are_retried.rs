@@ -6,20 +6,21 @@ use std::time::Duration;
 
 use annals::testkit::command_ids::{Tally, TallyCommand};
 use annals::{CommandError, CommandId, EventStore, Repository, StreamVersion};
-use sqlx::{Executor, PgPool};
+use sqlx::{AssertSqlSafe, Executor, PgPool};
 
 use crate::support::{
-    eventually, kill_blocked_appends_until_finished, store, stream, until_blocked_on_lock,
+    APPENDING, eventually, kill_blocked_appends_until_finished, store, stream,
+    until_blocked_on_lock,
 };
 
 /// Waits for an append blocked behind the test's table lock (one not killed before: a killed backend may linger in
 /// `pg_stat_activity` for a moment), and kills its connection.
 async fn kill_the_blocked_append(pool: &PgPool, killed: &mut Vec<i32>) {
     let find_pid = || async {
-        sqlx::query_scalar::<_, i32>(
-            "SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT o_outcome%' AND state = 'active' \
-             AND datname = current_database() AND pid <> ALL ($1) LIMIT 1",
-        )
+        sqlx::query_scalar::<_, i32>(AssertSqlSafe(format!(
+            "SELECT pid FROM pg_stat_activity WHERE {APPENDING} AND state = 'active' \
+             AND datname = current_database() AND pid <> ALL ($1) LIMIT 1"
+        )))
         .bind(killed.clone())
         .fetch_optional(pool)
         .await

@@ -6,7 +6,7 @@ use std::time::Duration;
 use annals::{NewEvent, StreamId};
 use annals_postgres::PostgresStore;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres};
+use sqlx::{AssertSqlSafe, PgPool, Postgres};
 use tokio::time::Instant;
 
 /// A roomier pool than `#[sqlx::test]`'s five connections, on the test's own database, for tests that hold
@@ -68,6 +68,11 @@ pub async fn until_blocked_on_lock(pool: &PgPool, pid: i32) {
     .await;
 }
 
+/// A `pg_stat_activity` condition true of a backend running an append of the store in schema `annals`: a single
+/// event in the store's own transaction (one `INSERT`) or a call of `append_events`.
+pub const APPENDING: &str =
+    "(query LIKE 'SELECT o_outcome%' OR query LIKE 'INSERT INTO \"annals\".events%')";
+
 /// Kills every append blocked behind a test's table lock, each backend once, until `task` has finished (the
 /// store retries an append whose connection died once on a fresh connection, and the repository retries on top
 /// of that, so how many tries there are is the code's business, not the test's). Returns how many it killed.
@@ -83,8 +88,10 @@ pub async fn kill_blocked_appends_until_finished<T>(
             "the append never gave up while every try of it was killed"
         );
         let blocked = sqlx::query_scalar::<Postgres, i32>(
-            "SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT o_outcome%' AND state = 'active' \
-             AND wait_event_type = 'Lock' AND datname = current_database() AND pid <> ALL ($1) LIMIT 1",
+            AssertSqlSafe(format!(
+                "SELECT pid FROM pg_stat_activity WHERE {APPENDING} AND state = 'active' \
+                 AND wait_event_type = 'Lock' AND datname = current_database() AND pid <> ALL ($1) LIMIT 1"
+            )),
         )
         .bind(killed.clone())
         .fetch_optional(pool)

@@ -1,0 +1,90 @@
+//! The fast path of the store's own single-event appends: one `INSERT … SELECT` prepared on the client, taking
+//! the same locks as `append_events` in the same order, that either appends the event or writes nothing and
+//! hands the append to `append_events`, whose answer is authoritative.
+//!
+//! A command appends one event in its own transaction far more often than anything else, and `append_events`
+//! is PL/pgSQL: every call pays for the function's executor start-up, its array parameters and one SPI statement
+//! per step (callgrind on the server: 264,000 instructions per append against 195,000 for this statement; a
+//! bare `INSERT` into the same table costs 74,000). The statement reads the stream's version in its own
+//! snapshot, taken before it holds the stream lock, so the version may be stale; a stale read can only make it
+//! insert a version that is already taken, which the unique key `(stream_id, stream_version)` refuses, so the
+//! statement fails having written nothing. Whatever it cannot decide alone — a version that does not match, an
+//! event id already stored (a retry), a version taken meanwhile — it leaves to `append_events`: the fast path
+//! never reports a conflict or a replay itself.
+
+use annals::{AppendResult, ExpectedVersion, NewEvent, Position, StreamId, StreamVersion};
+use sqlx::types::Json;
+use sqlx::{PgConnection, Row};
+
+use crate::append::{expected_code, schema_version};
+use crate::failure::{
+    EVENT_ID_KEY, STREAM_VERSION_KEY, non_negative, store_error, violated_unique,
+};
+use crate::store::PostgresStore;
+
+/// What the fast path did.
+pub(crate) enum FastAppend {
+    /// The event is appended and committed.
+    Appended(AppendResult),
+    /// Nothing was written; `append_events` decides (a conflict, a replay, or a version taken meanwhile).
+    Undecided,
+    /// The statement failed for another reason; nothing was written.
+    Failed(sqlx::Error),
+}
+
+impl PostgresStore {
+    /// Appends `event` to `stream` in a transaction of its own on `conn` (autocommit: one statement), if the
+    /// statement alone can: see the module's documentation.
+    pub(crate) async fn append_one(
+        &self,
+        conn: &mut PgConnection,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        event: &NewEvent,
+    ) -> annals::Result<FastAppend> {
+        let schema_version = schema_version(stream, 0, event)?;
+        let metadata = &event.metadata;
+        let empty = metadata.correlation_id.is_none()
+            && metadata.causation_id.is_none()
+            && metadata.extra.is_empty();
+        let inserted = sqlx::query(self.inner.statements.append_one.clone())
+            .bind(stream.as_str())
+            .bind(expected_code(expected))
+            .bind(event.event_id.0)
+            .bind(event.event_type.as_str())
+            .bind(schema_version)
+            .bind(Json(&event.payload))
+            .bind((!empty).then_some(Json(metadata)))
+            .fetch_optional(&mut *conn)
+            .await;
+        let row = match inserted {
+            Ok(Some(row)) => row,
+            // The expected version did not match the version the statement read.
+            Ok(None) => return Ok(FastAppend::Undecided),
+            Err(error) => {
+                return Ok(match violated_unique(&error) {
+                    Some(EVENT_ID_KEY | STREAM_VERSION_KEY) => FastAppend::Undecided,
+                    _ => FastAppend::Failed(error),
+                });
+            }
+        };
+        let read = |e| store_error("append", e);
+        let position: i64 = row.try_get(0).map_err(read)?;
+        let version: i64 = row.try_get(1).map_err(read)?;
+        let position = Position(non_negative(
+            "append",
+            &format!("the position of the event appended to stream {stream:?}"),
+            position,
+        )?);
+        let version = StreamVersion(non_negative(
+            "append",
+            &format!("the version of stream {stream:?} after its append"),
+            version,
+        )?);
+        Ok(FastAppend::Appended(AppendResult {
+            stream_version: version,
+            first_position: position,
+            last_position: position,
+        }))
+    }
+}
