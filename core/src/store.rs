@@ -258,7 +258,9 @@ pub fn check_append(stream: &StreamId, events: &[NewEvent]) -> Result<()> {
     if events.is_empty() {
         return Err(invalid("the batch has no events".to_owned()));
     }
-    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    // A lone event cannot repeat an id: the set (an allocation and a seeded hasher) only for batches.
+    let mut seen =
+        (events.len() > 1).then(|| std::collections::HashSet::with_capacity(events.len()));
     for (index, event) in events.iter().enumerate() {
         if event.event_type.is_empty() {
             return Err(invalid(format!("event #{index} has an empty event type")));
@@ -266,7 +268,9 @@ pub fn check_append(stream: &StreamId, events: &[NewEvent]) -> Result<()> {
         if let Some(reason) = crate::storable::unstorable(index, event) {
             return Err(invalid(reason));
         }
-        if !seen.insert(event.event_id) {
+        if let Some(seen) = seen.as_mut()
+            && !seen.insert(event.event_id)
+        {
             return Err(invalid(format!(
                 "event #{index} repeats the event id {} of an earlier event in the batch",
                 event.event_id

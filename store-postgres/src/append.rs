@@ -15,7 +15,8 @@ use uuid::Uuid;
 
 use crate::append_one::FastAppend;
 use crate::failure::{
-    EVENT_ID_KEY, STREAM_VERSION_KEY, non_negative, sqlstate, store_error, violated_unique,
+    EVENT_ID_KEY, STREAM_VERSION_KEY, non_negative, non_negative_named, sqlstate, store_error,
+    violated_unique,
 };
 use crate::held::Checkout;
 use crate::reconnect::connection_lost;
@@ -354,11 +355,9 @@ impl PostgresStore {
         let read = |e| store_error("append", e);
         let outcome: i16 = row.try_get(0).map_err(read)?;
         let version: i64 = row.try_get(1).map_err(read)?;
-        let version = StreamVersion(non_negative(
-            "append",
-            &format!("the version of stream {stream:?} (append_events' o_stream_version)"),
-            version,
-        )?);
+        let version = StreamVersion(non_negative_named("append", version, || {
+            format!("the version of stream {stream:?} (append_events' o_stream_version)")
+        })?);
         match outcome {
             0 => Ok(AppendResult {
                 stream_version: version,

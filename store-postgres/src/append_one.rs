@@ -18,7 +18,7 @@ use sqlx::{PgConnection, Row};
 
 use crate::append::{expected_code, schema_version};
 use crate::failure::{
-    EVENT_ID_KEY, STREAM_VERSION_KEY, non_negative, store_error, violated_unique,
+    EVENT_ID_KEY, STREAM_VERSION_KEY, non_negative_named, store_error, violated_unique,
 };
 use crate::store::PostgresStore;
 
@@ -71,16 +71,12 @@ impl PostgresStore {
         let read = |e| store_error("append", e);
         let position: i64 = row.try_get(0).map_err(read)?;
         let version: i64 = row.try_get(1).map_err(read)?;
-        let position = Position(non_negative(
-            "append",
-            &format!("the position of the event appended to stream {stream:?}"),
-            position,
-        )?);
-        let version = StreamVersion(non_negative(
-            "append",
-            &format!("the version of stream {stream:?} after its append"),
-            version,
-        )?);
+        let position = Position(non_negative_named("append", position, || {
+            format!("the position appended to stream {stream:?}")
+        })?);
+        let version = StreamVersion(non_negative_named("append", version, || {
+            format!("the version of stream {stream:?}")
+        })?);
         Ok(FastAppend::Appended(AppendResult {
             stream_version: version,
             first_position: position,

@@ -19,6 +19,18 @@ pub(crate) fn non_negative(operation: &'static str, what: &str, value: i64) -> a
     })
 }
 
+/// [`non_negative`] for a hot path: `what` is only formatted when `value` is negative.
+pub(crate) fn non_negative_named(
+    operation: &'static str,
+    value: i64,
+    what: impl FnOnce() -> String,
+) -> annals::Result<u64> {
+    match u64::try_from(value) {
+        Ok(value) => Ok(value),
+        Err(_) => non_negative(operation, &what(), value),
+    }
+}
+
 /// Maps a driver error of `operation` to the store error a caller can act on.
 pub(crate) fn store_error(operation: &'static str, error: sqlx::Error) -> annals::Error {
     if is_transient(&error) {
