@@ -100,9 +100,9 @@ impl Statements {
                  FROM (SELECT l.current, \
                               pg_catalog.pg_advisory_xact_lock_shared(({s}.schema_tag() << 48) | coalesce( \
                                   pg_catalog.pg_sequence_last_value('{s}.events_position_seq'::regclass), 0) \
-                              )::text AS marker \
+                              ) AS marker \
                        FROM (SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('{schema}'), \
-                                        pg_catalog.hashtext($1::text))::text AS locked, \
+                                        pg_catalog.hashtext($1::text)) AS locked, \
                                     (SELECT coalesce(pg_catalog.max(e.stream_version), 0) FROM {s}.events e \
                                       WHERE e.stream_id = $1::text) AS current \
                              OFFSET 0) l \

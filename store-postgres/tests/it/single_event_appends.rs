@@ -6,14 +6,14 @@
 
 use std::time::Duration;
 
-use annals::{EventId, EventStore, ExpectedVersion, NewEvent, StreamVersion};
+use annals::{EventId, EventStore, ExpectedVersion, NewEvent, Position, StreamVersion};
 use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::support::{APPENDING, event, eventually, store, stream, until_blocked_on_lock};
 
 /// Waits until a pooled append is blocked on a lock while running the fast path's `INSERT` (so it took its
-/// snapshot before the lock it waits for), and returns its backend's pid.
-async fn fast_path_blocked(pool: &PgPool) -> i32 {
+/// snapshot before the lock it waits for), and returns its backend's pid and the types of the locks it waits for.
+async fn fast_path_blocked(pool: &PgPool) -> (i32, Vec<String>) {
     let find = || async {
         sqlx::query_scalar::<_, i32>(AssertSqlSafe(format!(
             "SELECT pid FROM pg_stat_activity WHERE {APPENDING} AND query LIKE 'INSERT%' \
@@ -31,16 +31,20 @@ async fn fast_path_blocked(pool: &PgPool) -> i32 {
     .await;
     let pid = find().await.unwrap();
     until_blocked_on_lock(pool, pid).await;
-    // On the stream lock `append_events` took for the other writer (an advisory lock), not on that writer's
-    // row: the fast path serializes with every other append on the stream.
-    let waits_for: Vec<String> =
+    let waits_for =
         sqlx::query_scalar("SELECT locktype FROM pg_locks WHERE pid = $1 AND NOT granted")
             .bind(pid)
             .fetch_all(pool)
             .await
             .unwrap();
+    (pid, waits_for)
+}
+
+/// [`fast_path_blocked`] behind another append's stream lock: the fast path waits on the advisory lock that
+/// `append_events` took, not on that writer's row, so it serializes with every other append on the stream.
+async fn fast_path_waits_for_the_stream_lock(pool: &PgPool) {
+    let (_, waits_for) = fast_path_blocked(pool).await;
     assert_eq!(waits_for, ["advisory"], "the lock the fast path waits for");
-    pid
 }
 
 /// Starts `expected`-checked append of `new` on stream `cart-1` (the fast path), blocked behind a transaction
@@ -65,7 +69,7 @@ async fn append_behind_a_committing_writer(
         let (store, cart) = (store.clone(), cart.clone());
         tokio::spawn(async move { store.append(&cart, expected, vec![new]).await })
     };
-    fast_path_blocked(&pool).await;
+    fast_path_waits_for_the_stream_lock(&pool).await;
     first.commit().await.unwrap();
     let result = fast.await.unwrap();
     (store, result)
@@ -136,7 +140,7 @@ async fn a_retry_that_waited_behind_its_own_first_try_returns_the_stored_result(
                 .await
         })
     };
-    fast_path_blocked(&pool).await;
+    fast_path_waits_for_the_stream_lock(&pool).await;
     first.commit().await.unwrap();
     // The same event, same expected version: a replay of the committed append, which returns its result.
     let replayed = retry.await.unwrap().unwrap();
@@ -195,4 +199,63 @@ async fn single_event_replays_and_conflicts_answer_as_batches_do(pool: PgPool) {
             .unwrap()
             .is_empty()
     );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_reader_does_not_pass_a_single_event_append_in_flight(pool: PgPool) {
+    // The fast path takes its gap marker before it draws its position: stall it after the draw, on the unique
+    // key of an event id that another transaction holds uncommitted (one inserted without any marker, so that
+    // only the fast path's marker can hold readers back), and commit a later append meanwhile.
+    let store = store(pool.clone()).await;
+    let id = EventId::new();
+    let mut rogue = pool.begin().await.unwrap();
+    let rogue_position: i64 = sqlx::query_scalar(
+        "INSERT INTO annals.events (position, stream_id, stream_version, event_id, schema_version, event_type, payload) \
+         VALUES (nextval('annals.events_position_seq'), 'rogue', 1, $1, 1, 'Rogue', '{}') RETURNING position",
+    )
+    .bind(id.0)
+    .fetch_one(&mut *rogue)
+    .await
+    .unwrap();
+    let stalled = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .append(
+                    &stream("stalled"),
+                    ExpectedVersion::NoStream,
+                    vec![event(1).with_id(id)],
+                )
+                .await
+        })
+    };
+    let (_, waits_for) = fast_path_blocked(&pool).await;
+    assert_eq!(
+        waits_for,
+        ["transactionid"],
+        "stalled on the event id's unique key"
+    );
+    let later = store
+        .append(&stream("later"), ExpectedVersion::NoStream, vec![event(2)])
+        .await
+        .unwrap();
+    assert!(later.first_position.get() > u64::try_from(rogue_position).unwrap() + 1);
+
+    assert!(
+        store
+            .read_all(Position::START, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the later append must not be read while the stalled one, below it, may still commit"
+    );
+    assert_eq!(store.head().await.unwrap(), Position::START);
+
+    rogue.rollback().await.unwrap();
+    let stalled = stalled.await.unwrap().unwrap();
+    assert!(stalled.first_position < later.first_position);
+    let all = store.read_all(Position::START, 100).await.unwrap();
+    let streams: Vec<&str> = all.iter().map(|e| e.stream_id.as_str()).collect();
+    assert_eq!(streams, ["stalled", "later"]);
+    assert_eq!(all[0].position, stalled.first_position);
 }
