@@ -56,13 +56,18 @@ impl<'a> Columns<'a> {
                 .schema_versions
                 .push(schema_version(stream, index, event)?);
             columns.payloads.push(Json(&event.payload));
-            let m = &event.metadata;
-            let empty =
-                m.correlation_id.is_none() && m.causation_id.is_none() && m.extra.is_empty();
-            columns.metadata.push((!empty).then_some(Json(m)));
+            columns.metadata.push(stored_metadata(&event.metadata));
         }
         Ok(columns)
     }
+}
+
+/// `metadata` as the `metadata` column stores it: NULL when the event has none.
+pub(crate) fn stored_metadata(metadata: &Metadata) -> Option<Json<&Metadata>> {
+    let empty = metadata.correlation_id.is_none()
+        && metadata.causation_id.is_none()
+        && metadata.extra.is_empty();
+    (!empty).then_some(Json(metadata))
 }
 
 /// The schema version of `event`, the `index`th of its batch, as the `integer` column that stores it.

@@ -4,8 +4,8 @@
 //!
 //! A command appends one event in its own transaction far more often than anything else, and `append_events`
 //! is PL/pgSQL: every call pays for the function's executor start-up, its array parameters and one SPI statement
-//! per step (callgrind on the server: 264,000 instructions per append against 195,000 for this statement; a
-//! bare `INSERT` into the same table costs 74,000). The statement reads the stream's version in its own
+//! per step (callgrind on the server: 260,300 instructions per append against 196,400 for this statement; a
+//! plain `INSERT` into the same table, without the locks, costs 164,500; see `docs/benchmarks.md`). The statement reads the stream's version in its own
 //! snapshot, taken before it holds the stream lock, so the version may be stale; a stale read can only make it
 //! insert a version that is already taken, which the unique key `(stream_id, stream_version)` refuses, so the
 //! statement fails having written nothing. Whatever it cannot decide alone — a version that does not match, an
@@ -16,7 +16,7 @@ use annals::{AppendResult, ExpectedVersion, NewEvent, Position, StreamId, Stream
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 
-use crate::append::{expected_code, schema_version};
+use crate::append::{expected_code, schema_version, stored_metadata};
 use crate::failure::{
     EVENT_ID_KEY, STREAM_VERSION_KEY, non_negative_named, store_error, violated_unique,
 };
@@ -43,10 +43,6 @@ impl PostgresStore {
         event: &NewEvent,
     ) -> annals::Result<FastAppend> {
         let schema_version = schema_version(stream, 0, event)?;
-        let metadata = &event.metadata;
-        let empty = metadata.correlation_id.is_none()
-            && metadata.causation_id.is_none()
-            && metadata.extra.is_empty();
         let inserted = sqlx::query(self.inner.statements.append_one.clone())
             .bind(stream.as_str())
             .bind(expected_code(expected))
@@ -54,7 +50,7 @@ impl PostgresStore {
             .bind(event.event_type.as_str())
             .bind(schema_version)
             .bind(Json(&event.payload))
-            .bind((!empty).then_some(Json(metadata)))
+            .bind(stored_metadata(&event.metadata))
             .fetch_optional(&mut *conn)
             .await;
         let row = match inserted {
