@@ -13,11 +13,11 @@ use sqlx::{PgConnection, Row};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::append_one::FastAppend;
 use crate::failure::{
     EVENT_ID_KEY, STREAM_VERSION_KEY, non_negative, non_negative_named, sqlstate, store_error,
     violated_unique,
 };
+use crate::fast_append::FastAppend;
 use crate::held::Checkout;
 use crate::reconnect::connection_lost;
 use crate::store::PostgresStore;
@@ -25,8 +25,10 @@ use crate::store::PostgresStore;
 /// Whose transaction an append runs in, which decides how its failures can be examined.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Transaction {
-    /// The store's own single-statement transaction: after an error the connection is still usable.
-    Own,
+    /// The store's own single-statement transaction: after an error the connection is still usable. `read` is
+    /// the stream's version as a read on this store just found it, when the append follows one (a command
+    /// session's): proof that the versions up to it are stored (`append_next.rs`).
+    Own { read: Option<StreamVersion> },
     /// The caller's transaction: an error aborts it, so follow-up reads go through the pool.
     Callers,
 }
@@ -179,7 +181,8 @@ impl PostgresStore {
     }
 
     /// Appends in the store's own transaction on `conn`, a connection checked out of the pool (a new checkout
-    /// when `None`: a command session passes the connection its stream read used). A dead connection is
+    /// when `None`: a command session passes the connection its stream read used, and `read`, the version that
+    /// read found, when it read this stream). A dead connection is
     /// replaced once by a fresh one; after a success the store holds the connection for its next operation
     /// (`held.rs`), after a failure it goes back to the pool.
     pub(crate) async fn append_pooled(
@@ -188,13 +191,16 @@ impl PostgresStore {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
+        read: Option<StreamVersion>,
     ) -> annals::Result<AppendResult> {
         check_append(stream, &events)?;
         let mut conn = match conn {
             Some(conn) => conn,
             None => self.checkout("append").await?,
         };
-        let mut result = self.append_own(&mut conn, stream, expected, &events).await;
+        let mut result = self
+            .append_own(&mut conn, stream, expected, &events, read)
+            .await;
         if result.as_ref().is_err_and(connection_lost) {
             // The pooled connection was dead (the pool does not ping before handing one out). Send the same
             // events again, once, on a connection that just answered a ping: if the first attempt did commit,
@@ -205,7 +211,9 @@ impl PostgresStore {
             tracing::debug!(%stream, "pooled connection lost during append; retrying once on a fresh one");
             result = Box::pin(async {
                 let mut fresh = self.fresh_connection("append").await?;
-                let result = self.append_own(&mut fresh, stream, expected, &events).await;
+                let result = self
+                    .append_own(&mut fresh, stream, expected, &events, read)
+                    .await;
                 if result.is_ok() {
                     self.keep(fresh);
                 }
@@ -233,8 +241,10 @@ impl PostgresStore {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: &[NewEvent],
+        read: Option<StreamVersion>,
     ) -> annals::Result<AppendResult> {
-        self.append_traced(conn, Transaction::Own, stream, expected, events, &mut false)
+        let transaction = Transaction::Own { read };
+        self.append_traced(conn, transaction, stream, expected, events, &mut false)
             .await
     }
 
@@ -291,11 +301,18 @@ impl PostgresStore {
         refused: &mut bool,
     ) -> annals::Result<AppendResult> {
         // Most appends are one event in the store's own transaction: one plain statement does those (see
-        // `append_one.rs`), and hands what it cannot decide alone to `append_events` below.
-        if transaction == Transaction::Own
+        // `append_one.rs`; `append_next.rs` after a read whose version the expected one allows), and hands what
+        // it cannot decide alone to `append_events` below.
+        if let Transaction::Own { read } = transaction
             && let [event] = events
         {
-            match self.append_one(conn, stream, expected, event).await? {
+            let fast = match read {
+                Some(read) if expected.matches(read) => {
+                    self.append_next(conn, stream, read, event).await?
+                }
+                _ => self.append_one(conn, stream, expected, event).await?,
+            };
+            match fast {
                 FastAppend::Appended(done) => return Ok(done),
                 FastAppend::Undecided => {}
                 FastAppend::Failed(error) => {
@@ -402,7 +419,7 @@ impl PostgresStore {
         match violated_unique(&error) {
             Some(EVENT_ID_KEY) => {
                 let (stored, current) = match transaction {
-                    Transaction::Own => (
+                    Transaction::Own { .. } => (
                         self.events_by_ids(&mut *conn, ids).await?,
                         self.stream_version(&mut *conn, stream).await?,
                     ),
@@ -428,7 +445,7 @@ impl PostgresStore {
                 stream: stream.clone(),
                 expected,
                 actual: match transaction {
-                    Transaction::Own => self.stream_version(&mut *conn, stream).await?,
+                    Transaction::Own { .. } => self.stream_version(&mut *conn, stream).await?,
                     Transaction::Callers => self.stream_version(&self.pool, stream).await?,
                 },
             }),

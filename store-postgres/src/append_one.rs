@@ -12,25 +12,14 @@
 //! event id already stored (a retry), a version taken meanwhile — it leaves to `append_events`: the fast path
 //! never reports a conflict or a replay itself.
 
-use annals::{AppendResult, ExpectedVersion, NewEvent, Position, StreamId, StreamVersion};
+use annals::{ExpectedVersion, NewEvent, StreamId};
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 
 use crate::append::{expected_code, schema_version, stored_metadata};
-use crate::failure::{
-    EVENT_ID_KEY, STREAM_VERSION_KEY, non_negative_named, store_error, violated_unique,
-};
+use crate::failure::store_error;
+use crate::fast_append::FastAppend;
 use crate::store::PostgresStore;
-
-/// What the fast path did.
-pub(crate) enum FastAppend {
-    /// The event is appended and committed.
-    Appended(AppendResult),
-    /// Nothing was written; `append_events` decides (a conflict, a replay, or a version taken meanwhile).
-    Undecided,
-    /// The statement failed for another reason; nothing was written.
-    Failed(sqlx::Error),
-}
 
 impl PostgresStore {
     /// Appends `event` to `stream` in a transaction of its own on `conn` (autocommit: one statement), if the
@@ -57,26 +46,13 @@ impl PostgresStore {
             Ok(Some(row)) => row,
             // The expected version did not match the version the statement read.
             Ok(None) => return Ok(FastAppend::Undecided),
-            Err(error) => {
-                return Ok(match violated_unique(&error) {
-                    Some(EVENT_ID_KEY | STREAM_VERSION_KEY) => FastAppend::Undecided,
-                    _ => FastAppend::Failed(error),
-                });
-            }
+            Err(error) => return Ok(FastAppend::refused(error)),
         };
         let read = |e| store_error("append", e);
-        let position: i64 = row.try_get(0).map_err(read)?;
-        let version: i64 = row.try_get(1).map_err(read)?;
-        let position = Position(non_negative_named("append", position, || {
-            format!("the position appended to stream {stream:?}")
-        })?);
-        let version = StreamVersion(non_negative_named("append", version, || {
-            format!("the version of stream {stream:?}")
-        })?);
-        Ok(FastAppend::Appended(AppendResult {
-            stream_version: version,
-            first_position: position,
-            last_position: position,
-        }))
+        FastAppend::appended(
+            stream,
+            row.try_get(0).map_err(read)?,
+            row.try_get(1).map_err(read)?,
+        )
     }
 }

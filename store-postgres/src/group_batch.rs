@@ -126,7 +126,9 @@ async fn commit(store: &PostgresStore, statement: &SqlStr, batch: Vec<Request>) 
                     events,
                     reply,
                 } = request;
-                let result = store.append_pooled(None, &stream, expected, events).await;
+                let result = store
+                    .append_pooled(None, &stream, expected, events, None)
+                    .await;
                 let _ = reply.send(result);
             }
         }

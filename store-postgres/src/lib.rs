@@ -24,11 +24,13 @@
 //! waiting for events, the ordering guarantee and which failures are retryable.
 
 mod append;
+mod append_next;
 mod append_one;
 mod command_records;
 mod connect;
 mod error;
 mod failure;
+mod fast_append;
 mod group_batch;
 mod group_commit;
 mod held;

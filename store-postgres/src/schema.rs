@@ -58,6 +58,7 @@ pub(crate) fn channel(schema: &str) -> String {
 pub(crate) struct Statements {
     pub(crate) append: SqlStr,
     pub(crate) append_one: SqlStr,
+    pub(crate) append_next: SqlStr,
     pub(crate) load: SqlStr,
     pub(crate) fold: SqlStr,
     pub(crate) read_below: SqlStr,
@@ -109,6 +110,20 @@ impl Statements {
                        WHERE $2::bigint = -1 OR ($2::bigint = -2 AND l.current > 0) \
                           OR $2::bigint = l.current) m \
                  RETURNING position, stream_version"
+            )),
+            // The fast path after a read (`append_next.rs`): the event goes in at the version the caller gives,
+            // with no stream lock and no version read; the unique key `(stream_id, stream_version)` is the check.
+            // The gap marker comes first by data flow: `nextval`'s argument is the `CASE` that takes it (the
+            // lock's `void` result is never NULL, so the argument is always the sequence).
+            append_next: sql(format!(
+                "INSERT INTO {s}.events \
+                     (position, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata) \
+                 VALUES (pg_catalog.nextval(CASE WHEN pg_catalog.pg_advisory_xact_lock_shared( \
+                             ({s}.schema_tag() << 48) | coalesce( \
+                                 pg_catalog.pg_sequence_last_value('{s}.events_position_seq'::regclass), 0)) IS NULL \
+                             THEN NULL ELSE '{s}.events_position_seq'::regclass END), \
+                         $1::text, $2::bigint, $3::uuid, $4::text, $5::integer, $6::jsonb, $7::jsonb) \
+                 RETURNING position"
             )),
             load: sql(format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events \

@@ -4,11 +4,13 @@ use crate::held::Checkout;
 use crate::read::Rows;
 use crate::store::PostgresStore;
 use annals::{
-    AppendResult, CommandSession, ExpectedVersion, NewEvent, RecordedEvent, StreamId, async_trait,
+    AppendResult, CommandSession, ExpectedVersion, NewEvent, RecordedEvent, StreamId,
+    StreamVersion, async_trait,
 };
 
 /// One command attempt on a [`PostgresStore`]. The stream read checks a connection out and keeps it; the append
-/// runs on it. Then the store holds the connection for its next operation (`held.rs`) rather than paying the
+/// runs on it, and when it appends to the stream just read, it starts from the version the read found
+/// (`append_next.rs`). Then the store holds the connection for its next operation (`held.rs`) rather than paying the
 /// pool's release (a ping, in a task sqlx spawns) per command. A session dropped after its read (the command
 /// decided nothing, or failed) hands its connection to the store the same way.
 ///
@@ -18,6 +20,8 @@ use annals::{
 pub(crate) struct PgCommandSession<'s> {
     pub(crate) store: &'s PostgresStore,
     pub(crate) conn: Option<Checkout>,
+    /// The stream the last completed read was of, and the version it found (0 when it found no events).
+    pub(crate) read: Option<(StreamId, StreamVersion)>,
 }
 
 impl Drop for PgCommandSession<'_> {
@@ -38,13 +42,17 @@ impl CommandSession for PgCommandSession<'_> {
         stream: &StreamId,
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> annals::Result<()> + Send),
     ) -> annals::Result<()> {
+        self.read = None;
+        let mut found = StreamVersion::NONE;
         let conn = self
             .store
             .visit_stream_pooled(self.conn.take(), Rows::Fold, stream, &mut |event| {
+                found = found.max(event.stream_version);
                 visit(&event)
             })
             .await?;
         self.conn = Some(conn);
+        self.read = Some((stream.clone(), found));
         Ok(())
     }
 
@@ -54,8 +62,12 @@ impl CommandSession for PgCommandSession<'_> {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> annals::Result<AppendResult> {
+        let read = match self.read.take() {
+            Some((read, version)) if read == *stream => Some(version),
+            _ => None,
+        };
         self.store
-            .append_pooled(self.conn.take(), stream, expected, events)
+            .append_pooled(self.conn.take(), stream, expected, events, read)
             .await
     }
 }
@@ -77,6 +89,7 @@ mod tests {
         let mut session = PgCommandSession {
             store: &store,
             conn: None,
+            read: None,
         };
         let append = session.append(&id, ExpectedVersion::Any, Vec::new());
         let size = std::mem::size_of_val(&*append);

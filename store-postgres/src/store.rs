@@ -204,7 +204,8 @@ impl EventStore for PostgresStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> annals::Result<AppendResult> {
-        self.append_pooled(None, stream, expected, events).await
+        self.append_pooled(None, stream, expected, events, None)
+            .await
     }
 
     async fn read_stream(
@@ -243,6 +244,7 @@ impl EventStore for PostgresStore {
         Box::new(crate::session::PgCommandSession {
             store: self,
             conn: None,
+            read: None,
         })
     }
 

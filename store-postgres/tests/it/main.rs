@@ -8,6 +8,7 @@
 )]
 
 mod append_in_transaction;
+mod appends_after_a_read;
 mod conformance;
 mod connection_faults;
 mod corrupt_rows_are_reported;

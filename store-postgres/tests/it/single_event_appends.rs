@@ -4,46 +4,15 @@
 //! lock — and check that the answer is still the one `append_events` would give: appended at the real next
 //! version, or a conflict naming the real version, never a duplicate version or a lost event.
 
-use std::time::Duration;
-
 use annals::{EventId, EventStore, ExpectedVersion, NewEvent, Position, StreamVersion};
-use sqlx::{AssertSqlSafe, PgPool};
+use sqlx::PgPool;
 
-use crate::support::{APPENDING, event, eventually, store, stream, until_blocked_on_lock};
+use crate::support::{event, single_event_append_blocked, store, stream};
 
-/// Waits until a pooled append is blocked on a lock while running the fast path's `INSERT` (so it took its
-/// snapshot before the lock it waits for), and returns its backend's pid and the types of the locks it waits for.
-async fn fast_path_blocked(pool: &PgPool) -> (i32, Vec<String>) {
-    let find = || async {
-        sqlx::query_scalar::<_, i32>(AssertSqlSafe(format!(
-            "SELECT pid FROM pg_stat_activity WHERE {APPENDING} AND query LIKE 'INSERT%' \
-             AND state = 'active' AND datname = current_database() LIMIT 1"
-        )))
-        .fetch_optional(pool)
-        .await
-        .unwrap()
-    };
-    eventually(
-        "the fast path is running",
-        Duration::from_secs(30),
-        || async { find().await.is_some() },
-    )
-    .await;
-    let pid = find().await.unwrap();
-    until_blocked_on_lock(pool, pid).await;
-    let waits_for =
-        sqlx::query_scalar("SELECT locktype FROM pg_locks WHERE pid = $1 AND NOT granted")
-            .bind(pid)
-            .fetch_all(pool)
-            .await
-            .unwrap();
-    (pid, waits_for)
-}
-
-/// [`fast_path_blocked`] behind another append's stream lock: the fast path waits on the advisory lock that
+/// [`single_event_append_blocked`] behind another append's stream lock: the fast path waits on the advisory lock that
 /// `append_events` took, not on that writer's row, so it serializes with every other append on the stream.
 async fn fast_path_waits_for_the_stream_lock(pool: &PgPool) {
-    let (_, waits_for) = fast_path_blocked(pool).await;
+    let (_, waits_for) = single_event_append_blocked(pool).await;
     assert_eq!(waits_for, ["advisory"], "the lock the fast path waits for");
 }
 
@@ -229,7 +198,7 @@ async fn a_reader_does_not_pass_a_single_event_append_in_flight(pool: PgPool) {
                 .await
         })
     };
-    let (_, waits_for) = fast_path_blocked(&pool).await;
+    let (_, waits_for) = single_event_append_blocked(&pool).await;
     assert_eq!(
         waits_for,
         ["transactionid"],

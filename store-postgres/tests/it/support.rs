@@ -111,3 +111,32 @@ pub async fn kill_blocked_appends_until_finished<T>(
     }
     killed.len()
 }
+
+/// Waits until a pooled append is blocked on a lock while running a single-event fast path's `INSERT`, and
+/// returns its backend's pid and the types of the locks it waits for.
+pub async fn single_event_append_blocked(pool: &PgPool) -> (i32, Vec<String>) {
+    let find = || async {
+        sqlx::query_scalar::<_, i32>(AssertSqlSafe(format!(
+            "SELECT pid FROM pg_stat_activity WHERE {APPENDING} AND query LIKE 'INSERT%' \
+             AND state = 'active' AND datname = current_database() LIMIT 1"
+        )))
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+    };
+    eventually(
+        "the fast path is running",
+        Duration::from_secs(30),
+        || async { find().await.is_some() },
+    )
+    .await;
+    let pid = find().await.unwrap();
+    until_blocked_on_lock(pool, pid).await;
+    let waits_for =
+        sqlx::query_scalar("SELECT locktype FROM pg_locks WHERE pid = $1 AND NOT granted")
+            .bind(pid)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    (pid, waits_for)
+}
