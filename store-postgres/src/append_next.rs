@@ -16,12 +16,11 @@
 //! `docs/benchmarks.md`). The gap marker is taken as everywhere else, before the position is drawn.
 
 use annals::{NewEvent, StreamId, StreamVersion};
-use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 
-use crate::append::{schema_version, stored_metadata};
+use crate::append::schema_version;
 use crate::failure::store_error;
-use crate::fast_append::FastAppend;
+use crate::fast_append::{FastAppend, bound};
 use crate::store::PostgresStore;
 
 impl PostgresStore {
@@ -43,14 +42,8 @@ impl PostgresStore {
             return Ok(FastAppend::Undecided);
         };
         let schema_version = schema_version(stream, 0, event)?;
-        let inserted = sqlx::query(self.inner.statements.append_next.clone())
-            .bind(stream.as_str())
-            .bind(version)
-            .bind(event.event_id.0)
-            .bind(event.event_type.as_str())
-            .bind(schema_version)
-            .bind(Json(&event.payload))
-            .bind(stored_metadata(&event.metadata))
+        let statement = self.inner.statements.append_next.clone();
+        let inserted = bound(statement, stream, version, event, schema_version)
             .fetch_optional(&mut *conn)
             .await;
         let row = match inserted {

@@ -13,12 +13,11 @@
 //! never reports a conflict or a replay itself.
 
 use annals::{ExpectedVersion, NewEvent, StreamId};
-use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 
-use crate::append::{expected_code, schema_version, stored_metadata};
+use crate::append::{expected_code, schema_version};
 use crate::failure::store_error;
-use crate::fast_append::FastAppend;
+use crate::fast_append::{FastAppend, bound};
 use crate::store::PostgresStore;
 
 impl PostgresStore {
@@ -32,16 +31,16 @@ impl PostgresStore {
         event: &NewEvent,
     ) -> annals::Result<FastAppend> {
         let schema_version = schema_version(stream, 0, event)?;
-        let inserted = sqlx::query(self.inner.statements.append_one.clone())
-            .bind(stream.as_str())
-            .bind(expected_code(expected))
-            .bind(event.event_id.0)
-            .bind(event.event_type.as_str())
-            .bind(schema_version)
-            .bind(Json(&event.payload))
-            .bind(stored_metadata(&event.metadata))
-            .fetch_optional(&mut *conn)
-            .await;
+        let statement = self.inner.statements.append_one.clone();
+        let inserted = bound(
+            statement,
+            stream,
+            expected_code(expected),
+            event,
+            schema_version,
+        )
+        .fetch_optional(&mut *conn)
+        .await;
         let row = match inserted {
             Ok(Some(row)) => row,
             // The expected version did not match the version the statement read.

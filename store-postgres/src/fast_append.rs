@@ -1,9 +1,35 @@
-//! What a fast-path append did (`append_one.rs`, `append_next.rs`): appended, or nothing written and the append
-//! handed to `append_events`, whose answer is authoritative.
+//! What the single-event fast paths (`append_one.rs`, `append_next.rs`) share: how their statement is bound, and
+//! what one did: appended, or nothing written and the append handed to `append_events`, whose answer is
+//! authoritative.
 
-use annals::{AppendResult, Position, StreamId, StreamVersion};
+use annals::{AppendResult, NewEvent, Position, StreamId, StreamVersion};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::types::Json;
+use sqlx::{Postgres, SqlStr};
 
+use crate::append::stored_metadata;
 use crate::failure::{EVENT_ID_KEY, STREAM_VERSION_KEY, non_negative_named, violated_unique};
+
+/// A fast path's statement with its parameters bound: `$1` the stream, `$2` `number` (the statement's own: the
+/// expected version's code, or the version to write), then the event's id, type, `schema_version`, payload and
+/// metadata as `$3` to `$7`.
+pub(crate) fn bound<'q>(
+    statement: SqlStr,
+    stream: &'q StreamId,
+    number: i64,
+    event: &'q NewEvent,
+    schema_version: i32,
+) -> Query<'q, Postgres, PgArguments> {
+    sqlx::query(statement)
+        .bind(stream.as_str())
+        .bind(number)
+        .bind(event.event_id.0)
+        .bind(event.event_type.as_str())
+        .bind(schema_version)
+        .bind(Json(&event.payload))
+        .bind(stored_metadata(&event.metadata))
+}
 
 /// What a fast path did.
 pub(crate) enum FastAppend {

@@ -7,13 +7,14 @@
 use std::time::Duration;
 
 use annals::{
-    CommandSession, EventId, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
-    StreamVersion,
+    CommandSession, EventId, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamVersion,
 };
 use annals_postgres::PostgresStore;
 use sqlx::PgPool;
 
-use crate::support::{event, single_event_append_blocked, store, stream};
+use crate::support::{
+    event, readers_stop_below_a_stalled_append, single_event_append_blocked, store, stream,
+};
 
 /// Opens a command session, reads `name` through it, and returns the session and the versions it read.
 async fn read<'s>(
@@ -268,57 +269,16 @@ async fn a_retry_after_a_read_returns_the_first_result_and_stores_nothing(pool: 
 #[sqlx::test(migrations = false)]
 async fn a_reader_does_not_pass_an_append_after_a_read_in_flight(pool: PgPool) {
     // As `single_event_appends::a_reader_does_not_pass_a_single_event_append_in_flight`, through the statement
-    // that appends after a read: stall it after it drew its position, on the unique key of an event id another
-    // transaction holds uncommitted without any marker, and commit a later append meanwhile.
+    // that appends after a read.
     let store = store(pool.clone()).await;
-    let id = EventId::new();
-    let mut rogue = pool.begin().await.unwrap();
-    let rogue_position: i64 = sqlx::query_scalar(
-        "INSERT INTO annals.events (position, stream_id, stream_version, event_id, schema_version, event_type, payload) \
-         VALUES (nextval('annals.events_position_seq'), 'rogue', 1, $1, 1, 'Rogue', '{}') RETURNING position",
-    )
-    .bind(id.0)
-    .fetch_one(&mut *rogue)
-    .await
-    .unwrap();
-    let stalled = {
+    readers_stop_below_a_stalled_append(&pool, &store, |stalled| {
         let store = store.clone();
         tokio::spawn(async move {
             let (mut session, _) = read(&store, "stalled").await;
             session
-                .append(
-                    &stream("stalled"),
-                    ExpectedVersion::NoStream,
-                    vec![event(1).with_id(id)],
-                )
+                .append(&stream("stalled"), ExpectedVersion::NoStream, vec![stalled])
                 .await
         })
-    };
-    let (_, waits_for) = single_event_append_blocked(&pool).await;
-    assert_eq!(
-        waits_for,
-        ["transactionid"],
-        "stalled on the event id's unique key"
-    );
-    let later = store
-        .append(&stream("later"), ExpectedVersion::NoStream, vec![event(2)])
-        .await
-        .unwrap();
-    assert!(later.first_position.get() > u64::try_from(rogue_position).unwrap() + 1);
-    assert!(
-        store
-            .read_all(Position::START, 100)
-            .await
-            .unwrap()
-            .is_empty(),
-        "the later append must not be read while the stalled one, below it, may still commit"
-    );
-    assert_eq!(store.head().await.unwrap(), Position::START);
-
-    rogue.rollback().await.unwrap();
-    let stalled = stalled.await.unwrap().unwrap();
-    assert!(stalled.first_position < later.first_position);
-    let all = store.read_all(Position::START, 100).await.unwrap();
-    let streams: Vec<&str> = all.iter().map(|e| e.stream_id.as_str()).collect();
-    assert_eq!(streams, ["stalled", "later"]);
+    })
+    .await;
 }

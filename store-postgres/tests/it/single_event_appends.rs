@@ -4,13 +4,15 @@
 //! lock — and check that the answer is still the one `append_events` would give: appended at the real next
 //! version, or a conflict naming the real version, never a duplicate version or a lost event.
 
-use annals::{EventId, EventStore, ExpectedVersion, NewEvent, Position, StreamVersion};
+use annals::{EventId, EventStore, ExpectedVersion, NewEvent, StreamVersion};
 use sqlx::PgPool;
 
-use crate::support::{event, single_event_append_blocked, store, stream};
+use crate::support::{
+    event, readers_stop_below_a_stalled_append, single_event_append_blocked, store, stream,
+};
 
-/// [`single_event_append_blocked`] behind another append's stream lock: the fast path waits on the advisory lock that
-/// `append_events` took, not on that writer's row, so it serializes with every other append on the stream.
+/// [`single_event_append_blocked`] behind another append's stream lock: the fast path waits on the advisory lock
+/// that `append_events` took, not on that writer's row, so it serializes with every other append on the stream.
 async fn fast_path_waits_for_the_stream_lock(pool: &PgPool) {
     let (_, waits_for) = single_event_append_blocked(pool).await;
     assert_eq!(waits_for, ["advisory"], "the lock the fast path waits for");
@@ -172,59 +174,15 @@ async fn single_event_replays_and_conflicts_answer_as_batches_do(pool: PgPool) {
 
 #[sqlx::test(migrations = false)]
 async fn a_reader_does_not_pass_a_single_event_append_in_flight(pool: PgPool) {
-    // The fast path takes its gap marker before it draws its position: stall it after the draw, on the unique
-    // key of an event id that another transaction holds uncommitted (one inserted without any marker, so that
-    // only the fast path's marker can hold readers back), and commit a later append meanwhile.
+    // The fast path takes its gap marker before it draws its position.
     let store = store(pool.clone()).await;
-    let id = EventId::new();
-    let mut rogue = pool.begin().await.unwrap();
-    let rogue_position: i64 = sqlx::query_scalar(
-        "INSERT INTO annals.events (position, stream_id, stream_version, event_id, schema_version, event_type, payload) \
-         VALUES (nextval('annals.events_position_seq'), 'rogue', 1, $1, 1, 'Rogue', '{}') RETURNING position",
-    )
-    .bind(id.0)
-    .fetch_one(&mut *rogue)
-    .await
-    .unwrap();
-    let stalled = {
+    readers_stop_below_a_stalled_append(&pool, &store, |stalled| {
         let store = store.clone();
         tokio::spawn(async move {
             store
-                .append(
-                    &stream("stalled"),
-                    ExpectedVersion::NoStream,
-                    vec![event(1).with_id(id)],
-                )
+                .append(&stream("stalled"), ExpectedVersion::NoStream, vec![stalled])
                 .await
         })
-    };
-    let (_, waits_for) = single_event_append_blocked(&pool).await;
-    assert_eq!(
-        waits_for,
-        ["transactionid"],
-        "stalled on the event id's unique key"
-    );
-    let later = store
-        .append(&stream("later"), ExpectedVersion::NoStream, vec![event(2)])
-        .await
-        .unwrap();
-    assert!(later.first_position.get() > u64::try_from(rogue_position).unwrap() + 1);
-
-    assert!(
-        store
-            .read_all(Position::START, 100)
-            .await
-            .unwrap()
-            .is_empty(),
-        "the later append must not be read while the stalled one, below it, may still commit"
-    );
-    assert_eq!(store.head().await.unwrap(), Position::START);
-
-    rogue.rollback().await.unwrap();
-    let stalled = stalled.await.unwrap().unwrap();
-    assert!(stalled.first_position < later.first_position);
-    let all = store.read_all(Position::START, 100).await.unwrap();
-    let streams: Vec<&str> = all.iter().map(|e| e.stream_id.as_str()).collect();
-    assert_eq!(streams, ["stalled", "later"]);
-    assert_eq!(all[0].position, stalled.first_position);
+    })
+    .await;
 }

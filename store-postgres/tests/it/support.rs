@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use annals::{NewEvent, StreamId};
+use annals::{EventStore, ExpectedVersion, NewEvent, Position, StreamId};
 use annals_postgres::PostgresStore;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgPool, Postgres};
@@ -139,4 +139,53 @@ pub async fn single_event_append_blocked(pool: &PgPool) -> (i32, Vec<String>) {
             .await
             .unwrap();
     (pid, waits_for)
+}
+
+/// Stalls a single-event append to stream `stalled` after it drew its position, on the unique key of an event id
+/// that another transaction holds uncommitted (a row inserted without any gap marker, so that only the append's
+/// own marker can hold readers back), commits a later append meanwhile, and checks that `read_all` and `head()`
+/// stay below the stalled append until it is let through. `start` spawns the append of the event it is given.
+pub async fn readers_stop_below_a_stalled_append<F>(pool: &PgPool, store: &PostgresStore, start: F)
+where
+    F: FnOnce(NewEvent) -> tokio::task::JoinHandle<annals::Result<annals::AppendResult>>,
+{
+    let id = annals::EventId::new();
+    let mut rogue = pool.begin().await.unwrap();
+    let rogue_position: i64 = sqlx::query_scalar(
+        "INSERT INTO annals.events (position, stream_id, stream_version, event_id, schema_version, event_type, payload) \
+         VALUES (nextval('annals.events_position_seq'), 'rogue', 1, $1, 1, 'Rogue', '{}') RETURNING position",
+    )
+    .bind(id.0)
+    .fetch_one(&mut *rogue)
+    .await
+    .unwrap();
+    let stalled = start(event(1).with_id(id));
+    let (_, waits_for) = single_event_append_blocked(pool).await;
+    assert_eq!(
+        waits_for,
+        ["transactionid"],
+        "stalled on the event id's unique key"
+    );
+    let later = store
+        .append(&stream("later"), ExpectedVersion::NoStream, vec![event(2)])
+        .await
+        .unwrap();
+    assert!(later.first_position.get() > u64::try_from(rogue_position).unwrap() + 1);
+    assert!(
+        store
+            .read_all(Position::START, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the later append must not be read while the stalled one, below it, may still commit"
+    );
+    assert_eq!(store.head().await.unwrap(), Position::START);
+
+    rogue.rollback().await.unwrap();
+    let stalled = stalled.await.unwrap().unwrap();
+    assert!(stalled.first_position < later.first_position);
+    let all = store.read_all(Position::START, 100).await.unwrap();
+    let streams: Vec<&str> = all.iter().map(|e| e.stream_id.as_str()).collect();
+    assert_eq!(streams, ["stalled", "later"]);
+    assert_eq!(all[0].position, stalled.first_position);
 }
