@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::{
-    AppendResult, Error, EventId, EventStore, ExpectedVersion, Metadata, NewEvent, Position,
-    StreamId, StreamVersion,
+    AppendResult, CommandSession, Error, EventId, EventStore, ExpectedVersion, Metadata, NewEvent,
+    Position, StreamId, StreamVersion,
 };
 
 /// Generates one test per conformance case. See the [module docs](crate::testkit).
@@ -62,6 +62,7 @@ macro_rules! __store_conformance_list {
             visit_stream_hands_over_the_stream_in_order,
             visit_all_hands_over_the_global_order,
             command_session_reads_and_appends_as_the_store,
+            concurrent_command_sessions_have_exactly_one_winner,
         }
     };
 }
@@ -1039,4 +1040,79 @@ pub async fn command_session_reads_and_appends_as_the_store(store: Arc<dyn Event
         .unwrap();
     assert_eq!(versions, [1, 2, 3, 4, 5]);
     assert_eq!(stream_len(&store, &id).await, 5);
+}
+
+/// A command session that has read `id`, and the version its read found.
+async fn session_after_read<'s>(
+    store: &'s Arc<dyn EventStore>,
+    id: &StreamId,
+) -> (Box<dyn CommandSession + 's>, StreamVersion) {
+    let mut session = store.command_session();
+    let mut found = StreamVersion::NONE;
+    session
+        .visit_stream(id, &mut |e| {
+            found = e.stream_version;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    (session, found)
+}
+
+/// Four command sessions read a stream at the same version, then append to it at once: expecting that version,
+/// exactly one lands (at the next version) and the others are conflicts naming it; expecting any version, all four
+/// land, one version each. At most four sessions are open at a time (a store that gives each one a connection
+/// needs four).
+pub async fn concurrent_command_sessions_have_exactly_one_winner(store: Arc<dyn EventStore>) {
+    const ROUNDS: u64 = 10;
+    let id = stream("contended-sessions");
+    for round in 0..ROUNDS {
+        let (mut a, read_a) = session_after_read(&store, &id).await;
+        let (mut b, read_b) = session_after_read(&store, &id).await;
+        let (mut c, read_c) = session_after_read(&store, &id).await;
+        let (mut d, read_d) = session_after_read(&store, &id).await;
+        assert_eq!([read_a, read_b, read_c, read_d], [StreamVersion(round); 4]);
+        let expected = ExpectedVersion::Exact(StreamVersion(round));
+        let results = tokio::join!(
+            a.append(&id, expected, vec![event(round * 10)]),
+            b.append(&id, expected, vec![event(round * 10 + 1)]),
+            c.append(&id, expected, vec![event(round * 10 + 2)]),
+            d.append(&id, expected, vec![event(round * 10 + 3)]),
+        );
+        let mut winners = 0;
+        for result in [results.0, results.1, results.2, results.3] {
+            match result {
+                Ok(done) => {
+                    winners += 1;
+                    assert_eq!(done.stream_version, StreamVersion(round + 1));
+                }
+                Err(e) => assert_conflict(Err(e), &id, expected, round + 1),
+            }
+        }
+        assert_eq!(winners, 1, "round {round}: exactly one session wins");
+    }
+    let (mut a, _) = session_after_read(&store, &id).await;
+    let (mut b, _) = session_after_read(&store, &id).await;
+    let (mut c, _) = session_after_read(&store, &id).await;
+    let (mut d, _) = session_after_read(&store, &id).await;
+    let any = ExpectedVersion::Any;
+    let results = tokio::join!(
+        a.append(&id, any, vec![event(1000)]),
+        b.append(&id, any, vec![event(1001)]),
+        c.append(&id, any, vec![event(1002)]),
+        d.append(&id, any, vec![event(1003)]),
+    );
+    let mut landed: Vec<u64> = [results.0, results.1, results.2, results.3]
+        .into_iter()
+        .map(|result| result.unwrap().stream_version.get())
+        .collect();
+    landed.sort_unstable();
+    assert_eq!(landed, [ROUNDS + 1, ROUNDS + 2, ROUNDS + 3, ROUNDS + 4]);
+    let stored = store.load_stream(&id).await.unwrap();
+    let versions: Vec<u64> = stored.iter().map(|e| e.stream_version.get()).collect();
+    assert_eq!(
+        versions,
+        (1..=ROUNDS + 4).collect::<Vec<_>>(),
+        "no version twice, none missing"
+    );
 }
