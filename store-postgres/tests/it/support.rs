@@ -115,23 +115,25 @@ pub async fn kill_blocked_appends_until_finished<T>(
 /// Waits until a pooled append is blocked on a lock while running a single-event fast path's `INSERT`, and
 /// returns its backend's pid and the types of the locks it waits for.
 pub async fn single_event_append_blocked(pool: &PgPool) -> (i32, Vec<String>) {
+    // One condition, checked at once: a backend found running the `INSERT` may still be preparing it (then it
+    // goes idle before it executes), so only one that waits on a lock while running it is the append stalled.
     let find = || async {
         sqlx::query_scalar::<_, i32>(AssertSqlSafe(format!(
             "SELECT pid FROM pg_stat_activity WHERE {APPENDING} AND query LIKE 'INSERT%' \
-             AND state = 'active' AND datname = current_database() LIMIT 1"
+             AND state = 'active' AND wait_event_type = 'Lock' AND datname = current_database() LIMIT 1"
         )))
         .fetch_optional(pool)
         .await
         .unwrap()
     };
     eventually(
-        "the fast path is running",
+        "a single-event append waits on a lock",
         Duration::from_secs(30),
         || async { find().await.is_some() },
     )
     .await;
+    // It waits until the test lets it through, so it is still there.
     let pid = find().await.unwrap();
-    until_blocked_on_lock(pool, pid).await;
     let waits_for =
         sqlx::query_scalar("SELECT locktype FROM pg_locks WHERE pid = $1 AND NOT granted")
             .bind(pid)
