@@ -209,10 +209,12 @@ impl PostgresStore {
             conn.close_on_drop();
             drop(conn);
             tracing::debug!(%stream, "pooled connection lost during append; retrying once on a fresh one");
+            // Without the read: what it found was on the lost connection's server, and a fresh connection may
+            // reach another one (after a fail-over) that lacks some of it, so the version is read again there.
             result = Box::pin(async {
                 let mut fresh = self.fresh_connection("append").await?;
                 let result = self
-                    .append_own(&mut fresh, stream, expected, &events, read)
+                    .append_own(&mut fresh, stream, expected, &events, None)
                     .await;
                 if result.is_ok() {
                     self.keep(fresh);

@@ -11,6 +11,11 @@
 //! refused, nothing was written and `append_events` decides, as it does for `append_one.rs`. An event id
 //! already stored (a retry) is refused by its own unique key the same way.
 //!
+//! The proof holds on the server the read ran on, so it is used only on the read's own connection: when that
+//! connection is lost, the retry on a fresh one (which may reach another server, a standby promoted after an
+//! asynchronous fail-over that lacks the last commits) goes through `append_one.rs`, which reads the version
+//! where it appends.
+//!
 //! What it saves is the server's work for the lock and the version's index scan: callgrind on the server
 //! counts 147,000 instructions per append against 208,500 for `append_one`'s statement on the same table (see
 //! `docs/benchmarks.md`). The gap marker is taken as everywhere else, before the position is drawn.

@@ -180,3 +180,70 @@ async fn a_command_session_replaces_a_connection_found_dead_at_its_read_or_at_it
     assert_eq!(versions, [1, 2, 3], "each event stored exactly once");
     pool.close().await;
 }
+
+#[sqlx::test(migrations = false)]
+async fn an_append_after_a_read_on_a_lost_connection_reads_the_version_again(admin: PgPool) {
+    // The session's read found version 3; then its connection dies, and the fresh one reaches a server that lacks
+    // version 3 (as a standby promoted after an asynchronous fail-over may: here it is deleted by hand). Appending
+    // at the version after the read would leave a hole at 3; the retry must read the version where it appends.
+    let options = admin.connect_options().as_ref().clone();
+    let pool = PostgresStore::pool_options()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let store = PostgresStore::from_pool(pool.clone()).with_notify(false);
+    store.migrate().await.unwrap();
+    let id = stream("lost-after-read");
+    store
+        .append(
+            &id,
+            ExpectedVersion::NoStream,
+            vec![event(1), event(2), event(3)],
+        )
+        .await
+        .unwrap();
+    // The pool's one connection: the session's read takes it and keeps it.
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let mut session = store.command_session();
+    assert_eq!(versions(&mut *session, &id).await.unwrap(), [1, 2, 3]);
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert!(killed, "backend {pid} was not terminated");
+    eventually(
+        "the killed backend is gone",
+        Duration::from_secs(10),
+        || async {
+            let alive: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
+                    .bind(pid)
+                    .fetch_one(&admin)
+                    .await
+                    .unwrap();
+            alive == 0
+        },
+    )
+    .await;
+    sqlx::query("DELETE FROM annals.events WHERE stream_id = $1 AND stream_version = 3")
+        .bind(id.as_str())
+        .execute(&admin)
+        .await
+        .unwrap();
+
+    let expected = ExpectedVersion::Exact(StreamVersion(3));
+    match session.append(&id, expected, vec![event(4)]).await {
+        Err(annals::Error::Conflict { actual, .. }) => assert_eq!(actual, StreamVersion(2)),
+        other => panic!("expected a conflict naming version 2, got {other:?}"),
+    }
+    drop(session);
+    let stored = store.load_stream(&id).await.unwrap();
+    let versions: Vec<_> = stored.iter().map(|e| e.stream_version.get()).collect();
+    assert_eq!(versions, [1, 2], "no hole");
+    pool.close().await;
+}
