@@ -9,12 +9,30 @@ use sqlx::PgPool;
 
 use crate::support::{event, eventually, stream};
 
+/// A migrated store (without NOTIFY) whose pool holds one connection, on the test's database, and that pool.
+async fn one_connection_store(admin: &PgPool) -> (PgPool, PostgresStore) {
+    let options = admin.connect_options().as_ref().clone();
+    let pool = PostgresStore::pool_options()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let store = PostgresStore::from_pool(pool.clone()).with_notify(false);
+    store.migrate().await.unwrap();
+    (pool, store)
+}
+
 /// Terminates the server backend behind the store's only connection and waits until it is gone.
 async fn kill_the_pooled_connection(store_pool: &PgPool, admin: &PgPool) {
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(store_pool)
         .await
         .unwrap();
+    terminate(admin, pid).await;
+}
+
+/// Terminates the server backend `pid` and waits until it is gone.
+async fn terminate(admin: &PgPool, pid: i32) {
     let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
         .bind(pid)
         .fetch_one(admin)
@@ -40,15 +58,8 @@ async fn kill_the_pooled_connection(store_pool: &PgPool, admin: &PgPool) {
 #[sqlx::test(migrations = false)]
 async fn a_dead_pooled_connection_neither_fails_nor_repeats_an_append_or_a_read(admin: PgPool) {
     // One connection, no pings: the next operation gets exactly the connection that was killed.
-    let options = admin.connect_options().as_ref().clone();
-    let pool = PostgresStore::pool_options()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .unwrap();
+    let (pool, store) = one_connection_store(&admin).await;
     assert!(!pool.options().get_test_before_acquire());
-    let store = PostgresStore::from_pool(pool.clone()).with_notify(false);
-    store.migrate().await.unwrap();
     let id = stream("dead-connection-1");
     store
         .append(&id, ExpectedVersion::NoStream, vec![event(0)])
@@ -106,14 +117,7 @@ async fn a_command_session_replaces_a_connection_found_dead_at_its_read_or_at_it
     admin: PgPool,
 ) {
     // One connection: the session's read and append run on the one connection the pool holds.
-    let options = admin.connect_options().as_ref().clone();
-    let pool = PostgresStore::pool_options()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .unwrap();
-    let store = PostgresStore::from_pool(pool.clone()).with_notify(false);
-    store.migrate().await.unwrap();
+    let (pool, store) = one_connection_store(&admin).await;
     let id = stream("dead-connection-session");
     store
         .append(&id, ExpectedVersion::NoStream, vec![event(0)])
@@ -144,26 +148,7 @@ async fn a_command_session_replaces_a_connection_found_dead_at_its_read_or_at_it
         .unwrap();
     let mut session = store.command_session();
     assert_eq!(versions(&mut *session, &id).await.unwrap(), [1, 2]);
-    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-        .bind(pid)
-        .fetch_one(&admin)
-        .await
-        .unwrap();
-    assert!(killed, "backend {pid} was not terminated");
-    eventually(
-        "the killed backend is gone",
-        Duration::from_secs(10),
-        || async {
-            let alive: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
-                    .bind(pid)
-                    .fetch_one(&admin)
-                    .await
-                    .unwrap();
-            alive == 0
-        },
-    )
-    .await;
+    terminate(&admin, pid).await;
     let appended = session
         .append(
             &id,
@@ -186,14 +171,7 @@ async fn an_append_after_a_read_on_a_lost_connection_reads_the_version_again(adm
     // The session's read found version 3; then its connection dies, and the fresh one reaches a server that lacks
     // version 3 (as a standby promoted after an asynchronous fail-over may: here it is deleted by hand). Appending
     // at the version after the read would leave a hole at 3; the retry must read the version where it appends.
-    let options = admin.connect_options().as_ref().clone();
-    let pool = PostgresStore::pool_options()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .unwrap();
-    let store = PostgresStore::from_pool(pool.clone()).with_notify(false);
-    store.migrate().await.unwrap();
+    let (pool, store) = one_connection_store(&admin).await;
     let id = stream("lost-after-read");
     store
         .append(
@@ -210,26 +188,7 @@ async fn an_append_after_a_read_on_a_lost_connection_reads_the_version_again(adm
         .unwrap();
     let mut session = store.command_session();
     assert_eq!(versions(&mut *session, &id).await.unwrap(), [1, 2, 3]);
-    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-        .bind(pid)
-        .fetch_one(&admin)
-        .await
-        .unwrap();
-    assert!(killed, "backend {pid} was not terminated");
-    eventually(
-        "the killed backend is gone",
-        Duration::from_secs(10),
-        || async {
-            let alive: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
-                    .bind(pid)
-                    .fetch_one(&admin)
-                    .await
-                    .unwrap();
-            alive == 0
-        },
-    )
-    .await;
+    terminate(&admin, pid).await;
     sqlx::query("DELETE FROM annals.events WHERE stream_id = $1 AND stream_version = 3")
         .bind(id.as_str())
         .execute(&admin)
