@@ -23,9 +23,8 @@
 use annals::{NewEvent, StreamId, StreamVersion};
 use sqlx::{PgConnection, Row};
 
-use crate::append::schema_version;
 use crate::failure::store_error;
-use crate::fast_append::{FastAppend, bound};
+use crate::fast_append::{FastAppend, run};
 use crate::store::PostgresStore;
 
 impl PostgresStore {
@@ -46,16 +45,10 @@ impl PostgresStore {
             // No version after it fits the column: `append_events` says so.
             return Ok(FastAppend::Undecided);
         };
-        let schema_version = schema_version(stream, 0, event)?;
         let statement = self.inner.statements.append_next.clone();
-        let inserted = bound(statement, stream, version, event, schema_version)
-            .fetch_optional(&mut *conn)
-            .await;
-        let row = match inserted {
-            Ok(Some(row)) => row,
-            // An `INSERT … VALUES … RETURNING` that succeeded returns its row; without one, decide elsewhere.
-            Ok(None) => return Ok(FastAppend::Undecided),
-            Err(error) => return Ok(FastAppend::refused(error)),
+        let row = match run(conn, statement, stream, version, event).await? {
+            Ok(row) => row,
+            Err(undecided_or_failed) => return Ok(undecided_or_failed),
         };
         let position = row.try_get(0).map_err(|e| store_error("append", e))?;
         FastAppend::appended(stream, position, version)

@@ -15,9 +15,9 @@
 use annals::{ExpectedVersion, NewEvent, StreamId};
 use sqlx::{PgConnection, Row};
 
-use crate::append::{expected_code, schema_version};
+use crate::append::expected_code;
 use crate::failure::store_error;
-use crate::fast_append::{FastAppend, bound};
+use crate::fast_append::{FastAppend, run};
 use crate::store::PostgresStore;
 
 impl PostgresStore {
@@ -30,22 +30,10 @@ impl PostgresStore {
         expected: ExpectedVersion,
         event: &NewEvent,
     ) -> annals::Result<FastAppend> {
-        let schema_version = schema_version(stream, 0, event)?;
         let statement = self.inner.statements.append_one.clone();
-        let inserted = bound(
-            statement,
-            stream,
-            expected_code(expected),
-            event,
-            schema_version,
-        )
-        .fetch_optional(&mut *conn)
-        .await;
-        let row = match inserted {
-            Ok(Some(row)) => row,
-            // The expected version did not match the version the statement read.
-            Ok(None) => return Ok(FastAppend::Undecided),
-            Err(error) => return Ok(FastAppend::refused(error)),
+        let row = match run(conn, statement, stream, expected_code(expected), event).await? {
+            Ok(row) => row,
+            Err(undecided_or_failed) => return Ok(undecided_or_failed),
         };
         let read = |e| store_error("append", e);
         FastAppend::appended(

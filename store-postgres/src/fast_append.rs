@@ -1,27 +1,29 @@
-//! What the single-event fast paths (`append_one.rs`, `append_next.rs`) share: how their statement is bound, and
+//! What the single-event fast paths (`append_one.rs`, `append_next.rs`) share: how their statement runs, and
 //! what one did: appended, or nothing written and the append handed to `append_events`, whose answer is
 //! authoritative.
 
 use annals::{AppendResult, NewEvent, Position, StreamId, StreamVersion};
-use sqlx::postgres::PgArguments;
-use sqlx::query::Query;
+use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{Postgres, SqlStr};
+use sqlx::{PgConnection, SqlStr};
 
-use crate::append::stored_metadata;
+use crate::append::{schema_version, stored_metadata};
 use crate::failure::{EVENT_ID_KEY, STREAM_VERSION_KEY, non_negative_named, violated_unique};
 
-/// A fast path's statement with its parameters bound: `$1` the stream, `$2` `number` (the statement's own: the
-/// expected version's code, or the version to write), then the event's id, type, `schema_version`, payload and
-/// metadata as `$3` to `$7`.
-pub(crate) fn bound<'q>(
+/// Runs a fast path's statement on `conn`, its parameters bound: `$1` the stream, `$2` `number` (the statement's
+/// own: the expected version's code, or the version to write), then the event's id, type, schema version,
+/// payload and metadata as `$3` to `$7`. The row the statement returned, or what its outcome means: no row is
+/// [`FastAppend::Undecided`] (for `append_one`, a version that does not match; `append_next` always returns
+/// one), and a failure is [`FastAppend::refused`].
+pub(crate) async fn run(
+    conn: &mut PgConnection,
     statement: SqlStr,
-    stream: &'q StreamId,
+    stream: &StreamId,
     number: i64,
-    event: &'q NewEvent,
-    schema_version: i32,
-) -> Query<'q, Postgres, PgArguments> {
-    sqlx::query(statement)
+    event: &NewEvent,
+) -> annals::Result<Result<PgRow, FastAppend>> {
+    let schema_version = schema_version(stream, 0, event)?;
+    let inserted = sqlx::query(statement)
         .bind(stream.as_str())
         .bind(number)
         .bind(event.event_id.0)
@@ -29,6 +31,13 @@ pub(crate) fn bound<'q>(
         .bind(schema_version)
         .bind(Json(&event.payload))
         .bind(stored_metadata(&event.metadata))
+        .fetch_optional(conn)
+        .await;
+    Ok(match inserted {
+        Ok(Some(row)) => Ok(row),
+        Ok(None) => Err(FastAppend::Undecided),
+        Err(error) => Err(FastAppend::refused(error)),
+    })
 }
 
 /// What a fast path did.
