@@ -209,6 +209,11 @@ impl fmt::Debug for Position {
 pub struct EventId(pub Uuid);
 
 impl EventId {
+    /// The nil UUID: the id of no stored event (appends refuse it), which reads that leave ids out hand over
+    /// instead ([`EventStore::fold_all`](crate::EventStore::fold_all),
+    /// [`CommandSession::fold_stream`](crate::CommandSession::fold_stream)).
+    pub const NIL: Self = Self(Uuid::nil());
+
     /// A fresh, time-ordered id (UUID v7).
     pub fn new() -> Self {
         Self(Uuid::now_v7())

@@ -224,9 +224,9 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         &self.store
     }
 
-    /// Loads and folds the stream. It reads through a [`CommandSession`](crate::CommandSession), as a command
-    /// does, so a store reads only what a fold needs (PostgreSQL leaves out each event's metadata and recording
-    /// time).
+    /// Loads and folds the stream. It reads through a [`CommandSession`](crate::CommandSession)'s
+    /// [`fold_stream`](crate::CommandSession::fold_stream), as a command does, so a store reads only what a fold
+    /// needs (PostgreSQL leaves out each event's id, metadata and recording time).
     ///
     /// # Errors
     /// [`Error::Decode`] when a stored event does not decode into `A::Event`, or the store's error.
@@ -242,7 +242,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     ) -> Result<Loaded<A>, Error> {
         let mut loaded = empty();
         session
-            .visit_stream(stream, &mut |event| fold(&mut loaded, event))
+            .fold_stream(stream, &mut |event| fold(&mut loaded, event))
             .await?;
         Ok(loaded)
     }

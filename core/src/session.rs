@@ -28,6 +28,20 @@ pub trait CommandSession: Send {
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<()> + Send),
     ) -> Result<()>;
 
+    /// As [`visit_stream`](CommandSession::visit_stream), except that a store may also leave out the events'
+    /// ids (then [`EventId::NIL`](crate::EventId::NIL)): what a fold of the state reads, and no more. The
+    /// [`Repository`](crate::Repository) loads and decides through it; a command under a
+    /// [`CommandId`](crate::CommandId), which looks for the id's derived event ids, reads through `visit_stream`.
+    ///
+    /// The default is `visit_stream`; a store whose read costs by the column overrides it.
+    async fn fold_stream(
+        &mut self,
+        stream: &StreamId,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<()> + Send),
+    ) -> Result<()> {
+        self.visit_stream(stream, visit).await
+    }
+
     /// As [`EventStore::append`].
     async fn append(
         &mut self,

@@ -22,7 +22,7 @@ use serde_json::json;
 
 use crate::{
     AppendResult, CommandSession, Error, EventId, EventStore, ExpectedVersion, Metadata, NewEvent,
-    Position, StreamId, StreamVersion,
+    Position, RecordedEvent, StreamId, StreamVersion,
 };
 
 /// Generates one test per conformance case. See the [module docs](crate::testkit).
@@ -61,6 +61,8 @@ macro_rules! __store_conformance_list {
             stream_ids_are_validated_and_kept_verbatim,
             visit_stream_hands_over_the_stream_in_order,
             visit_all_hands_over_the_global_order,
+            fold_all_hands_over_what_visit_all_does,
+            command_session_fold_stream_reads_what_a_fold_reads,
             command_session_reads_and_appends_as_the_store,
             concurrent_command_sessions_have_exactly_one_winner,
         }
@@ -499,6 +501,12 @@ pub async fn malformed_appends_are_rejected(store: Arc<dyn EventStore>) {
             .await,
         "event #1 repeats",
     );
+    let mut nil = events(0..3);
+    nil[2].event_id = EventId::NIL;
+    invalid(
+        store.append(&id, ExpectedVersion::Any, nil).await,
+        "event #2 has the nil event id",
+    );
     assert_eq!(store.head().await.unwrap(), Position::START);
 }
 
@@ -795,6 +803,225 @@ pub async fn visit_all_hands_over_the_global_order(store: Arc<dyn EventStore>) {
         other => panic!("expected the visitor's error, got {other:?}"),
     }
     assert_eq!(calls, 8, "no event is visited after the error");
+}
+
+/// Checks that `lean` (what `fold_all` or `fold_stream` handed over) carries what `whole` does, but for what a
+/// lean read may leave out: the event id ([`EventId::NIL`]), `recorded_at` (`DateTime::MIN_UTC`) and metadata
+/// (empty).
+#[track_caller]
+fn assert_lean_copy(lean: &[RecordedEvent], whole: &[RecordedEvent], read: &str) {
+    assert_eq!(lean.len(), whole.len(), "{read}: as many events");
+    for (seen, stored) in lean.iter().zip(whole) {
+        let at = stored.position;
+        assert_eq!(seen.position, stored.position, "{read}");
+        assert_eq!(seen.stream_id, stored.stream_id, "{read} at {at}");
+        assert_eq!(seen.stream_version, stored.stream_version, "{read} at {at}");
+        assert_eq!(seen.event_type, stored.event_type, "{read} at {at}");
+        assert_eq!(seen.schema_version, stored.schema_version, "{read} at {at}");
+        assert_eq!(seen.payload, stored.payload, "{read} at {at}");
+        assert!(
+            [stored.event_id, EventId::NIL].contains(&seen.event_id),
+            "{read} at {at}: the stored event id or none, not {}",
+            seen.event_id
+        );
+        assert!(
+            [stored.recorded_at, chrono::DateTime::<chrono::Utc>::MIN_UTC]
+                .contains(&seen.recorded_at),
+            "{read} at {at}: the stored recorded_at or none, not {}",
+            seen.recorded_at
+        );
+        assert!(
+            seen.metadata == stored.metadata || seen.metadata == Metadata::default(),
+            "{read} at {at}: the stored metadata or none, not {:?}",
+            seen.metadata
+        );
+    }
+}
+
+/// Events of `n` with metadata, every third at schema version 2: what a lean read may leave out is there to leave.
+fn annotated(range: std::ops::Range<u64>) -> Vec<NewEvent> {
+    range
+        .map(|n| {
+            event(n)
+                .with_metadata(Metadata::correlated(format!("corr-{n}")).with("n", n))
+                .with_schema_version(if n % 3 == 0 { 2 } else { 1 })
+        })
+        .collect()
+}
+
+/// `fold_all` hands over what `visit_all` does, in the same order and up to the same head, from any `after`, and
+/// stops at the visitor's first error; of each event it may leave out only the id, `recorded_at` and metadata.
+pub async fn fold_all_hands_over_what_visit_all_does(store: Arc<dyn EventStore>) {
+    let mut none = 0;
+    for after in [Position::START, Position(42)] {
+        let returned = store
+            .fold_all(after, &mut |_| {
+                none += 1;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(returned, after, "an empty fold returns `after`");
+    }
+    assert_eq!(none, 0);
+
+    // More events than one page of the default (`VISIT_ALL_PAGE`), over interleaved streams.
+    let streams: Vec<StreamId> = (0..3).map(|i| stream(&format!("fold-all-{i}"))).collect();
+    let mut appended = 0u64;
+    for round in 0..9 {
+        for s in &streams {
+            let n = 1 + (round % 4) * 40;
+            store
+                .append(s, ExpectedVersion::Any, annotated(appended..appended + n))
+                .await
+                .unwrap();
+            appended += n;
+        }
+    }
+    assert!(appended > crate::VISIT_ALL_PAGE as u64);
+    let visit = async |after: Position, lean: bool| {
+        let mut seen = Vec::new();
+        let mut keep = |e: &RecordedEvent| {
+            seen.push(e.clone());
+            Ok(())
+        };
+        let last = if lean {
+            store.fold_all(after, &mut keep).await.unwrap()
+        } else {
+            store.visit_all(after, &mut keep).await.unwrap()
+        };
+        (seen, last)
+    };
+    let (whole, head) = visit(Position::START, false).await;
+    assert_eq!(whole.len() as u64, appended);
+    let (lean, last) = visit(Position::START, true).await;
+    assert_lean_copy(&lean, &whole, "fold_all");
+    assert_eq!(last, head, "returns the last position");
+    assert_eq!(last, store.head().await.unwrap());
+
+    // `after` is respected, and the returned position continues the fold without a repeat.
+    let mid = whole[500].position;
+    let (rest, returned) = visit(mid, true).await;
+    assert_lean_copy(&rest, &whole[501..], "fold_all from the middle");
+    assert_eq!(returned, last);
+    let (again, at_head) = visit(returned, true).await;
+    assert_eq!((again.len(), at_head), (0, last), "nothing after the head");
+
+    // The first error stops the fold and is returned as it is.
+    let stop_at = whole[7].position;
+    let mut calls = 0;
+    let stopped = store
+        .fold_all(Position::START, &mut |e| {
+            calls += 1;
+            if e.position == stop_at {
+                return Err(e.decode_error("stop here"));
+            }
+            Ok(())
+        })
+        .await;
+    match stopped {
+        Err(Error::Decode {
+            position, stream, ..
+        }) => {
+            assert_eq!(position, stop_at);
+            assert_eq!(stream, whole[7].stream_id);
+        }
+        other => panic!("expected the visitor's error, got {other:?}"),
+    }
+    assert_eq!(calls, 8, "no event is visited after the error");
+}
+
+/// A command session's `fold_stream` reads what `load_stream` reads, but for what a lean read may leave out (ids,
+/// `recorded_at`, metadata), and proves the version it found as `visit_stream` does: an append on the session
+/// after it lands at the next version, and one made stale by another writer meanwhile is a conflict.
+pub async fn command_session_fold_stream_reads_what_a_fold_reads(store: Arc<dyn EventStore>) {
+    let id = stream("session-fold-1");
+    store
+        .append(&id, ExpectedVersion::NoStream, annotated(0..4))
+        .await
+        .unwrap();
+    let loaded = store.load_stream(&id).await.unwrap();
+    let fold = async |session: &mut Box<dyn CommandSession + '_>| {
+        let mut seen = Vec::new();
+        session
+            .fold_stream(&id, &mut |e| {
+                seen.push(e.clone());
+                Ok(())
+            })
+            .await
+            .unwrap();
+        seen
+    };
+    let mut session = store.command_session();
+    assert_lean_copy(&fold(&mut session).await, &loaded, "fold_stream");
+    let appended = session
+        .append(&id, ExpectedVersion::Exact(StreamVersion(4)), events(4..5))
+        .await
+        .unwrap();
+    assert_eq!(appended.stream_version, StreamVersion(5));
+    drop(session);
+
+    // A read made stale by another writer: `Exact` is a conflict naming the real version, `Any` lands after it.
+    let mut stale = store.command_session();
+    assert_eq!(fold(&mut stale).await.len(), 5);
+    store
+        .append(&id, ExpectedVersion::Exact(StreamVersion(5)), events(5..6))
+        .await
+        .unwrap();
+    assert_conflict(
+        stale
+            .append(&id, ExpectedVersion::Exact(StreamVersion(5)), events(6..7))
+            .await,
+        &id,
+        ExpectedVersion::Exact(StreamVersion(5)),
+        6,
+    );
+    drop(stale);
+    let mut stale = store.command_session();
+    assert_eq!(fold(&mut stale).await.len(), 6);
+    store
+        .append(&id, ExpectedVersion::Any, events(7..8))
+        .await
+        .unwrap();
+    let any = stale
+        .append(&id, ExpectedVersion::Any, events(8..9))
+        .await
+        .unwrap();
+    assert_eq!(
+        any.stream_version,
+        StreamVersion(8),
+        "after the other writer's event"
+    );
+    drop(stale);
+
+    // A stream with no events folds to nothing; the visitor's first error stops the fold.
+    let mut session = store.command_session();
+    let mut none = 0;
+    session
+        .fold_stream(&stream("session-fold-never"), &mut |_| {
+            none += 1;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(none, 0);
+    let mut calls = 0;
+    let stopped = session
+        .fold_stream(&id, &mut |e| {
+            calls += 1;
+            if e.stream_version == StreamVersion(3) {
+                return Err(e.decode_error("stop here"));
+            }
+            Ok(())
+        })
+        .await;
+    match stopped {
+        Err(Error::Decode {
+            stream, version, ..
+        }) => assert_eq!((stream, version), (id.clone(), StreamVersion(3))),
+        other => panic!("expected the visitor's error, got {other:?}"),
+    }
+    assert_eq!(calls, 3, "no event is visited after the error");
 }
 
 pub async fn read_all_pages(store: Arc<dyn EventStore>) {

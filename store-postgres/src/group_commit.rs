@@ -243,6 +243,14 @@ impl EventStore for GroupCommitStore {
         self.store.visit_all(after, visit).await
     }
 
+    async fn fold_all(
+        &self,
+        after: Position,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> annals::Result<()> + Send),
+    ) -> annals::Result<Position> {
+        self.store.fold_all(after, visit).await
+    }
+
     async fn head(&self) -> annals::Result<Position> {
         self.store.head().await
     }

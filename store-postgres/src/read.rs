@@ -39,6 +39,17 @@ pub(crate) enum Rows {
     /// Every event, with only what a fold reads: no `recorded_at` (left at `DateTime::MIN_UTC`) and no
     /// metadata (left empty). See `schema::FOLD_COLUMNS`.
     Fold,
+    /// As `Fold`, without the event ids either (left at `EventId::NIL`). See `schema::LEAN_COLUMNS`.
+    Lean,
+}
+
+/// How much of each event a visit of the global order reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Envelope {
+    /// Every stored field (`EventStore::visit_all`).
+    Whole,
+    /// What a fold reads (`EventStore::fold_all`): no event id, `recorded_at` or metadata.
+    Lean,
 }
 
 impl PostgresStore {
@@ -145,7 +156,7 @@ impl PostgresStore {
     ) -> annals::Result<()> {
         let (from, limit) = match rows {
             Rows::Full { from, limit } => (from.get(), limit),
-            Rows::Fold => (StreamVersion::FIRST.get(), usize::MAX),
+            Rows::Fold | Rows::Lean => (StreamVersion::FIRST.get(), usize::MAX),
         };
         let span = tracing::debug_span!(
             "annals_postgres.read_stream",
@@ -163,6 +174,9 @@ impl PostgresStore {
                     .bind(i64::try_from(from).unwrap_or(i64::MAX))
                     .bind(sql_limit(limit)),
                 Rows::Fold => sqlx::query(self.inner.statements.fold.clone()).bind(stream.as_str()),
+                Rows::Lean => {
+                    sqlx::query(self.inner.statements.fold_lean.clone()).bind(stream.as_str())
+                }
             };
             let mut fetched = query.fetch(executor);
             let mut count = 0;
@@ -173,7 +187,8 @@ impl PostgresStore {
             {
                 let event = match rows {
                     Rows::Full { .. } => decode_row(&row, Some(stream))?,
-                    Rows::Fold => decode_fold_row(&row, stream)?,
+                    Rows::Fold => envelope(&row, &FOLD_ROW, Some(stream))?,
+                    Rows::Lean => envelope(&row, &LEAN_ROW, Some(stream))?,
                 };
                 visit(event)?;
                 count += 1;
@@ -233,7 +248,8 @@ impl PostgresStore {
     /// `safe_position()` (the statement `read_all` asks when it reaches its remembered bound); the rows are read
     /// by later statements (snapshots taken after the gap markers were looked at, ADR 0001), each the guarded
     /// range statement of `read_all`, of at most [`VISIT_ALL_STATEMENT`] rows, one after another until the bound.
-    /// Each row is decoded with the checks and errors of `read_all` ([`decode_row`]).
+    /// Each row is decoded with the checks and errors of `read_all` ([`decode_row`]); an [`Envelope::Lean`] visit
+    /// reads and decodes only the fold's columns (`schema::LEAN_COLUMNS`).
     ///
     /// A statement whose guard fails (the server changed since the bound was found: a fail-over, a restart, a
     /// restore) returns no rows, like a `read_all` page: the visit then ends at the last event handed over, which
@@ -241,6 +257,7 @@ impl PostgresStore {
     pub(crate) async fn visit_all_rows(
         &self,
         after: Position,
+        envelope: Envelope,
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> annals::Result<()> + Send),
     ) -> annals::Result<Position> {
         let span = tracing::debug_span!(
@@ -258,14 +275,17 @@ impl PostgresStore {
             let mut last = after;
             let mut count = 0usize;
             while bound.bound > last.get() {
-                let mut rows = self.rows_below(last, bound, VISIT_ALL_STATEMENT);
+                let mut rows = self.rows_below(last, bound, VISIT_ALL_STATEMENT, envelope);
                 let mut in_statement = 0usize;
                 while let Some(row) = rows
                     .try_next()
                     .await
                     .map_err(|e| store_error("visit_all", e))?
                 {
-                    let event = decode_row(&row, None)?;
+                    let event = match envelope {
+                        Envelope::Whole => decode_row(&row, None)?,
+                        Envelope::Lean => self::envelope(&row, &LEAN_ROW, None)?,
+                    };
                     if let Err(error) = visit(&event) {
                         visitor_failed = true;
                         return Err(error);
@@ -300,19 +320,24 @@ impl PostgresStore {
         bound: SafeBound,
         limit: usize,
     ) -> annals::Result<Vec<RecordedEvent>> {
-        let rows = self.rows_below(after, bound, limit);
+        let rows = self.rows_below(after, bound, limit, Envelope::Whole);
         decode_stream(rows, limit, None, "read_all").await
     }
 
-    /// The rows of [`read_below`](Self::read_below) (the columns of `schema::EVENT_COLUMNS`, then `stream_id`), as
-    /// they arrive.
+    /// The rows of [`read_below`](Self::read_below) (the columns of `schema::EVENT_COLUMNS`, or of
+    /// `schema::LEAN_COLUMNS` for [`Envelope::Lean`], then `stream_id`), as they arrive.
     fn rows_below(
         &self,
         after: Position,
         bound: SafeBound,
         limit: usize,
+        envelope: Envelope,
     ) -> BoxStream<'_, Result<PgRow, sqlx::Error>> {
-        sqlx::query(self.inner.statements.read_below.clone())
+        let statement = match envelope {
+            Envelope::Whole => &self.inner.statements.read_below,
+            Envelope::Lean => &self.inner.statements.read_below_lean,
+        };
+        sqlx::query(statement.clone())
             .bind(i64::try_from(after.get()).unwrap_or(i64::MAX))
             .bind(i64::try_from(bound.bound).unwrap_or(i64::MAX))
             .bind(sql_limit(limit))
@@ -431,28 +456,43 @@ fn record_done(count: usize, started: Instant) {
 /// Where the envelope's columns stand in one of the store's row shapes (the position is always column 0).
 struct Layout {
     version: usize,
-    event_id: usize,
+    /// `None` in a shape without the event id (the event gets `EventId::NIL`).
+    event_id: Option<usize>,
     schema_version: usize,
     event_type: usize,
     payload: usize,
+    /// Where `stream_id` follows the shape's columns in a read of the global order.
+    stream: usize,
 }
 
 /// `schema::EVENT_COLUMNS`.
 const EVENT_ROW: Layout = Layout {
     version: 1,
-    event_id: 2,
+    event_id: Some(2),
     schema_version: 4,
     event_type: 5,
     payload: 6,
+    stream: 8,
 };
 
 /// `schema::FOLD_COLUMNS`.
 const FOLD_ROW: Layout = Layout {
     version: 1,
-    event_id: 2,
+    event_id: Some(2),
     schema_version: 3,
     event_type: 4,
     payload: 5,
+    stream: 6,
+};
+
+/// `schema::LEAN_COLUMNS`.
+const LEAN_ROW: Layout = Layout {
+    version: 1,
+    event_id: None,
+    schema_version: 2,
+    event_type: 3,
+    payload: 4,
+    stream: 5,
 };
 
 /// Turns one row (the columns of `schema::EVENT_COLUMNS`, then `stream_id` unless `stream` is given) into an
@@ -473,14 +513,9 @@ pub(crate) fn decode_row(row: &PgRow, stream: Option<&StreamId>) -> annals::Resu
     }
 }
 
-/// Turns one row of a fold read (the columns of `schema::FOLD_COLUMNS`) of `stream` into an event without
-/// `recorded_at` and metadata, with the same checks and errors as [`decode_row`].
-pub(crate) fn decode_fold_row(row: &PgRow, stream: &StreamId) -> annals::Result<RecordedEvent> {
-    envelope(row, &FOLD_ROW, Some(stream))
-}
-
-/// The part of a row every read shape has (position, stream, version, event id, type, schema version,
-/// payload), checked: `recorded_at` and metadata are left at their defaults for the caller to fill in.
+/// The part of a row every read shape has (position, stream, version, event id where the shape has it, type,
+/// schema version, payload), checked, with the same errors as [`decode_row`]: `recorded_at` and metadata are left
+/// at their defaults for the caller to fill in, the event id at `EventId::NIL` in a shape without it.
 fn envelope(row: &PgRow, at: &Layout, stream: Option<&StreamId>) -> annals::Result<RecordedEvent> {
     let corrupt = |what: String| annals::Error::Backend {
         operation: "read",
@@ -496,7 +531,7 @@ fn envelope(row: &PgRow, at: &Layout, stream: Option<&StreamId>) -> annals::Resu
         Some(stream) => stream.clone(),
         None => {
             let raw: String = row
-                .try_get_unchecked(8)
+                .try_get_unchecked(at.stream)
                 .map_err(|e| refused("unreadable stream id", &e))?;
             StreamId::new(raw).map_err(|e| refused("invalid stream id", &e))?
         }
@@ -517,7 +552,7 @@ fn envelope(row: &PgRow, at: &Layout, stream: Option<&StreamId>) -> annals::Resu
     // The envelope so far, for naming the event in an error; an impossible number is refused just below, so the
     // placeholder 0s are never handed out as data.
     let mut event = RecordedEvent {
-        event_id: EventId(uuid::Uuid::nil()),
+        event_id: EventId::NIL,
         stream_id,
         stream_version: StreamVersion(u64::try_from(version).unwrap_or(0)),
         position: Position(u64::try_from(position).unwrap_or(0)),
@@ -535,7 +570,10 @@ fn envelope(row: &PgRow, at: &Layout, stream: Option<&StreamId>) -> annals::Resu
     if let Some(source) = payload_error {
         return Err(event.decode_error(source));
     }
-    match row.try_get_unchecked(at.event_id) {
+    let Some(event_id) = at.event_id else {
+        return Ok(event);
+    };
+    match row.try_get_unchecked(event_id) {
         Ok(id) => {
             event.event_id = EventId(id);
             Ok(event)

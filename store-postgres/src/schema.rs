@@ -61,7 +61,9 @@ pub(crate) struct Statements {
     pub(crate) append_next: SqlStr,
     pub(crate) load: SqlStr,
     pub(crate) fold: SqlStr,
+    pub(crate) fold_lean: SqlStr,
     pub(crate) read_below: SqlStr,
+    pub(crate) read_below_lean: SqlStr,
     pub(crate) safe_position: SqlStr,
     pub(crate) head: SqlStr,
     pub(crate) await_oldest_append: SqlStr,
@@ -72,10 +74,14 @@ pub(crate) struct Statements {
 /// The columns of a stream read; `read::decode_row` reads them by index in this order.
 const EVENT_COLUMNS: &str = "position, stream_version, event_id, recorded_at, schema_version, event_type, payload, metadata";
 
-/// The columns of a command's fold of a stream (no `recorded_at`, no metadata); `read::decode_fold_row` reads
-/// them by index in this order.
+/// The columns of a command's fold of a stream (no `recorded_at`, no metadata); `read::FOLD_ROW` says where
+/// each stands.
 const FOLD_COLUMNS: &str =
     "position, stream_version, event_id, schema_version, event_type, payload";
+
+/// The columns of a lean fold (`CommandSession::fold_stream`, `EventStore::fold_all`): what decoding and folding
+/// read, no event id either; `read::LEAN_ROW` says where each stands.
+const LEAN_COLUMNS: &str = "position, stream_version, schema_version, event_type, payload";
 
 impl Statements {
     pub(crate) fn new(schema: &str) -> Self {
@@ -132,16 +138,11 @@ impl Statements {
             fold: sql(format!(
                 "SELECT {FOLD_COLUMNS} FROM {s}.events WHERE stream_id = $1 ORDER BY stream_version"
             )),
-            // The guard (an init plan, evaluated once): still the server the bound was found on ($4, its start
-            // time), and the sequence has not gone back below the bound. When it fails no row is returned and
-            // the reader asks for a fresh bound.
-            read_below: sql(format!(
-                "SELECT {EVENT_COLUMNS}, stream_id FROM {s}.events \
-                 WHERE position > $1 AND position <= $2 \
-                   AND (SELECT pg_postmaster_start_time() = $4 \
-                           AND $2 <= coalesce(pg_sequence_last_value('{s}.events_position_seq'::regclass), 0)) \
-                 ORDER BY position LIMIT $3"
+            fold_lean: sql(format!(
+                "SELECT {LEAN_COLUMNS} FROM {s}.events WHERE stream_id = $1 ORDER BY stream_version"
             )),
+            read_below: read_below(&s, EVENT_COLUMNS),
+            read_below_lean: read_below(&s, LEAN_COLUMNS),
             safe_position: sql(format!(
                 "SELECT {s}.safe_position(), \
                         coalesce(pg_sequence_last_value('{s}.events_position_seq'::regclass), 0), \
@@ -157,6 +158,20 @@ impl Statements {
             )),
         }
     }
+}
+
+/// The guarded range statement of the global order, reading `columns` and then `stream_id`. The guard (an init
+/// plan, evaluated once): still the server the bound was found on ($4, its start time), and the sequence has not
+/// gone back below the bound. When it fails no row is returned and the reader asks for a fresh bound.
+fn read_below(s: &str, columns: &str) -> SqlStr {
+    AssertSqlSafe(format!(
+        "SELECT {columns}, stream_id FROM {s}.events \
+         WHERE position > $1 AND position <= $2 \
+           AND (SELECT pg_postmaster_start_time() = $4 \
+                   AND $2 <= coalesce(pg_sequence_last_value('{s}.events_position_seq'::regclass), 0)) \
+         ORDER BY position LIMIT $3"
+    ))
+    .into_sql_str()
 }
 
 #[cfg(test)]

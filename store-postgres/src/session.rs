@@ -33,6 +33,30 @@ impl Drop for PgCommandSession<'_> {
     }
 }
 
+impl PgCommandSession<'_> {
+    /// Reads `rows` of `stream` on the session's connection (checked out now when it has none), keeps the
+    /// connection, and remembers the version found for an append after the read.
+    async fn read_rows(
+        &mut self,
+        rows: Rows,
+        stream: &StreamId,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> annals::Result<()> + Send),
+    ) -> annals::Result<()> {
+        self.read = None;
+        let mut found = StreamVersion::NONE;
+        let conn = self
+            .store
+            .visit_stream_pooled(self.conn.take(), rows, stream, &mut |event| {
+                found = found.max(event.stream_version);
+                visit(&event)
+            })
+            .await?;
+        self.conn = Some(conn);
+        self.read = Some((stream.clone(), found));
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl CommandSession for PgCommandSession<'_> {
     /// Reads the fold's columns only: the events have no `recorded_at` and no metadata (as
@@ -42,18 +66,16 @@ impl CommandSession for PgCommandSession<'_> {
         stream: &StreamId,
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> annals::Result<()> + Send),
     ) -> annals::Result<()> {
-        self.read = None;
-        let mut found = StreamVersion::NONE;
-        let conn = self
-            .store
-            .visit_stream_pooled(self.conn.take(), Rows::Fold, stream, &mut |event| {
-                found = found.max(event.stream_version);
-                visit(&event)
-            })
-            .await?;
-        self.conn = Some(conn);
-        self.read = Some((stream.clone(), found));
-        Ok(())
+        self.read_rows(Rows::Fold, stream, visit).await
+    }
+
+    /// Reads the lean fold's columns: no event ids either (as [`CommandSession::fold_stream`] allows).
+    async fn fold_stream(
+        &mut self,
+        stream: &StreamId,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> annals::Result<()> + Send),
+    ) -> annals::Result<()> {
+        self.read_rows(Rows::Lean, stream, visit).await
     }
 
     async fn append(

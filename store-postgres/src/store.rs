@@ -10,6 +10,7 @@ use annals::{
 use sqlx::PgPool;
 
 use crate::error::Error;
+use crate::read::Envelope;
 use crate::schema::{self, DEFAULT_SCHEMA, Statements};
 use crate::wait::Signals;
 
@@ -226,7 +227,17 @@ impl EventStore for PostgresStore {
         after: Position,
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> annals::Result<()> + Send),
     ) -> annals::Result<Position> {
-        self.visit_all_rows(after, visit).await
+        self.visit_all_rows(after, Envelope::Whole, visit).await
+    }
+
+    /// Reads only the fold's columns (`schema::LEAN_COLUMNS`): the rows are a fifth narrower, and a global fold
+    /// is bound by the server producing them.
+    async fn fold_all(
+        &self,
+        after: Position,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> annals::Result<()> + Send),
+    ) -> annals::Result<Position> {
+        self.visit_all_rows(after, Envelope::Lean, visit).await
     }
 
     async fn visit_stream(

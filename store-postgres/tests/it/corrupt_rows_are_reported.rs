@@ -131,6 +131,58 @@ async fn corrupt_metadata_names_the_event_in_every_read(pool: PgPool) {
         visited, 1,
         "the event before the corrupt one was handed over"
     );
+    // A fold reads no metadata, so the corrupt metadata is not in its way (and nothing is made of it).
+    let mut folded = Vec::new();
+    store
+        .fold_all(Position::START, &mut |e| {
+            folded.push((e.stream_version, e.metadata.clone()));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let versions: Vec<_> = folded.iter().map(|(v, _)| v.get()).collect();
+    assert_eq!(versions, [1, 2, 3]);
+    assert!(
+        folded
+            .iter()
+            .all(|(_, m)| *m == annals::Metadata::default())
+    );
+    let loaded = Repository::<Counter, _>::new(store)
+        .load(&id)
+        .await
+        .unwrap();
+    assert_eq!(loaded.state.value, 6);
+}
+
+/// `fold_all` decodes what it reads with the checks and errors of `visit_all`: a payload that does not fit, or an
+/// unknown event type, is a decode error naming the stream, version, position and type.
+#[sqlx::test(migrations = false)]
+async fn a_fold_of_the_global_order_names_the_event_it_cannot_decode(pool: PgPool) {
+    let (store, id) = three_increments(&pool).await;
+    for (update, event_type) in [
+        (
+            r#"UPDATE annals.events SET payload = '{"by": "lots"}' WHERE stream_version = 2"#,
+            "CounterIncremented",
+        ),
+        (
+            "UPDATE annals.events SET event_type = 'CounterExploded' WHERE stream_version = 2",
+            "CounterExploded",
+        ),
+    ] {
+        pool.execute(update).await.unwrap();
+        let mut folded = 0;
+        let err = store
+            .fold_all(Position::START, &mut |e| {
+                e.decode::<CounterEvent>()?;
+                folded += 1;
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        let position = assert_decode_error(err, &id, event_type);
+        assert_eq!(position, store.load_stream(&id).await.unwrap()[1].position);
+        assert_eq!(folded, 1, "the event before it was folded");
+    }
 }
 
 #[sqlx::test(migrations = false)]
@@ -151,6 +203,12 @@ async fn an_invalid_stored_stream_id_names_the_position(pool: PgPool) {
         .unwrap_err();
     let visited = format!("{err} / {:?}", std::error::Error::source(&err));
     assert_eq!(visited, message, "visit_all reports it as read_all does");
+    let err = store
+        .fold_all(Position::START, &mut |_| Ok(()))
+        .await
+        .unwrap_err();
+    let folded = format!("{err} / {:?}", std::error::Error::source(&err));
+    assert_eq!(folded, message, "fold_all reports it as read_all does");
 }
 
 /// A negative position or version found in the table (a row written by hand) is an error naming what was read,
@@ -183,5 +241,10 @@ async fn negative_stored_positions_and_versions_are_errors_not_zero(pool: PgPool
     {
         Err(error @ annals::Error::Backend { .. }) => backend("-2", error.to_string()),
         other => panic!("a negative stream version must be an error, got {other:?}"),
+    }
+    // A command's lean read of the stream (no event ids) checks the envelope all the same.
+    match Repository::<Counter, _>::new(store).load(&id).await {
+        Err(error @ annals::Error::Decode { .. }) => backend("-3", format!("{error:?}")),
+        other => panic!("a negative stored version must be an error, got {other:?}"),
     }
 }

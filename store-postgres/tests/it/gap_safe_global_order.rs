@@ -69,7 +69,8 @@ async fn a_reader_does_not_pass_a_lower_position_still_in_flight(pool: PgPool) {
     assert_eq!(store.head().await.unwrap(), b.last_position);
 }
 
-/// Every event `visit_all` hands over from `after`, and the position it returns.
+/// Every event `visit_all` hands over from `after`, and the position it returns, after checking that `fold_all`
+/// (its own, narrower statement) hands over the same positions of the same streams and returns the same position.
 async fn visit_all_from(
     store: &annals_postgres::PostgresStore,
     after: Position,
@@ -82,6 +83,20 @@ async fn visit_all_from(
         })
         .await
         .unwrap();
+    let mut folded = Vec::new();
+    let folded_last = store
+        .fold_all(after, &mut |e| {
+            folded.push((e.position, e.stream_id.clone()));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let expected: Vec<_> = visited
+        .iter()
+        .map(|e| (e.position, e.stream_id.clone()))
+        .collect();
+    assert_eq!(folded, expected, "fold_all stops where visit_all does");
+    assert_eq!(folded_last, last);
     (visited, last)
 }
 
@@ -167,20 +182,28 @@ async fn a_visit_longer_than_one_statement_hands_over_every_event_once(pool: PgP
             .await
             .unwrap();
     }
-    let mut count = 0u64;
-    let mut previous = Position::START;
-    let last = store
-        .visit_all(Position::START, &mut |e| {
+    for lean in [false, true] {
+        let mut count = 0u64;
+        let mut previous = Position::START;
+        let mut visit = |e: &RecordedEvent| {
             assert!(e.position > previous, "strictly increasing positions");
             previous = e.position;
             count += 1;
             Ok(())
-        })
-        .await
+        };
+        let last = if lean {
+            store.fold_all(Position::START, &mut visit).await
+        } else {
+            store.visit_all(Position::START, &mut visit).await
+        }
         .unwrap();
-    assert_eq!(count, EVENTS, "every event visited exactly once");
-    assert_eq!(last, previous);
-    assert_eq!(last, store.head().await.unwrap());
+        assert_eq!(
+            count, EVENTS,
+            "every event visited exactly once (lean: {lean})"
+        );
+        assert_eq!(last, previous);
+        assert_eq!(last, store.head().await.unwrap());
+    }
 }
 
 #[sqlx::test(migrations = false)]

@@ -182,6 +182,23 @@ where
         "the later append must not be read while the stalled one, below it, may still commit"
     );
     assert_eq!(store.head().await.unwrap(), Position::START);
+    for lean in [false, true] {
+        let mut visited = 0;
+        let mut visit = |_: &annals::RecordedEvent| {
+            visited += 1;
+            Ok(())
+        };
+        let last = if lean {
+            store.fold_all(Position::START, &mut visit).await
+        } else {
+            store.visit_all(Position::START, &mut visit).await
+        };
+        assert_eq!(
+            (visited, last.unwrap()),
+            (0, Position::START),
+            "no visit (lean: {lean}) passes the stalled append"
+        );
+    }
 
     rogue.rollback().await.unwrap();
     let stalled = stalled.await.unwrap().unwrap();

@@ -1,17 +1,21 @@
 //! `fold-all`: fold every event of the store, in global order, into per-cart state (what a replay or an
 //! in-memory read model does).
 //!
-//! Annals visits the global order with `EventStore::visit_all` (the PostgreSQL store streams the rows to the
-//! visitor, in statements of up to 100,000 rows, with no page of events allocated), decodes each event into
-//! `CartEvent` and applies it to its cart. Baseline: one ordered SELECT of the columns it needs
-//! (position, stream, type, payload), streamed, decoded with serde and folded the same way: the cheapest
-//! correct shape (one statement, no paging, nothing materialized it does not use).
+//! Annals visits the global order with `EventStore::fold_all` (the PostgreSQL store streams the rows to the
+//! visitor, in statements of up to 100,000 rows, with no page of events allocated, reading only what a fold reads:
+//! position, stream, version, type, schema version, payload), decodes each event into `CartEvent` and applies it
+//! to its cart. Baseline: one ordered SELECT of the columns it needs (position, stream, type, payload), streamed,
+//! decoded with serde and folded the same way: the cheapest correct shape (one statement, no paging, nothing
+//! materialized it does not use).
+//!
+//! A second line, `fold-all-envelopes`, folds the same log through `EventStore::visit_all` (whole envelopes:
+//! event id, `recorded_at` and metadata too) against the same baseline, for code that needs them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use annals::{Aggregate, EventStore, Position};
+use annals::{Aggregate, EventStore, Position, RecordedEvent};
 use futures::TryStreamExt as _;
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, PgPool};
@@ -27,21 +31,36 @@ pub(crate) const DEFAULT_EVENTS: usize = 100_000;
 /// Events per cart.
 pub(crate) const PER_STREAM: usize = 100;
 
-/// Fills both sides, warms up, measures and returns the result line.
-pub(crate) async fn run(settings: &Settings, name: &str) -> anyhow::Result<String> {
+/// Fills both sides, warms up, measures and returns the result lines: `name` (through `fold_all`) and
+/// `<name>-envelopes` (through `visit_all`).
+pub(crate) async fn run(settings: &Settings, name: &str) -> anyhow::Result<Vec<String>> {
     let wanted = settings.events.unwrap_or(DEFAULT_EVENTS).max(1);
     let per_stream = PER_STREAM.min(wanted);
     let events = wanted / per_stream * per_stream;
     let names: Vec<String> = (0..events / per_stream).map(stream_name).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     eprintln!(
-        "{name}: {events} events over {} carts, visited with visit_all",
+        "{name}: {events} events over {} carts, visited with fold_all (and with visit_all)",
         names.len()
     );
     fill::prefilled(settings, 2, &names, per_stream, async |filled| {
-        measure_filled(settings, name, &filled, events, per_stream, settings.runs).await
+        let (runs, sides) = (settings.runs, &settings.sides);
+        let lean = measure_filled(settings, name, &filled, events, per_stream, runs).await?;
+        let whole = format!("{name}-envelopes");
+        let workload = FoldAll::new(&filled, events, per_stream, Envelope::Whole);
+        let timings = harness::measure(&whole, &workload, runs, sides).await?;
+        Ok(vec![lean, harness::rate_line(&whole, events, &timings)])
     })
     .await
+}
+
+/// Which read the Annals side folds through.
+#[derive(Debug, Clone, Copy)]
+enum Envelope {
+    /// `EventStore::fold_all`: what a fold reads.
+    Lean,
+    /// `EventStore::visit_all`: whole envelopes.
+    Whole,
 }
 
 /// Measures the fold over `filled` (`events` events, `per_stream` per cart) and returns the result line.
@@ -53,16 +72,7 @@ pub(crate) async fn measure_filled(
     per_stream: usize,
     runs: usize,
 ) -> anyhow::Result<String> {
-    let workload = FoldAll {
-        store: filled.store.clone(),
-        pool: filled.raw_pool.pool.clone(),
-        select: format!(
-            "SELECT position, stream_id, event_type, payload FROM \"{}\".events ORDER BY position",
-            filled.raw_schema
-        ),
-        events,
-        per_stream,
-    };
+    let workload = FoldAll::new(filled, events, per_stream, Envelope::Lean);
     let timings = harness::measure(name, &workload, runs, &settings.sides).await?;
     Ok(harness::rate_line(name, events, &timings))
 }
@@ -73,9 +83,24 @@ struct FoldAll {
     select: String,
     events: usize,
     per_stream: usize,
+    envelope: Envelope,
 }
 
 impl FoldAll {
+    fn new(filled: &fill::Filled, events: usize, per_stream: usize, envelope: Envelope) -> Self {
+        Self {
+            store: filled.store.clone(),
+            pool: filled.raw_pool.pool.clone(),
+            select: format!(
+                "SELECT position, stream_id, event_type, payload FROM \"{}\".events ORDER BY position",
+                filled.raw_schema
+            ),
+            events,
+            per_stream,
+            envelope,
+        }
+    }
+
     fn check(&self, side: &str, read: usize, carts: &HashMap<String, Cart>) -> anyhow::Result<()> {
         let lines = carts.get(&stream_name(0)).map_or(0, |cart| cart.lines);
         anyhow::ensure!(
@@ -107,21 +132,22 @@ impl Workload for FoldAll {
         let mut after = Position::START;
         let mut ordered = true;
         let mut read = 0;
-        let last = self
-            .store
-            .visit_all(Position::START, &mut |event| {
-                ordered &= event.position > after;
-                after = event.position;
-                fold(&mut carts, event.stream_id.as_str(), &event.decode()?);
-                read += 1;
-                Ok(())
-            })
-            .await?;
+        let mut visit = |event: &RecordedEvent| {
+            ordered &= event.position > after;
+            after = event.position;
+            fold(&mut carts, event.stream_id.as_str(), &event.decode()?);
+            read += 1;
+            Ok(())
+        };
+        let last = match self.envelope {
+            Envelope::Lean => self.store.fold_all(Position::START, &mut visit).await?,
+            Envelope::Whole => self.store.visit_all(Position::START, &mut visit).await?,
+        };
         let elapsed = started.elapsed();
-        anyhow::ensure!(ordered, "visit_all went backwards");
+        anyhow::ensure!(ordered, "the visit went backwards");
         anyhow::ensure!(
             last == after,
-            "visit_all returned {last}, but visited up to {after}"
+            "the visit returned {last}, but visited up to {after}"
         );
         self.check("Annals", read, &carts)?;
         Ok(elapsed)

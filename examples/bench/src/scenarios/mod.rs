@@ -61,7 +61,8 @@ pub(crate) enum Scenario {
     /// Read 100,000 events in global order.
     #[value(name = "read-all")]
     ReadAll,
-    /// Fold 100,000 events in global order into per-cart state.
+    /// Fold 100,000 events in global order into per-cart state (through `fold_all`, and through `visit_all` on a
+    /// second line, `fold-all-envelopes`).
     #[value(name = "fold-all")]
     FoldAll,
     /// Rebuild a projection of per-cart balances over 100,000 events into memory.
@@ -134,7 +135,7 @@ impl Scenario {
         let name = self.name();
         let line = match self {
             Self::Growth => return growth::run(settings).await,
-            Self::FoldAll => fold_all::run(settings, name).await,
+            Self::FoldAll => return fold_all::run(settings, name).await,
             Self::Command1 => command::Commands::run(settings, name, 1, 10_000, PLAIN).await,
             Self::Command8 => command::Commands::run(settings, name, 8, 20_000, PLAIN).await,
             Self::Command1Cache => command::Commands::run(settings, name, 1, 10_000, CACHE).await,
