@@ -894,6 +894,14 @@ pub async fn fold_all_hands_over_what_visit_all_does(store: Arc<dyn EventStore>)
     };
     let (whole, head) = visit(Position::START, false).await;
     assert_eq!(whole.len() as u64, appended);
+    for e in &whole {
+        let n = e.payload.to_value().unwrap()["n"].as_u64().unwrap();
+        let expected = if n % 3 == 0 { 2 } else { 1 };
+        assert_eq!(
+            e.schema_version, expected,
+            "the stored schema version of event {n}"
+        );
+    }
     let (lean, last) = visit(Position::START, true).await;
     assert_lean_copy(&lean, &whole, "fold_all");
     assert_eq!(last, head, "returns the last position");

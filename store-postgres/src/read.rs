@@ -542,9 +542,11 @@ fn envelope(row: &PgRow, at: &Layout, stream: Option<&StreamId>) -> annals::Resu
     let event_type: String = row
         .try_get_unchecked(at.event_type)
         .map_err(|e| refused("unreadable event type", &e))?;
+    // NULL stands for 1 (`schema::EVENT_COLUMNS` says why).
     let schema_version: i32 = row
-        .try_get_unchecked(at.schema_version)
-        .map_err(|e| refused("unreadable schema version", &e))?;
+        .try_get_unchecked::<Option<i32>, _>(at.schema_version)
+        .map_err(|e| refused("unreadable schema version", &e))?
+        .unwrap_or(1);
     let (payload, payload_error) = match stored_json(row, at.payload) {
         Ok(json) => (Payload::from_stored_json(json), None),
         Err(e) => (Payload::from(serde_json::Value::Null), Some(e)),

@@ -447,11 +447,24 @@ pub(crate) fn latency_line(name: &str, timings: &Timings) -> String {
         return format!("bench {name}: annals {annals:.1}ms");
     };
     let raw = millis(median(&strongest.times));
-    format!(
+    let mut line = format!(
         "bench {name}: annals {annals:.1}ms raw {raw:.1}ms ratio {:.2} | {}",
         raw / annals.max(f64::MIN_POSITIVE),
         strongest.name
-    )
+    );
+    for other in timings
+        .baselines
+        .iter()
+        .filter(|b| b.name != strongest.name && !b.times.is_empty())
+    {
+        let r = millis(median(&other.times));
+        line.push_str(&format!(
+            "; {} {r:.1}ms ratio {:.2}",
+            other.name,
+            r / annals.max(f64::MIN_POSITIVE)
+        ));
+    }
+    line
 }
 
 impl From<Cpu> for Duration {

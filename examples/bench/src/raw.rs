@@ -7,7 +7,10 @@ use anyhow::Context as _;
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, PgConnection, PgExecutor, PgPool};
 
-use crate::domain::{CartEvent, ITEM_ADDED, ItemAdded};
+use annals::Aggregate as _;
+use futures::TryStreamExt as _;
+
+use crate::domain::{Cart, CartEvent, ITEM_ADDED, ItemAdded};
 use crate::harness::Scratch;
 
 /// The baseline's statements, bound to one scratch schema.
@@ -81,6 +84,27 @@ impl RawTable {
             version = v;
         }
         Ok((events, version))
+    }
+
+    /// Folds a stream's events into a cart as their rows arrive (no rows or events collected first), and returns
+    /// it with the stream's version.
+    pub(crate) async fn fold<'c>(
+        &self,
+        executor: impl PgExecutor<'c>,
+        stream: &str,
+    ) -> anyhow::Result<(Cart, i64)> {
+        let mut rows = sqlx::query_as::<_, (i64, String, Json<ItemAdded>)>(AssertSqlSafe(
+            self.select_stream.clone(),
+        ))
+        .bind(stream)
+        .fetch(executor);
+        let mut cart = Cart::default();
+        let mut version = 0;
+        while let Some((v, event_type, Json(item))) = rows.try_next().await? {
+            cart.apply(&decode(&event_type, item)?);
+            version = v;
+        }
+        Ok((cart, version))
     }
 
     /// Inserts a command's events at the versions after `after` in one autocommit statement (one row: a plain
