@@ -257,7 +257,7 @@ impl PostgresStore {
     pub(crate) async fn visit_all_rows(
         &self,
         after: Position,
-        envelope: Envelope,
+        shape: Envelope,
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> annals::Result<()> + Send),
     ) -> annals::Result<Position> {
         let span = tracing::debug_span!(
@@ -275,16 +275,16 @@ impl PostgresStore {
             let mut last = after;
             let mut count = 0usize;
             while bound.bound > last.get() {
-                let mut rows = self.rows_below(last, bound, VISIT_ALL_STATEMENT, envelope);
+                let mut rows = self.rows_below(last, bound, VISIT_ALL_STATEMENT, shape);
                 let mut in_statement = 0usize;
                 while let Some(row) = rows
                     .try_next()
                     .await
                     .map_err(|e| store_error("visit_all", e))?
                 {
-                    let event = match envelope {
+                    let event = match shape {
                         Envelope::Whole => decode_row(&row, None)?,
-                        Envelope::Lean => self::envelope(&row, &LEAN_ROW, None)?,
+                        Envelope::Lean => envelope(&row, &LEAN_ROW, None)?,
                     };
                     if let Err(error) = visit(&event) {
                         visitor_failed = true;
@@ -331,9 +331,9 @@ impl PostgresStore {
         after: Position,
         bound: SafeBound,
         limit: usize,
-        envelope: Envelope,
+        shape: Envelope,
     ) -> BoxStream<'_, Result<PgRow, sqlx::Error>> {
-        let statement = match envelope {
+        let statement = match shape {
             Envelope::Whole => &self.inner.statements.read_below,
             Envelope::Lean => &self.inner.statements.read_below_lean,
         };

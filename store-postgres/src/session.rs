@@ -128,6 +128,13 @@ mod tests {
             "the session's read future takes {size} bytes"
         );
         drop(read);
+        let fold = session.fold_stream(&id, &mut visit);
+        let size = std::mem::size_of_val(&*fold);
+        assert!(
+            size <= SMALL,
+            "the session's fold future takes {size} bytes"
+        );
+        drop(fold);
         let append = annals::EventStore::append(&store, &id, ExpectedVersion::Any, Vec::new());
         let size = std::mem::size_of_val(&*append);
         assert!(

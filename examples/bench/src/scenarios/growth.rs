@@ -10,7 +10,7 @@ use crate::scenarios::{command, fill, fold_all, load_stream, rebuild};
 use crate::settings::Settings;
 
 /// The stream lengths of the load curve, with the loads per run that keep each run long enough to time.
-const LOADS: [(usize, usize); 4] = [(10, 500), (100, 200), (1_000, 20), (10_000, 2)];
+const LOADS: [(usize, usize); 4] = [(10, 500), (100, 200), (1_000, 20), (10_000, 10)];
 /// The log sizes of the fold and rebuild curves.
 const LOGS: [usize; 2] = [100_000, 1_000_000];
 /// The writer counts of the command curve.
@@ -57,7 +57,8 @@ async fn logs(settings: &Settings, events: usize) -> anyhow::Result<Vec<String>>
         let name = format!("fold-all-{events}");
         peak::reset();
         let line =
-            fold_all::measure_filled(settings, &name, &filled, events, per_stream, runs).await?;
+            fold_all::measure_filled(settings, &name, &filled, (events, per_stream), runs, 1)
+                .await?;
         lines.push(format!("{line} | peak rss {}", peak::read()));
         let name = format!("rebuild-postgres-{events}");
         peak::reset();
