@@ -716,35 +716,53 @@ pub async fn visit_stream_hands_over_the_stream_in_order(store: Arc<dyn EventSto
     assert_eq!(none, 0);
 }
 
-pub async fn visit_all_hands_over_the_global_order(store: Arc<dyn EventStore>) {
-    // An empty store: nothing visited, `after` handed back (from the start and from beyond the head).
+/// On an empty store `visit` (a visit of the global order from the given position) hands over nothing and returns
+/// `after`, from the start and from beyond the head.
+async fn assert_empty_visit(
+    visit: impl AsyncFn(
+        Position,
+        &mut (dyn FnMut(&RecordedEvent) -> crate::Result<()> + Send),
+    ) -> Position,
+) {
     let mut none = 0;
     for after in [Position::START, Position(42)] {
-        let returned = store
-            .visit_all(after, &mut |_| {
-                none += 1;
-                Ok(())
-            })
-            .await
-            .unwrap();
+        let returned = visit(after, &mut |_| {
+            none += 1;
+            Ok(())
+        })
+        .await;
         assert_eq!(returned, after, "an empty visit returns `after`");
     }
     assert_eq!(none, 0);
+}
 
-    // More events than one page of the default (`VISIT_ALL_PAGE`), over interleaved streams.
-    let streams: Vec<StreamId> = (0..3).map(|i| stream(&format!("visit-all-{i}"))).collect();
+/// Appends more events than one page of the default `visit_all` (`VISIT_ALL_PAGE`) over three interleaved streams
+/// named `<prefix>-<i>`, made by `make`, and returns how many.
+async fn append_interleaved(
+    store: &Arc<dyn EventStore>,
+    prefix: &str,
+    make: fn(std::ops::Range<u64>) -> Vec<NewEvent>,
+) -> u64 {
+    let streams: Vec<StreamId> = (0..3).map(|i| stream(&format!("{prefix}-{i}"))).collect();
     let mut appended = 0u64;
     for round in 0..9 {
         for s in &streams {
             let n = 1 + (round % 4) * 40;
             store
-                .append(s, ExpectedVersion::Any, events(appended..appended + n))
+                .append(s, ExpectedVersion::Any, make(appended..appended + n))
                 .await
                 .unwrap();
             appended += n;
         }
     }
     assert!(appended > crate::VISIT_ALL_PAGE as u64);
+    appended
+}
+
+pub async fn visit_all_hands_over_the_global_order(store: Arc<dyn EventStore>) {
+    assert_empty_visit(async |after, visit| store.visit_all(after, visit).await.unwrap()).await;
+
+    let appended = append_interleaved(&store, "visit-all", events).await;
     let all = all_events(&store).await;
     assert_eq!(all.len() as u64, appended);
 
@@ -852,33 +870,9 @@ fn annotated(range: std::ops::Range<u64>) -> Vec<NewEvent> {
 /// `fold_all` hands over what `visit_all` does, in the same order and up to the same head, from any `after`, and
 /// stops at the visitor's first error; of each event it may leave out only the id, `recorded_at` and metadata.
 pub async fn fold_all_hands_over_what_visit_all_does(store: Arc<dyn EventStore>) {
-    let mut none = 0;
-    for after in [Position::START, Position(42)] {
-        let returned = store
-            .fold_all(after, &mut |_| {
-                none += 1;
-                Ok(())
-            })
-            .await
-            .unwrap();
-        assert_eq!(returned, after, "an empty fold returns `after`");
-    }
-    assert_eq!(none, 0);
+    assert_empty_visit(async |after, visit| store.fold_all(after, visit).await.unwrap()).await;
 
-    // More events than one page of the default (`VISIT_ALL_PAGE`), over interleaved streams.
-    let streams: Vec<StreamId> = (0..3).map(|i| stream(&format!("fold-all-{i}"))).collect();
-    let mut appended = 0u64;
-    for round in 0..9 {
-        for s in &streams {
-            let n = 1 + (round % 4) * 40;
-            store
-                .append(s, ExpectedVersion::Any, annotated(appended..appended + n))
-                .await
-                .unwrap();
-            appended += n;
-        }
-    }
-    assert!(appended > crate::VISIT_ALL_PAGE as u64);
+    let appended = append_interleaved(&store, "fold-all", annotated).await;
     let visit = async |after: Position, lean: bool| {
         let mut seen = Vec::new();
         let mut keep = |e: &RecordedEvent| {

@@ -245,6 +245,13 @@ impl Timings {
             .filter(|b| !b.times.is_empty())
             .min_by_key(|b| median(&b.times))
     }
+
+    /// The baselines that ran, but for `strongest`: the weaker reference lines.
+    fn others<'t>(&'t self, strongest: &'t Side) -> impl Iterator<Item = &'t Side> {
+        self.baselines
+            .iter()
+            .filter(move |b| b.name != strongest.name && !b.times.is_empty())
+    }
 }
 
 async fn timed(
@@ -422,11 +429,7 @@ pub(crate) fn rate_line(name: &str, units: usize, timings: &Timings) -> String {
         annals / raw,
         strongest.name
     );
-    for other in timings
-        .baselines
-        .iter()
-        .filter(|b| b.name != strongest.name && !b.times.is_empty())
-    {
+    for other in timings.others(strongest) {
         let r = rate(median(&other.times));
         line.push_str(&format!(
             "; {} {r:.0}/s ratio {:.2}",
@@ -452,11 +455,7 @@ pub(crate) fn latency_line(name: &str, timings: &Timings) -> String {
         raw / annals.max(f64::MIN_POSITIVE),
         strongest.name
     );
-    for other in timings
-        .baselines
-        .iter()
-        .filter(|b| b.name != strongest.name && !b.times.is_empty())
-    {
+    for other in timings.others(strongest) {
         let r = millis(median(&other.times));
         line.push_str(&format!(
             "; {} {r:.1}ms ratio {:.2}",
@@ -513,7 +512,7 @@ mod tests {
         );
         assert_eq!(
             latency_line("load-10k", &timings),
-            "bench load-10k: annals 2000.0ms raw 1000.0ms ratio 0.50 | dedicated"
+            "bench load-10k: annals 2000.0ms raw 1000.0ms ratio 0.50 | dedicated; pooled 1600.0ms ratio 0.80"
         );
     }
 }
