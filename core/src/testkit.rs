@@ -684,26 +684,7 @@ pub async fn visit_stream_hands_over_the_stream_in_order(store: Arc<dyn EventSto
     assert_eq!(visited.len(), 12);
 
     // The first error stops the visit and is returned as it is.
-    let mut calls = 0;
-    let stopped = store
-        .visit_stream(&id, &mut |e| {
-            calls += 1;
-            if e.stream_version == StreamVersion(5) {
-                return Err(e.decode_error("stop here"));
-            }
-            Ok(())
-        })
-        .await;
-    match stopped {
-        Err(Error::Decode {
-            stream, version, ..
-        }) => {
-            assert_eq!(stream, id);
-            assert_eq!(version, StreamVersion(5));
-        }
-        other => panic!("expected the visitor's error, got {other:?}"),
-    }
-    assert_eq!(calls, 5, "no event is visited after the error");
+    assert_stream_visit_stops_at(&id, 5, async |visit| store.visit_stream(&id, visit).await).await;
 
     let mut none = 0;
     store
@@ -714,6 +695,36 @@ pub async fn visit_stream_hands_over_the_stream_in_order(store: Arc<dyn EventSto
         .await
         .unwrap();
     assert_eq!(none, 0);
+}
+
+/// `visit` (a visit of stream `id`, in version order, with the visitor it is given) stops at the first error the
+/// visitor returns, at version `at`, and returns that error as it is.
+async fn assert_stream_visit_stops_at(
+    id: &StreamId,
+    at: u64,
+    visit: impl AsyncFnOnce(
+        &mut (dyn FnMut(&RecordedEvent) -> crate::Result<()> + Send),
+    ) -> crate::Result<()>,
+) {
+    let mut calls = 0;
+    let stopped = visit(&mut |e| {
+        calls += 1;
+        if e.stream_version == StreamVersion(at) {
+            return Err(e.decode_error("stop here"));
+        }
+        Ok(())
+    })
+    .await;
+    match stopped {
+        Err(Error::Decode {
+            stream, version, ..
+        }) => {
+            assert_eq!(&stream, id);
+            assert_eq!(version, StreamVersion(at));
+        }
+        other => panic!("expected the visitor's error, got {other:?}"),
+    }
+    assert_eq!(calls, at, "no event is visited after the error");
 }
 
 /// On an empty store `visit` (a visit of the global order from the given position) hands over nothing and returns
@@ -1007,23 +1018,7 @@ pub async fn command_session_fold_stream_reads_what_a_fold_reads(store: Arc<dyn 
         .await
         .unwrap();
     assert_eq!(none, 0);
-    let mut calls = 0;
-    let stopped = session
-        .fold_stream(&id, &mut |e| {
-            calls += 1;
-            if e.stream_version == StreamVersion(3) {
-                return Err(e.decode_error("stop here"));
-            }
-            Ok(())
-        })
-        .await;
-    match stopped {
-        Err(Error::Decode {
-            stream, version, ..
-        }) => assert_eq!((stream, version), (id.clone(), StreamVersion(3))),
-        other => panic!("expected the visitor's error, got {other:?}"),
-    }
-    assert_eq!(calls, 3, "no event is visited after the error");
+    assert_stream_visit_stops_at(&id, 3, async |visit| session.fold_stream(&id, visit).await).await;
 }
 
 pub async fn read_all_pages(store: Arc<dyn EventStore>) {

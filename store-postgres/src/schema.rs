@@ -141,12 +141,8 @@ impl Statements {
                 "SELECT {EVENT_COLUMNS} FROM {s}.events \
                  WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3"
             )),
-            fold: sql(format!(
-                "SELECT {FOLD_COLUMNS} FROM {s}.events WHERE stream_id = $1 ORDER BY stream_version"
-            )),
-            fold_lean: sql(format!(
-                "SELECT {LEAN_COLUMNS} FROM {s}.events WHERE stream_id = $1 ORDER BY stream_version"
-            )),
+            fold: stream_fold(&s, FOLD_COLUMNS),
+            fold_lean: stream_fold(&s, LEAN_COLUMNS),
             read_below: read_below(&s, EVENT_COLUMNS),
             read_below_lean: read_below(&s, LEAN_COLUMNS),
             safe_position: sql(format!(
@@ -164,6 +160,14 @@ impl Statements {
             )),
         }
     }
+}
+
+/// A fold's read of a whole stream, in version order, reading `columns`.
+fn stream_fold(s: &str, columns: &str) -> SqlStr {
+    AssertSqlSafe(format!(
+        "SELECT {columns} FROM {s}.events WHERE stream_id = $1 ORDER BY stream_version"
+    ))
+    .into_sql_str()
 }
 
 /// The guarded range statement of the global order, reading `columns` and then `stream_id`. The guard (an init
