@@ -1,24 +1,22 @@
 //! The fast path of a single event appended in the store's own transaction right after a read of its stream
-//! (a command's session: read, decide, append): one `INSERT … VALUES` at the version after the one the read
-//! found, with neither the stream lock nor a read of the stream's version.
+//! (a command's session: read, decide, append): one `INSERT … SELECT` at the version after the one the read
+//! found, without a read of the stream's version.
 //!
-//! The read is the proof. Events are never deleted and a stream's versions run from 1 without a hole (every
-//! append writes the version after one it read, under the unique key), so a read that found version `v` (0:
-//! no events) proves versions `1..=v` are stored for good. The event goes in at `v + 1`; the unique key
-//! `(stream_id, stream_version)` refuses it if that version is taken, by a commit since the read or by an
-//! append in flight (the key waits for it to end). So when the insert succeeds, the stream's version was
-//! exactly `v` as the event committed, and any expected version that `v` satisfies was met; when it is
-//! refused, nothing was written and `append_events` decides, as it does for `append_one.rs`. An event id
-//! already stored (a retry) is refused by its own unique key the same way.
+//! The read is a hint; the statement checks it. It takes the stream lock (the one `append_events` and
+//! `append_one.rs` take, so their version reads stay final beside it: an `Any` append never meets this one's
+//! version in flight), then writes version `v + 1` only if version `v` is stored (`v` = 0 needs nothing), and
+//! the unique key `(stream_id, stream_version)` refuses `v + 1` if it is taken. Versions are never deleted and
+//! every append writes after a stored version, so when the insert succeeds the stream's version was exactly `v`
+//! as the event committed, and any expected version that `v` satisfies was met. When the statement returns no
+//! row (the server does not hold version `v`: a promoted standby lacking the last commits, a pooler that
+//! re-routed the connection) or is refused by a unique key (a version taken since the read, an event id already
+//! stored by a retry), nothing was written and `append_events` decides, as it does for `append_one.rs`. No
+//! append can leave a hole, whatever server or connection it lands on.
 //!
-//! The proof holds on the server the read ran on, so it is used only on the read's own connection: when that
-//! connection is lost, the retry on a fresh one (which may reach another server, a standby promoted after an
-//! asynchronous fail-over that lacks the last commits) goes through `append_one.rs`, which reads the version
-//! where it appends.
-//!
-//! What it saves is the server's work for the lock and the version's index scan: callgrind on the server
-//! counts 147,000 instructions per append against 208,500 for `append_one`'s statement on the same table (see
-//! `docs/benchmarks.md`). The gap marker is taken as everywhere else, before the position is drawn.
+//! What it saves over `append_one.rs` is the version's read (an index scan for the stream's highest version);
+//! the probe for version `v` is one unique-index lookup. The gap marker is taken as everywhere else, after the
+//! stream lock and before the position is drawn. The retry on a fresh connection after a lost one goes through
+//! `append_one.rs` anyway, which reads the version where it appends.
 
 use annals::{NewEvent, StreamId, StreamVersion};
 use sqlx::{PgConnection, Row};
@@ -29,7 +27,8 @@ use crate::store::PostgresStore;
 
 impl PostgresStore {
     /// Appends `event` to `stream` at the version after `read`, the version a read of the stream just found,
-    /// in a transaction of its own on `conn` (autocommit: one statement): see the module's documentation.
+    /// in a transaction of its own on `conn` (autocommit: one statement), if the server holds version `read`:
+    /// see the module's documentation.
     pub(crate) async fn append_next(
         &self,
         conn: &mut PgConnection,

@@ -13,8 +13,8 @@ use crate::failure::{EVENT_ID_KEY, STREAM_VERSION_KEY, non_negative_named, viola
 /// Runs a fast path's statement on `conn`, its parameters bound: `$1` the stream, `$2` `number` (the statement's
 /// own: the expected version's code, or the version to write), then the event's id, type, schema version,
 /// payload and metadata as `$3` to `$7`. The row the statement returned, or what its outcome means: no row is
-/// [`FastAppend::Undecided`] (for `append_one`, a version that does not match; `append_next` always returns
-/// one), and a failure is [`FastAppend::refused`].
+/// [`FastAppend::Undecided`] (for `append_one`, a version that does not match; for `append_next`, a version
+/// before it that the server does not hold), and a failure is [`FastAppend::refused`].
 pub(crate) async fn run(
     conn: &mut PgConnection,
     statement: SqlStr,

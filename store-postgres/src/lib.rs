@@ -47,6 +47,7 @@ mod wait;
 
 pub use error::{Error, Result};
 pub use group_commit::{GroupCommit, GroupCommitStore};
+pub use migrate::LOCK_PROTOCOL;
 pub use schema::DEFAULT_SCHEMA;
 pub use sqlx::PgPool;
 pub use store::{DEFAULT_POLL_INTERVAL, PostgresStore};

@@ -32,6 +32,11 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// The lock protocol this binary speaks (see `migrations/0011_lock_protocol.sql`): the stream lock's keys, the gap
+/// marker's layout and the order appends take them in, shared by the migrations' functions and the statements in
+/// `schema.rs`. A database whose `lock_protocol()` says otherwise is refused.
+pub const LOCK_PROTOCOL: i32 = 2;
+
 /// The position sequence as ADR 0001 needs it, checked at start-up.
 const MAX_POSITION: i64 = (1 << 48) - 1;
 
@@ -127,6 +132,7 @@ pub(crate) async fn verify(pool: &PgPool, schema: &str) -> Result<(), Error> {
             "connect the store to the primary: a standby does not see the primary's appends in flight",
         );
     }
+    lock_protocol(pool, schema).await?;
     if tagged != 3 {
         return misconfigured(
             "the functions append_events, safe_position and await_oldest_append",
@@ -136,4 +142,37 @@ pub(crate) async fn verify(pool: &PgPool, schema: &str) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// Checks that the schema speaks this binary's [`LOCK_PROTOCOL`], naming both versions when it does not.
+async fn lock_protocol(pool: &PgPool, schema: &str) -> Result<(), Error> {
+    let statement = format!("SELECT {}.lock_protocol()", quoted(schema));
+    let found = match sqlx::query_scalar::<_, i32>(sqlx::AssertSqlSafe(statement))
+        .fetch_one(pool)
+        .await
+    {
+        Ok(found) => found,
+        // undefined_function: the schema predates migration 0011, which numbered the protocol.
+        Err(error) if crate::failure::sqlstate(&error).as_deref() == Some("42883") => 1,
+        Err(source) => {
+            return Err(Error::Check {
+                schema: schema.to_owned(),
+                source,
+            });
+        }
+    };
+    if found == LOCK_PROTOCOL {
+        return Ok(());
+    }
+    let fix = if found < LOCK_PROTOCOL {
+        "run this version's migrate() before any process of it appends"
+    } else {
+        "the schema was migrated by a newer version of annals-postgres: run that version (or newer) everywhere"
+    };
+    Err(Error::Misconfigured {
+        schema: schema.to_owned(),
+        setting: "the lock protocol (lock_protocol())",
+        found: format!("version {found} in the database, but this binary speaks version {LOCK_PROTOCOL}"),
+        fix: fix.to_owned(),
+    })
 }

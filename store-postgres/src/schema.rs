@@ -123,18 +123,27 @@ impl Statements {
                           OR $2::bigint = l.current) m \
                  RETURNING position, stream_version"
             )),
-            // The fast path after a read (`append_next.rs`): the event goes in at the version the caller gives,
-            // with no stream lock and no version read; the unique key `(stream_id, stream_version)` is the check.
-            // The gap marker comes first by data flow: `nextval`'s argument is the `CASE` that takes it (the
-            // lock's `void` result is never NULL, so the argument is always the sequence).
+            // The fast path after a read (`append_next.rs`): the event goes in at the version the caller gives
+            // ($2, the read's version + 1), only if the version before it is stored ($2 = 1 needs none): a read
+            // the server does not back (a promoted standby lacking the last commits) leaves no hole, and the
+            // statement returns no row. The stream lock is taken first (`l`, kept from being pulled up by its
+            // volatile target list and OFFSET 0), so that `append_events`' version read, under the same lock,
+            // stays final beside it; then the gap marker, first by data flow: `nextval`'s argument is the
+            // `CASE` that takes it (the lock's `void` result is never NULL, so the argument is always the
+            // sequence). The unique key `(stream_id, stream_version)` refuses a version taken since the read.
             append_next: sql(format!(
                 "INSERT INTO {s}.events \
                      (position, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata) \
-                 VALUES (pg_catalog.nextval(CASE WHEN pg_catalog.pg_advisory_xact_lock_shared( \
-                             ({s}.schema_tag() << 48) | coalesce( \
-                                 pg_catalog.pg_sequence_last_value('{s}.events_position_seq'::regclass), 0)) IS NULL \
-                             THEN NULL ELSE '{s}.events_position_seq'::regclass END), \
-                         $1::text, $2::bigint, $3::uuid, $4::text, $5::integer, $6::jsonb, $7::jsonb) \
+                 SELECT pg_catalog.nextval(CASE WHEN pg_catalog.pg_advisory_xact_lock_shared( \
+                            ({s}.schema_tag() << 48) | coalesce( \
+                                pg_catalog.pg_sequence_last_value('{s}.events_position_seq'::regclass), 0)) IS NULL \
+                            THEN NULL ELSE '{s}.events_position_seq'::regclass END), \
+                        $1::text, $2::bigint, $3::uuid, $4::text, $5::integer, $6::jsonb, $7::jsonb \
+                 FROM (SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('{schema}'), \
+                                  pg_catalog.hashtext($1::text)) AS locked \
+                       OFFSET 0) l \
+                 WHERE $2::bigint = 1 OR EXISTS (SELECT 1 FROM {s}.events p \
+                                                  WHERE p.stream_id = $1::text AND p.stream_version = $2::bigint - 1) \
                  RETURNING position"
             )),
             load: sql(format!(

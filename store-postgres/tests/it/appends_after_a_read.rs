@@ -1,6 +1,6 @@
 //! A command session's append of one event right after it read the stream goes in at the version after the one
-//! the read found, with no stream lock and no version read of its own; the unique key on the stream's versions
-//! is the only check. These tests make the read stale on purpose — an append commits, or is in flight, between
+//! the read found, under the stream lock, with no version read of its own: the version before it must be stored
+//! and the unique key on the stream's versions refuses a version taken. These tests make the read stale on purpose — an append commits, or is in flight, between
 //! the read and the append — and check that the answer is still the one `append_events` would give, and that
 //! readers of the global order still stop below the append while it is in flight.
 
@@ -51,29 +51,31 @@ async fn append_two(store: &PostgresStore, name: &str) {
 }
 
 #[sqlx::test(migrations = false)]
-async fn an_append_after_a_read_lands_at_the_next_version_without_the_stream_lock(pool: PgPool) {
+async fn an_append_after_a_read_waits_for_the_stream_lock_and_lands_at_the_next_version(pool: PgPool) {
     let store = store(pool.clone()).await;
     append_two(&store, "cart-1").await;
-    // Another transaction holds the stream lock `append_events` takes: an append that needed it would wait.
+    // Another transaction holds the stream lock `append_events` takes: the append after a read takes it too
+    // (so `append_events`' version read stays final beside it), so it waits until the holder ends.
     let mut holder = pool.begin().await.unwrap();
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('annals'), hashtext('cart-1'))")
         .execute(&mut *holder)
         .await
         .unwrap();
-    let (mut session, read) = read(&store, "cart-1").await;
-    assert_eq!(read, [1, 2]);
-    let cart = stream("cart-1");
-    let append = session.append(
-        &cart,
-        ExpectedVersion::Exact(StreamVersion(2)),
-        vec![event(3)],
-    );
-    let done = tokio::time::timeout(Duration::from_secs(20), append)
-        .await
-        .expect("the append waited for the stream lock")
-        .unwrap();
-    drop(session);
+    let appending = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let (mut session, read) = read(&store, "cart-1").await;
+            assert_eq!(read, [1, 2]);
+            let cart = stream("cart-1");
+            session
+                .append(&cart, ExpectedVersion::Exact(StreamVersion(2)), vec![event(3)])
+                .await
+        })
+    };
+    let (_, waits_for) = single_event_append_blocked(&pool).await;
+    assert_eq!(waits_for, ["advisory"], "waiting for the stream lock");
     holder.rollback().await.unwrap();
+    let done = appending.await.unwrap().unwrap();
     assert_eq!(done.stream_version, StreamVersion(3));
     assert_eq!(done.first_position, done.last_position);
     assert_eq!(versions(&store, "cart-1").await, [1, 2, 3]);
@@ -171,7 +173,7 @@ async fn a_read_of_another_stream_proves_nothing_about_this_one(pool: PgPool) {
 }
 
 /// Starts an append of `new` under `expected` after a read of `cart-3` found version 2, while a transaction
-/// has appended version 3 and not ended; returns once that append waits on the version's unique key.
+/// has appended version 3 and not ended; returns once that append waits for the stream lock.
 async fn append_behind_an_append_in_flight(
     pool: &PgPool,
     expected: ExpectedVersion,
@@ -204,8 +206,8 @@ async fn append_behind_an_append_in_flight(
     let (_, waits_for) = single_event_append_blocked(pool).await;
     assert_eq!(
         waits_for,
-        ["transactionid"],
-        "waiting on the version's unique key"
+        ["advisory"],
+        "waiting for the stream lock the append in flight holds"
     );
     (store, in_flight, appending)
 }

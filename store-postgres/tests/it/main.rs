@@ -27,3 +27,4 @@ mod tls_connections;
 mod unit_of_work;
 mod unit_of_work_is_all_or_nothing;
 mod waiting_for_events;
+mod write_paths_agree;

@@ -203,3 +203,31 @@ async fn five_hundred_schemas_in_one_database_get_distinct_tags(pool: PgPool) {
     .unwrap();
     assert_eq!(mismatched, 0);
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_binary_and_a_database_of_different_lock_protocols_refuse_each_other(pool: PgPool) {
+    let store = store(pool.clone()).await;
+    store.verify().await.unwrap();
+    let cases = [
+        // A schema migrated before the protocol had a number: protocol 1.
+        ("DROP FUNCTION annals.lock_protocol()", "version 1 in the database", "migrate()"),
+        (
+            "CREATE FUNCTION annals.lock_protocol() RETURNS integer LANGUAGE sql IMMUTABLE AS $$ SELECT 3 $$",
+            "version 3 in the database",
+            "newer version",
+        ),
+    ];
+    for (changes, found, fix) in cases {
+        pool.execute(changes).await.unwrap();
+        match store.verify().await {
+            Err(error @ Error::Misconfigured { .. }) => {
+                let message = error.to_string();
+                let speaks = format!("this binary speaks version {}", annals_postgres::LOCK_PROTOCOL);
+                for needle in ["lock protocol", found, &speaks, fix] {
+                    assert!(message.contains(needle), "{message:?} should name {needle:?}");
+                }
+            }
+            other => panic!("{changes}: expected Misconfigured, got {other:?}"),
+        }
+    }
+}
