@@ -13,13 +13,12 @@ use sqlx::{PgConnection, Row};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::connection::{Checkout, connection_lost};
 use crate::failure::{
     EVENT_ID_KEY, STREAM_VERSION_KEY, non_negative, non_negative_named, sqlstate, store_error,
     violated_unique,
 };
 use crate::fast_append::FastAppend;
-use crate::held::Checkout;
-use crate::reconnect::connection_lost;
 use crate::store::PostgresStore;
 
 /// Whose transaction an append runs in, which decides how its failures can be examined.

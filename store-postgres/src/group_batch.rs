@@ -15,8 +15,8 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::append::expected_code;
+use crate::connection::connection_lost;
 use crate::failure::{non_negative, store_error};
-use crate::reconnect::connection_lost;
 use crate::schema::quoted;
 use crate::store::PostgresStore;
 

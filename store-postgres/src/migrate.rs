@@ -172,7 +172,9 @@ async fn lock_protocol(pool: &PgPool, schema: &str) -> Result<(), Error> {
     Err(Error::Misconfigured {
         schema: schema.to_owned(),
         setting: "the lock protocol (lock_protocol())",
-        found: format!("version {found} in the database, but this binary speaks version {LOCK_PROTOCOL}"),
+        found: format!(
+            "version {found} in the database, but this binary speaks version {LOCK_PROTOCOL}"
+        ),
         fix: fix.to_owned(),
     })
 }

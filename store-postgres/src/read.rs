@@ -12,9 +12,8 @@ use sqlx::types::Json;
 use sqlx::{PgExecutor, Row};
 use tracing::Instrument;
 
+use crate::connection::{Checkout, connection_lost};
 use crate::failure::{non_negative, store_error};
-use crate::held::Checkout;
-use crate::reconnect::connection_lost;
 use crate::safe_bound::{SafeBound, Server};
 use crate::store::PostgresStore;
 

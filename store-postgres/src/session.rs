@@ -1,6 +1,6 @@
 //! The store's [`CommandSession`]: a command attempt's stream read and append on one pooled connection.
 
-use crate::held::Checkout;
+use crate::connection::Checkout;
 use crate::read::Rows;
 use crate::store::PostgresStore;
 use annals::{

@@ -9,6 +9,7 @@ use annals::{
 };
 use sqlx::PgPool;
 
+use crate::connection::{Checkout, Connections};
 use crate::error::Error;
 use crate::read::Envelope;
 use crate::schema::{self, DEFAULT_SCHEMA, Statements};
@@ -44,8 +45,8 @@ pub(crate) struct Inner {
     pub(crate) signals: Arc<Signals>,
     /// The highest position found safe to read so far, and the server it is safe on (see `safe_bound.rs`).
     pub(crate) safe_bound: crate::safe_bound::KnownBound,
-    /// The connections kept between stream reads and appends instead of returned to the pool (`held.rs`).
-    pub(crate) held: Arc<crate::held::HeldConnections>,
+    /// Where stream reads and appends get their connections, and the ones kept between them (`connection/`).
+    pub(crate) connections: Connections,
 }
 
 impl Drop for Inner {
@@ -107,15 +108,33 @@ impl PostgresStore {
         let statements = Statements::new(&config.schema);
         let signals = Arc::new(Signals::new(&config.schema));
         Self {
-            pool,
             inner: Arc::new(Inner {
                 config,
                 statements,
                 signals,
                 safe_bound: crate::safe_bound::KnownBound::default(),
-                held: Arc::default(),
+                connections: Connections::new(pool.clone()),
             }),
+            pool,
         }
+    }
+
+    /// A connection for a stream read or an append (`Connections::checkout`).
+    pub(crate) async fn checkout(&self, operation: &'static str) -> annals::Result<Checkout> {
+        self.inner.connections.checkout(operation).await
+    }
+
+    /// Keeps `checkout`, whose operation succeeded, for the next stream read or append, or hands it back.
+    pub(crate) fn keep(&self, checkout: Checkout) {
+        self.inner.connections.keep(checkout);
+    }
+
+    /// A connection that answered just now, after one was found dead (`Connections::fresh`).
+    pub(crate) async fn fresh_connection(
+        &self,
+        operation: &'static str,
+    ) -> annals::Result<Checkout> {
+        self.inner.connections.fresh(operation).await
     }
 
     fn reconfigure(self, change: impl FnOnce(&mut Config)) -> Self {

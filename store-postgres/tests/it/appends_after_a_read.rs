@@ -51,7 +51,9 @@ async fn append_two(store: &PostgresStore, name: &str) {
 }
 
 #[sqlx::test(migrations = false)]
-async fn an_append_after_a_read_waits_for_the_stream_lock_and_lands_at_the_next_version(pool: PgPool) {
+async fn an_append_after_a_read_waits_for_the_stream_lock_and_lands_at_the_next_version(
+    pool: PgPool,
+) {
     let store = store(pool.clone()).await;
     append_two(&store, "cart-1").await;
     // Another transaction holds the stream lock `append_events` takes: the append after a read takes it too
@@ -68,7 +70,11 @@ async fn an_append_after_a_read_waits_for_the_stream_lock_and_lands_at_the_next_
             assert_eq!(read, [1, 2]);
             let cart = stream("cart-1");
             session
-                .append(&cart, ExpectedVersion::Exact(StreamVersion(2)), vec![event(3)])
+                .append(
+                    &cart,
+                    ExpectedVersion::Exact(StreamVersion(2)),
+                    vec![event(3)],
+                )
                 .await
         })
     };

@@ -187,3 +187,49 @@ fn a_store_dropped_after_its_runtime_closes_the_connections_it_holds() {
         admin.close().await;
     });
 }
+
+/// A command session that read a stream holds its connection; dropped after its runtime ended, it hands the
+/// connection to the store, which must close it rather than release it to the pool (sqlx's release spawns a
+/// task, which panics without a runtime).
+#[test]
+fn a_session_dropped_after_its_runtime_releases_its_connection_without_panicking() {
+    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL names the test server");
+    let schema = format!("held_session_outlived_{}", std::process::id());
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    let store = first.block_on(async {
+        let pool = PostgresStore::pool_options()
+            .max_connections(2)
+            .connect(&url)
+            .await
+            .unwrap();
+        crate::support::tenant(pool, &schema)
+            .await
+            .with_notify(false)
+    });
+    let session = first.block_on(async {
+        let mut session = store.command_session();
+        session
+            .fold_stream(&stream("outlived"), &mut |_| Ok(()))
+            .await
+            .unwrap();
+        session
+    });
+    drop(first);
+    drop(session);
+    drop(store);
+
+    runtime().block_on(async {
+        let admin = PgPool::connect(&url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+    });
+}

@@ -21,6 +21,7 @@ mod killed_connections_are_retried;
 mod replay_checks_scale_with_the_table;
 mod safe_after_restore_and_misconfiguration;
 mod schemas_isolate_tenants;
+mod shared_pool_connections;
 mod single_event_appends;
 mod support;
 mod tls_connections;

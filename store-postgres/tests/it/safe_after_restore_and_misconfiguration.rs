@@ -210,7 +210,11 @@ async fn a_binary_and_a_database_of_different_lock_protocols_refuse_each_other(p
     store.verify().await.unwrap();
     let cases = [
         // A schema migrated before the protocol had a number: protocol 1.
-        ("DROP FUNCTION annals.lock_protocol()", "version 1 in the database", "migrate()"),
+        (
+            "DROP FUNCTION annals.lock_protocol()",
+            "version 1 in the database",
+            "migrate()",
+        ),
         (
             "CREATE FUNCTION annals.lock_protocol() RETURNS integer LANGUAGE sql IMMUTABLE AS $$ SELECT 3 $$",
             "version 3 in the database",
@@ -222,9 +226,15 @@ async fn a_binary_and_a_database_of_different_lock_protocols_refuse_each_other(p
         match store.verify().await {
             Err(error @ Error::Misconfigured { .. }) => {
                 let message = error.to_string();
-                let speaks = format!("this binary speaks version {}", annals_postgres::LOCK_PROTOCOL);
+                let speaks = format!(
+                    "this binary speaks version {}",
+                    annals_postgres::LOCK_PROTOCOL
+                );
                 for needle in ["lock protocol", found, &speaks, fix] {
-                    assert!(message.contains(needle), "{message:?} should name {needle:?}");
+                    assert!(
+                        message.contains(needle),
+                        "{message:?} should name {needle:?}"
+                    );
                 }
             }
             other => panic!("{changes}: expected Misconfigured, got {other:?}"),

@@ -5,9 +5,7 @@
 
 use std::time::Duration;
 
-use annals::{
-    CommandSession, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamVersion,
-};
+use annals::{CommandSession, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamVersion};
 use annals_postgres::{GroupCommit, GroupCommitStore, PostgresStore};
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres};
@@ -71,7 +69,9 @@ async fn append_through(
         }
         Path::Callers => {
             let mut tx = store.pool().begin().await.unwrap();
-            let done = store.append_in(&mut tx, &id, expected, vec![event(10)]).await?;
+            let done = store
+                .append_in(&mut tx, &id, expected, vec![event(10)])
+                .await?;
             tx.commit().await.expect("the caller's transaction commits");
             Ok(done.stream_version)
         }
@@ -99,7 +99,11 @@ async fn an_append_beside_a_stalled_append_after_a_read(
     let store = store(pool.clone()).await;
     let name = "stock-1";
     store
-        .append(&stream(name), ExpectedVersion::NoStream, vec![event(1), event(2)])
+        .append(
+            &stream(name),
+            ExpectedVersion::NoStream,
+            vec![event(1), event(2)],
+        )
         .await
         .unwrap();
     let mut holder = stall_inserts_of_stalled_events(&pool).await;
@@ -117,28 +121,40 @@ async fn an_append_beside_a_stalled_append_after_a_read(
                 .unwrap();
             assert_eq!(read, 2);
             session
-                .append(&stream(name), ExpectedVersion::Exact(StreamVersion(2)), vec![stalled()])
+                .append(
+                    &stream(name),
+                    ExpectedVersion::Exact(StreamVersion(2)),
+                    vec![stalled()],
+                )
                 .await
         })
     };
     let (stalled_pid, waits_for) = single_event_append_blocked(&pool).await;
-    assert_eq!(waits_for, ["advisory"], "stalled in the trigger, after its insert");
+    assert_eq!(
+        waits_for,
+        ["advisory"],
+        "stalled in the trigger, after its insert"
+    );
     let other = {
         let store = store.clone();
         tokio::spawn(async move { append_through(&store, path, name, expected).await })
     };
     // The other append reaches the database and waits on a lock: the stream lock (or, without one held by
     // the stalled append, the version's unique key).
-    eventually("the other append waits on a lock", Duration::from_secs(30), || async {
-        sqlx::query_scalar::<_, bool>(
-            "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database() \
+    eventually(
+        "the other append waits on a lock",
+        Duration::from_secs(30),
+        || async {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database() \
              AND pid <> $1 AND state = 'active' AND wait_event_type = 'Lock'",
-        )
-        .bind(stalled_pid)
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-    })
+            )
+            .bind(stalled_pid)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        },
+    )
     .await;
     sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(STALL_KEY)
@@ -169,8 +185,7 @@ async fn stream_exists_beside_an_append_after_a_read_never_conflicts(pool: PgPoo
 
 #[sqlx::test(migrations = false)]
 async fn any_in_a_callers_transaction_beside_an_append_after_a_read_commits(pool: PgPool) {
-    an_append_beside_a_stalled_append_after_a_read(pool, Path::Callers, ExpectedVersion::Any)
-        .await;
+    an_append_beside_a_stalled_append_after_a_read(pool, Path::Callers, ExpectedVersion::Any).await;
 }
 
 #[sqlx::test(migrations = false)]
@@ -216,7 +231,11 @@ async fn an_append_after_a_read_the_server_no_longer_backs_leaves_no_hole(pool: 
         .await
         .unwrap();
     let appended = session
-        .append(&stream(name), ExpectedVersion::Exact(StreamVersion(7)), vec![event(8)])
+        .append(
+            &stream(name),
+            ExpectedVersion::Exact(StreamVersion(7)),
+            vec![event(8)],
+        )
         .await;
     drop(session);
     let stored: Vec<u64> = store

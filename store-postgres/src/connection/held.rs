@@ -94,8 +94,14 @@ impl HeldConnections {
     }
 
     /// Keeps `checkout`, whose last operation succeeded, for the next operation, or hands it back to `pool`
-    /// (see the module's rules).
+    /// (see the module's rules). Outside any runtime (a command session dropped after its runtime ended) the
+    /// connection is closed instead: the pool's release needs a runtime.
     pub(crate) fn keep(self: &Arc<Self>, pool: &PgPool, checkout: Checkout) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // sqlx's release spawns a task, and panics without a runtime: close the connection instead.
+            drop(checkout.conn.leak());
+            return;
+        };
         let options = pool.options();
         if !spare(pool.num_idle(), pool.size(), options.get_max_connections())
             || pool.is_closed()
@@ -104,9 +110,6 @@ impl HeldConnections {
         {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let mut state = self.state();
         state.idle.push((checkout, Instant::now()));
         if state.sweeper.as_ref().is_none_or(|task| task.is_finished()) {
