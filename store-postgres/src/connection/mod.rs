@@ -60,7 +60,7 @@ impl Connections {
         let tries = self.pool.options().get_max_connections().saturating_add(1);
         let mut failed = None;
         for _ in 0..tries {
-            let conn = self.from_pool(operation).await?;
+            let conn = self.take_from_pool(operation).await?;
             match clean::probe(conn, operation).await {
                 Probe::Clean(conn) => return Ok(Checkout::new(conn)),
                 Probe::InTransaction => {}
@@ -71,7 +71,7 @@ impl Connections {
     }
 
     /// An idle connection at once when the pool does not ping before acquire, else sqlx's `acquire`.
-    async fn from_pool(
+    async fn take_from_pool(
         &self,
         operation: &'static str,
     ) -> annals::Result<PoolConnection<sqlx::Postgres>> {
