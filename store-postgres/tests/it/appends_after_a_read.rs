@@ -4,8 +4,6 @@
 //! the read and the append — and check that the answer is still the one `append_events` would give, and that
 //! readers of the global order still stop below the append while it is in flight.
 
-use std::time::Duration;
-
 use annals::{
     CommandSession, EventId, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamVersion,
 };
