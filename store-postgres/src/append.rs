@@ -8,6 +8,7 @@ use annals::{
     AppendResult, ExpectedVersion, Metadata, NewEvent, Position, StreamId, StreamVersion,
     check_append, resolve_replayed_append,
 };
+use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 use tracing::Instrument;
@@ -292,6 +293,9 @@ impl PostgresStore {
         .await
     }
 
+    /// One append on `conn`: a single event in the store's own transaction through a fast path first, then (or
+    /// otherwise) `append_events`. `refused` is set at every return that wrote nothing and left the transaction
+    /// as it was.
     async fn append_on(
         &self,
         conn: &mut PgConnection,
@@ -301,19 +305,13 @@ impl PostgresStore {
         events: &[NewEvent],
         refused: &mut bool,
     ) -> annals::Result<AppendResult> {
-        // Most appends are one event in the store's own transaction: one plain statement does those (see
-        // `append_one.rs`; `append_next.rs` after a read whose version the expected one allows), and hands what
-        // it cannot decide alone to `append_events` below.
         if let Transaction::Own { read } = transaction
             && let [event] = events
         {
-            let fast = match read {
-                Some(read) if expected.matches(read) => {
-                    self.append_next(conn, stream, read, event).await?
-                }
-                _ => self.append_one(conn, stream, expected, event).await?,
-            };
-            match fast {
+            match self
+                .append_fast(conn, read, stream, expected, event)
+                .await?
+            {
                 FastAppend::Appended(done) => return Ok(done),
                 FastAppend::Undecided => {}
                 FastAppend::Failed(error) => {
@@ -330,7 +328,6 @@ impl PostgresStore {
                 }
             }
         }
-        // Set at every return below that wrote nothing and left the transaction as it was.
         let columns = match Columns::new(stream, events) {
             Ok(columns) => columns,
             Err(invalid) => {
@@ -353,17 +350,18 @@ impl PostgresStore {
             // `fetch_optional`, not `fetch_one`: the same statement without the extra boxed future around it.
             .fetch_optional(&mut *conn)
             .await;
-        let row = match called {
-            Ok(Some(row)) => row,
-            Ok(None) => {
-                return Err(annals::Error::Backend {
-                    operation: "append",
-                    source: "append_events returned no row".into(),
-                });
+        match called {
+            Ok(Some(row)) => {
+                self.append_outcome(conn, &row, stream, expected, events, &columns.ids, refused)
+                    .await
             }
+            Ok(None) => Err(annals::Error::Backend {
+                operation: "append",
+                source: "append_events returned no row".into(),
+            }),
+            // Boxed: the cold path stays out of the future every append moves into a box.
             Err(error) => {
-                // Boxed: the cold path stays out of the future every append moves into a box.
-                return Box::pin(self.append_failed(
+                Box::pin(self.append_failed(
                     conn,
                     transaction,
                     stream,
@@ -372,9 +370,43 @@ impl PostgresStore {
                     &columns.ids,
                     error,
                 ))
-                .await;
+                .await
             }
-        };
+        }
+    }
+
+    /// Most appends are one event in the store's own transaction: one plain statement does those
+    /// (`append_next.rs` after a read whose version the expected one allows, else `append_one.rs`), and hands
+    /// what it cannot decide alone to `append_events`.
+    async fn append_fast(
+        &self,
+        conn: &mut PgConnection,
+        read: Option<StreamVersion>,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        event: &NewEvent,
+    ) -> annals::Result<FastAppend> {
+        match read {
+            Some(read) if expected.matches(read) => {
+                self.append_next(conn, stream, read, event).await
+            }
+            _ => self.append_one(conn, stream, expected, event).await,
+        }
+    }
+
+    /// What `append_events` answered in `row`: appended, a conflict, or ids already stored (a retry of an
+    /// earlier append, or ids reused; the transaction is intact either way).
+    #[allow(clippy::too_many_arguments)]
+    async fn append_outcome(
+        &self,
+        conn: &mut PgConnection,
+        row: &PgRow,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        ids: &[Uuid],
+        refused: &mut bool,
+    ) -> annals::Result<AppendResult> {
         let read = |e| store_error("append", e);
         let outcome: i16 = row.try_get(0).map_err(read)?;
         let version: i64 = row.try_get(1).map_err(read)?;
@@ -395,9 +427,8 @@ impl PostgresStore {
                     actual: version,
                 })
             }
-            // Some ids are stored: a retry of an earlier append, or ids reused. The transaction is intact.
             _ => {
-                let stored = Box::pin(self.events_by_ids(&mut *conn, &columns.ids)).await?;
+                let stored = Box::pin(self.events_by_ids(&mut *conn, ids)).await?;
                 let resolved = resolve_replayed_append(stream, expected, events, &stored, version);
                 *refused = resolved.is_err();
                 resolved
