@@ -16,6 +16,7 @@ use crate::event::{Metadata, NewEvent};
 use crate::expected::ExpectedVersion;
 use crate::ids::{Position, StreamId, StreamVersion};
 use crate::repository::{CommandError, Executed, Loaded, Repository};
+use crate::session::StoreSession;
 use crate::store::EventStore;
 
 /// A [`Repository`] with a bounded cache of the aggregates it last wrote. Cheap to clone: clones share the
@@ -192,9 +193,9 @@ where
     /// is cached.
     ///
     /// # Errors
-    /// As [`Repository::execute_with`]. A store failure on the cached path evicts the entry and is returned
-    /// after one retry of the same append (same event ids, so a commit whose acknowledgement was lost is not
-    /// written twice).
+    /// As [`Repository::execute_with`], on the cached path too: an append the store was unavailable for is
+    /// retried with the same event ids as the repository's are ([`Repository::with_unavailable_retries`]), then
+    /// answered with [`CommandError::OutcomeUnknown`]. Any failure evicts the entry.
     pub async fn execute_with(
         &self,
         stream: &StreamId,
@@ -320,12 +321,18 @@ where
             Ok(new_events) => new_events,
             Err(error) => return Fast::Done(Err(CommandError::Store(error))),
         };
-        let expected = ExpectedVersion::Exact(version);
-        let store = self.repository.store();
-        let mut appended = store.append(stream, expected, new_events.clone()).await;
-        if matches!(appended, Err(Error::Unavailable { .. })) {
-            appended = store.append(stream, expected, new_events).await;
-        }
+        // As the repository appends: an unavailable store is retried with the same event ids (bounded, backed
+        // off), then the outcome is unknown.
+        let appended = self
+            .repository
+            .append(
+                &mut StoreSession(self.repository.store()),
+                stream,
+                None,
+                ExpectedVersion::Exact(version),
+                new_events,
+            )
+            .await;
         match appended {
             Ok(result) => {
                 for event in &events {
@@ -339,13 +346,14 @@ where
                     events,
                 )))
             }
-            Err(Error::Conflict { .. }) => {
+            Err(CommandError::Store(Error::Conflict { .. })) => {
                 self.evict(stream);
                 Fast::Stale
             }
             Err(other) => {
+                // Evicted whatever the failure: after an unknown outcome the stream may hold the events or not.
                 self.evict(stream);
-                Fast::Done(Err(CommandError::Store(other)))
+                Fast::Done(Err(other))
             }
         }
     }

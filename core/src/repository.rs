@@ -501,7 +501,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     }
 
     /// Appends, trying again with the same events (same ids) while the store is unavailable, boundedly.
-    async fn append(
+    pub(crate) async fn append(
         &self,
         session: &mut dyn CommandSession,
         stream: &StreamId,
