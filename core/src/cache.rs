@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::aggregate::Aggregate;
 use crate::error::Error;
-use crate::event::{Metadata, NewEvent};
+use crate::event::Metadata;
 use crate::expected::ExpectedVersion;
-use crate::ids::{Position, StreamId, StreamVersion};
-use crate::repository::{CommandError, Executed, Loaded, Repository};
+use crate::ids::StreamId;
+use crate::repository::{CommandError, Executed, Loaded, Repository, decided, encode};
 use crate::session::StoreSession;
 use crate::store::EventStore;
 
@@ -158,12 +158,7 @@ where
         self.entries().states.get(stream).map(|(l, _)| l.clone())
     }
 
-    fn put(&self, stream: &StreamId, state: &A, version: StreamVersion, position: Position) {
-        let loaded = Loaded {
-            state: state.clone(),
-            version,
-            position,
-        };
+    fn put(&self, stream: &StreamId, loaded: Loaded<A>) {
         self.entries().put(stream, loaded);
     }
 
@@ -216,7 +211,14 @@ where
             .execute_with(stream, command, metadata)
             .await;
         match &executed {
-            Ok(done) => self.put(stream, &done.state, done.version, done.position),
+            Ok(done) => self.put(
+                stream,
+                Loaded {
+                    state: done.state.clone(),
+                    version: done.version,
+                    position: done.position,
+                },
+            ),
             Err(CommandError::Rejected(_)) => {}
             Err(_) => self.evict(stream),
         }
@@ -248,12 +250,7 @@ where
             Ok(events) if !events.is_empty() => {
                 self.append_decided(stream, metadata, current, events).await
             }
-            Ok(events) => Fast::Done(Ok(executed(
-                current.state,
-                current.version,
-                current.position,
-                events,
-            ))),
+            Ok(events) => Fast::Done(Ok(decided(current, events, 0))),
             Err(rejected) => Fast::Done(Err(CommandError::Rejected(rejected))),
         }
     }
@@ -297,7 +294,7 @@ where
             current.version = event.stream_version;
             current.position = event.position;
         }
-        self.put(stream, &current.state, current.version, current.position);
+        self.put(stream, current.clone());
         Ok(Some(current))
     }
 
@@ -313,11 +310,7 @@ where
         let Loaded {
             mut state, version, ..
         } = loaded;
-        let encoded = events
-            .iter()
-            .map(|e| NewEvent::from_event(e).map(|n| n.with_metadata(metadata.clone())))
-            .collect::<Result<Vec<_>, _>>();
-        let new_events = match encoded {
+        let new_events = match encode(&events, metadata, None) {
             Ok(new_events) => new_events,
             Err(error) => return Fast::Done(Err(CommandError::Store(error))),
         };
@@ -338,13 +331,13 @@ where
                 for event in &events {
                     state.apply(event);
                 }
-                self.put(stream, &state, result.stream_version, result.last_position);
-                Fast::Done(Ok(executed(
+                let after = Loaded {
                     state,
-                    result.stream_version,
-                    result.last_position,
-                    events,
-                )))
+                    version: result.stream_version,
+                    position: result.last_position,
+                };
+                self.put(stream, after.clone());
+                Fast::Done(Ok(decided(after, events, 0)))
             }
             Err(CommandError::Store(Error::Conflict { .. })) => {
                 self.evict(stream);
@@ -356,21 +349,5 @@ where
                 Fast::Done(Err(other))
             }
         }
-    }
-}
-
-fn executed<A: Aggregate>(
-    state: A,
-    version: StreamVersion,
-    position: Position,
-    events: Vec<A::Event>,
-) -> Executed<A> {
-    Executed {
-        state,
-        version,
-        position,
-        events,
-        retries: 0,
-        replayed: false,
     }
 }
