@@ -1,27 +1,34 @@
 //! [`CachedRepository`]: an opt-in, bounded, version-checked write-side cache of aggregate states in front of a
 //! [`Repository`].
 //!
-//! A command on a cached stream decides on the cached state and appends expecting exactly the cached version, in
-//! one round trip to the store: no read, no decoding, no fold. The expected-version check is what keeps this
-//! correct: if anyone else (another process, another repository) appended in the meantime, the append is a
-//! conflict, the entry is evicted, and the command runs again through the repository (load, decide, append,
-//! with its retries), exactly as without the cache. Any other failure also evicts the entry, so the cache only
-//! ever holds states read from or confirmed by the store.
+//! A command on a cached stream decides on the cached state. A decision that appends is checked by the store (the
+//! append expects exactly the cached version; a conflict evicts the entry and the command runs through the
+//! repository). A decision that appends nothing has no such check, so it is taken again after catching the
+//! cached state up with the events stored beyond it. Every answer is thus one the repository could have given,
+//! and the cache only ever holds states read from the store or written by an append it acknowledged.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::aggregate::Aggregate;
 use crate::error::Error;
-use crate::event::{Metadata, NewEvent};
+use crate::event::Metadata;
 use crate::expected::ExpectedVersion;
-use crate::ids::{Position, StreamId, StreamVersion};
-use crate::repository::{CommandError, Executed, Loaded, Repository};
+use crate::ids::StreamId;
+use crate::repository::{CommandError, Executed, Loaded, Repository, decided, encode};
+use crate::session::StoreSession;
 use crate::store::EventStore;
 
 /// A [`Repository`] with a bounded cache of the aggregates it last wrote. Cheap to clone: clones share the
-/// cache. Use one per aggregate type per process; commands from other processes or repositories are detected
-/// by the expected-version check and cost one extra round trip (the conflict), never a wrong decision.
+/// cache. Use one per aggregate type per process. Commands from other processes or repositories cost one extra
+/// round trip, never a decision on a stale state: an append decided on a stale entry conflicts (the command then
+/// runs through the repository), and a refusal or no-change decided on any entry is taken again on the state
+/// after the events stored beyond the entry (see [`CachedRepository::execute_with`]).
+///
+/// The cache trusts that what the store acknowledged stays stored. Do not put it in front of a store whose
+/// appends can be rolled back after they were acknowledged (a unit of work): a state built on a rolled-back
+/// append would stay cached, and while an append on it would still conflict, a refusal decided on it would not
+/// be caught.
 ///
 /// ```
 /// # use annals::{Aggregate, Event};
@@ -70,8 +77,15 @@ struct Entries<A> {
 }
 
 impl<A> Entries<A> {
+    /// Caches `loaded` as the state of `stream`, unless a later version of it is cached already (a command that
+    /// finished after a later one must not take the cache back to its version).
     fn put(&mut self, stream: &StreamId, loaded: Loaded<A>) {
         if self.capacity == 0 {
+            return;
+        }
+        if let Some((cached, _)) = self.states.get(stream)
+            && cached.version > loaded.version
+        {
             return;
         }
         self.tick += 1;
@@ -144,12 +158,7 @@ where
         self.entries().states.get(stream).map(|(l, _)| l.clone())
     }
 
-    fn put(&self, stream: &StreamId, state: &A, version: StreamVersion, position: Position) {
-        let loaded = Loaded {
-            state: state.clone(),
-            version,
-            position,
-        };
+    fn put(&self, stream: &StreamId, loaded: Loaded<A>) {
         self.entries().put(stream, loaded);
     }
 
@@ -167,14 +176,21 @@ where
             .await
     }
 
-    /// Executes `command`: on a cached stream, decides on the cached state and appends expecting the cached
-    /// version (one round trip); otherwise, or when that append conflicts, through the repository
-    /// ([`Repository::execute_with`]: load, decide, append, retries). Either way the resulting state is cached.
+    /// Executes `command`. On a cached stream it decides on the cached state:
+    /// - a decision that appends is appended expecting exactly the cached version (one round trip, no read);
+    /// - a refusal or a decision without events is not final on a state another writer may have moved past:
+    ///   the events stored after the cached version are read and applied (one round trip, usually empty) and
+    ///   the command is decided again on that state; only this decision is answered, or appended expecting the
+    ///   caught-up version.
+    ///
+    /// On a stream not cached, or when an append conflicts (the entry is evicted), the command runs through the
+    /// repository ([`Repository::execute_with`]: load, decide, append, retries). Every state read or appended
+    /// is cached.
     ///
     /// # Errors
-    /// As [`Repository::execute_with`]. A store failure on the cached path evicts the entry and is returned
-    /// after one retry of the same append (same event ids, so a commit whose acknowledgement was lost is not
-    /// written twice).
+    /// As [`Repository::execute_with`], on the cached path too: an append the store was unavailable for is
+    /// retried with the same event ids as the repository's are ([`Repository::with_unavailable_retries`]), then
+    /// answered with [`CommandError::OutcomeUnknown`]. Any failure evicts the entry.
     pub async fn execute_with(
         &self,
         stream: &StreamId,
@@ -195,85 +211,143 @@ where
             .execute_with(stream, command, metadata)
             .await;
         match &executed {
-            Ok(done) => self.put(stream, &done.state, done.version, done.position),
+            Ok(done) => self.put(
+                stream,
+                Loaded {
+                    state: done.state.clone(),
+                    version: done.version,
+                    position: done.position,
+                },
+            ),
             Err(CommandError::Rejected(_)) => {}
             Err(_) => self.evict(stream),
         }
         executed
     }
 
+    /// Decides on the cached state. A decision that appends is checked by the store (the append expects the
+    /// cached version); one that appends nothing has no such check, so it is taken again on the stream's state
+    /// after catching the cached one up, and only that decision is answered.
     async fn on_cached(
         &self,
         stream: &StreamId,
         command: &A::Command,
         metadata: &Metadata,
+        cached: Loaded<A>,
+    ) -> Fast<A> {
+        if let Ok(events) = cached.state.decide(command)
+            && !events.is_empty()
+        {
+            return self.append_decided(stream, metadata, cached, events).await;
+        }
+        // A refusal or no change on a state another writer may have moved past: not final yet.
+        let current = match self.catch_up(stream, cached).await {
+            Ok(Some(current)) => current,
+            Ok(None) => return Fast::Stale,
+            Err(error) => return Fast::Done(Err(error)),
+        };
+        match current.state.decide(command) {
+            Ok(events) if !events.is_empty() => {
+                self.append_decided(stream, metadata, current, events).await
+            }
+            Ok(events) => Fast::Done(Ok(decided(current, events, 0))),
+            Err(rejected) => Fast::Done(Err(CommandError::Rejected(rejected))),
+        }
+    }
+
+    /// The cached state brought up to the stream's current version: the events stored after the cached version
+    /// (usually none), read and applied, and the result cached. `None` (the entry evicted) when what the store
+    /// returned does not continue the cached version.
+    async fn catch_up(
+        &self,
+        stream: &StreamId,
+        cached: Loaded<A>,
+    ) -> Result<Option<Loaded<A>>, CommandError<A::Error>> {
+        let read = self
+            .repository
+            .store()
+            .read_stream(stream, cached.version.next(), usize::MAX)
+            .await;
+        let newer = match read {
+            Ok(newer) => newer,
+            Err(error) => {
+                self.evict(stream);
+                return Err(CommandError::Store(error));
+            }
+        };
+        if newer.is_empty() {
+            return Ok(Some(cached));
+        }
+        let mut current = cached;
+        for event in &newer {
+            if event.stream_version != current.version.next() {
+                self.evict(stream);
+                return Ok(None);
+            }
+            match event.decode() {
+                Ok(decoded) => current.state.apply(&decoded),
+                Err(error) => {
+                    self.evict(stream);
+                    return Err(CommandError::Store(error));
+                }
+            }
+            current.version = event.stream_version;
+            current.position = event.position;
+        }
+        self.put(stream, current.clone());
+        Ok(Some(current))
+    }
+
+    /// Appends what was decided on `loaded`, expecting exactly its version: the store's check that the state was
+    /// current. On success the new state is cached; on a conflict the entry is evicted ([`Fast::Stale`]).
+    async fn append_decided(
+        &self,
+        stream: &StreamId,
+        metadata: &Metadata,
         loaded: Loaded<A>,
+        events: Vec<A::Event>,
     ) -> Fast<A> {
         let Loaded {
-            mut state,
-            version,
-            position,
+            mut state, version, ..
         } = loaded;
-        // A rejection on the cached state is as final as on a loaded one: the state is the stream's at
-        // `version`, and nothing is appended.
-        let events = match state.decide(command) {
-            Ok(events) => events,
-            Err(rejected) => return Fast::Done(Err(CommandError::Rejected(rejected))),
-        };
-        if events.is_empty() {
-            return Fast::Done(Ok(executed(state, version, position, events)));
-        }
-        let encoded = events
-            .iter()
-            .map(|e| NewEvent::from_event(e).map(|n| n.with_metadata(metadata.clone())))
-            .collect::<Result<Vec<_>, _>>();
-        let new_events = match encoded {
+        let new_events = match encode(&events, metadata, None) {
             Ok(new_events) => new_events,
             Err(error) => return Fast::Done(Err(CommandError::Store(error))),
         };
-        let expected = ExpectedVersion::Exact(version);
-        let store = self.repository.store();
-        let mut appended = store.append(stream, expected, new_events.clone()).await;
-        if matches!(appended, Err(Error::Unavailable { .. })) {
-            appended = store.append(stream, expected, new_events).await;
-        }
+        // As the repository appends: an unavailable store is retried with the same event ids (bounded, backed
+        // off), then the outcome is unknown.
+        let appended = self
+            .repository
+            .append(
+                &mut StoreSession(self.repository.store()),
+                stream,
+                None,
+                ExpectedVersion::Exact(version),
+                new_events,
+            )
+            .await;
         match appended {
             Ok(result) => {
                 for event in &events {
                     state.apply(event);
                 }
-                self.put(stream, &state, result.stream_version, result.last_position);
-                Fast::Done(Ok(executed(
+                let after = Loaded {
                     state,
-                    result.stream_version,
-                    result.last_position,
-                    events,
-                )))
+                    version: result.stream_version,
+                    position: result.last_position,
+                };
+                self.put(stream, after.clone());
+                Fast::Done(Ok(decided(after, events, 0)))
             }
-            Err(Error::Conflict { .. }) => {
+            Err(CommandError::Store(Error::Conflict { .. })) => {
                 self.evict(stream);
                 Fast::Stale
             }
             Err(other) => {
+                // Evicted whatever the failure: after an unknown outcome the stream may hold the events or not.
                 self.evict(stream);
-                Fast::Done(Err(CommandError::Store(other)))
+                Fast::Done(Err(other))
             }
         }
-    }
-}
-
-fn executed<A: Aggregate>(
-    state: A,
-    version: StreamVersion,
-    position: Position,
-    events: Vec<A::Event>,
-) -> Executed<A> {
-    Executed {
-        state,
-        version,
-        position,
-        events,
-        retries: 0,
-        replayed: false,
     }
 }

@@ -175,6 +175,24 @@ impl<A: Aggregate> Repository<A> {
     }
 }
 
+/// How one attempt of a command ended.
+enum Attempt<A: Aggregate> {
+    /// The command is done.
+    Done(Executed<A>),
+    /// The append conflicted: decide again on a fresh read, if retries are left.
+    Conflicted(Error),
+    /// A racing execution under the same command id appended meanwhile: read again (no pause).
+    Again,
+}
+
+/// What a command's read of its stream found.
+enum Found<A: Aggregate> {
+    /// The stream's current state, to decide on.
+    Current(Loaded<A>),
+    /// The command ran before under its command id: its original outcome.
+    Answered(Executed<A>),
+}
+
 /// What loading a stream for a command under a command id found.
 enum Scan<A: Aggregate> {
     /// The id has no events in the stream: the current state.
@@ -337,6 +355,8 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         self.run(stream, command_id, command, metadata).await
     }
 
+    /// Runs `command` under the stream's local lock (if any): attempts until one is final, deciding again after
+    /// each conflict (bounded, backed off).
     #[tracing::instrument(level = "debug", skip(self, command, metadata), fields(stream = %stream))]
     async fn run(
         &self,
@@ -358,120 +378,15 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            // The attempt's read and append go through one session: one connection for both where the store
-            // checks connections out of a pool.
-            let mut session = self.store.command_session();
-            let loaded = match once {
-                None => Self::load_in(&mut *session, stream).await?,
-                Some(id) => {
-                    // The record is asked beside the load, so a command id costs no extra round trip in time.
-                    // The scan goes to the store, not the session: the session would keep its connection while
-                    // `find_command` (and `record_command` after it) need one of their own, which on a pool of
-                    // one connection would wait for each other.
-                    let mut direct = StoreSession(&self.store);
-                    let (scan, record) = tokio::join!(
-                        Self::scan(&mut direct, stream, id, command),
-                        self.store.find_command(id)
-                    );
-                    match scan? {
-                        Scan::Replayed(done) => return Ok(done),
-                        Scan::Reused => return Err(reused(id, stream)),
-                        Scan::Current(loaded) => match record? {
-                            Some(record) => {
-                                return self.replay_record(stream, command, record).await;
-                            }
-                            None => loaded,
-                        },
-                    }
-                }
-            };
-            let Loaded {
-                mut state,
-                version,
-                position,
-            } = loaded;
-            let decided = state.decide(command);
-            let events = match (decided, once) {
-                (Ok(events), _) if !events.is_empty() => events,
-                (Ok(events), None) => {
-                    return Ok(Executed {
-                        state,
-                        version,
-                        position,
-                        events,
-                        retries: attempt - 1,
-                        replayed: false,
-                    });
-                }
-                (Err(rejection), None) => return Err(CommandError::Rejected(rejection)),
-                (decided, Some(id)) => {
-                    let outcome = match &decided {
-                        Err(rejection) => CommandOutcome::Refused {
-                            reason: rejection.to_string(),
-                        },
-                        Ok(_) => CommandOutcome::Unchanged,
-                    };
-                    let record = CommandRecord {
-                        command_id: id.clone(),
-                        stream: stream.clone(),
-                        version,
-                        position,
-                        outcome,
-                        recorded_at: chrono::Utc::now(),
-                    };
-                    match self.record(stream, id, record.clone()).await? {
-                        Some(held) if same_record(&held, &record) => {
-                            return match decided {
-                                Err(rejection) => Err(CommandError::Rejected(rejection)),
-                                Ok(events) => Ok(Executed {
-                                    state,
-                                    version,
-                                    position,
-                                    events,
-                                    retries: attempt - 1,
-                                    replayed: false,
-                                }),
-                            };
-                        }
-                        Some(held) => return self.replay_record(stream, command, held).await,
-                        // A racing execution under the id appended to this stream: scan again.
-                        None if attempt <= self.max_retries => continue,
-                        None => return Err(reused(id, stream)),
-                    }
-                }
-            };
-            let new_events = events
-                .iter()
-                .enumerate()
-                .map(|(index, e)| {
-                    NewEvent::from_event(e).map(|n| {
-                        let n = n.with_metadata(metadata.clone());
-                        match once {
-                            Some(id) => n.with_id(id.event_id(index)),
-                            None => n,
-                        }
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let expected = ExpectedVersion::Exact(version);
-            let appended = self
-                .append(&mut *session, stream, once, expected, new_events)
-                .await;
-            match appended {
-                Ok(result) => {
-                    for event in &events {
-                        state.apply(event);
-                    }
-                    return Ok(Executed {
-                        state,
-                        version: result.stream_version,
-                        position: result.last_position,
-                        events,
-                        retries: attempt - 1,
-                        replayed: false,
-                    });
-                }
-                Err(CommandError::Store(conflict @ Error::Conflict { .. })) => {
+            // Each attempt opens its own session, and its connection goes back before the pause.
+            match self
+                .attempt(stream, once, command, &metadata, attempt)
+                .await?
+            {
+                Attempt::Done(executed) => return Ok(executed),
+                // A racing execution under the id appended to this stream: scan again.
+                Attempt::Again => {}
+                Attempt::Conflicted(conflict) => {
                     if attempt > self.max_retries {
                         return Err(CommandError::Conflict {
                             stream: stream.clone(),
@@ -480,28 +395,149 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                         });
                     }
                     tracing::debug!(%stream, attempt, "conflict; reloading and deciding again");
-                    // The next attempt opens its own session; this one's connection goes back first.
-                    drop(session);
                     tokio::time::sleep(backoff(attempt)).await;
                 }
-                Err(CommandError::Store(Error::EventIdReused {
-                    existing_stream, ..
-                })) if once.is_some() => {
-                    let id = once
-                        .cloned()
-                        .ok_or_else(|| CommandError::Store(internal()))?;
-                    return Err(CommandError::CommandIdReused {
-                        command_id: id,
-                        stream: existing_stream,
-                    });
-                }
-                Err(other) => return Err(other),
             }
         }
     }
 
+    /// One attempt (the `attempt`-th): reads the stream, decides, and appends the new events expecting the
+    /// version read, the read and the append through one [`CommandSession`] (one connection for both where the
+    /// store checks connections out of a pool).
+    async fn attempt(
+        &self,
+        stream: &StreamId,
+        once: Option<&CommandId>,
+        command: &A::Command,
+        metadata: &Metadata,
+        attempt: u32,
+    ) -> Result<Attempt<A>, CommandError<A::Error>> {
+        let retries = attempt - 1;
+        let mut session = self.store.command_session();
+        let loaded = match self.read_for(&mut *session, stream, once, command).await? {
+            Found::Current(loaded) => loaded,
+            Found::Answered(executed) => return Ok(Attempt::Done(executed)),
+        };
+        let events = match (loaded.state.decide(command), once) {
+            (Ok(events), _) if !events.is_empty() => events,
+            (Ok(events), None) => return Ok(Attempt::Done(decided(loaded, events, retries))),
+            (Err(rejection), None) => return Err(CommandError::Rejected(rejection)),
+            (decision, Some(id)) => {
+                return self
+                    .record_outcome(stream, id, command, decision, loaded, attempt)
+                    .await;
+            }
+        };
+        let new_events = encode(&events, metadata, once)?;
+        let expected = ExpectedVersion::Exact(loaded.version);
+        let appended = self
+            .append(&mut *session, stream, once, expected, new_events)
+            .await;
+        match appended {
+            Ok(result) => {
+                let mut state = loaded.state;
+                for event in &events {
+                    state.apply(event);
+                }
+                let after = Loaded {
+                    state,
+                    version: result.stream_version,
+                    position: result.last_position,
+                };
+                Ok(Attempt::Done(decided(after, events, retries)))
+            }
+            Err(CommandError::Store(conflict @ Error::Conflict { .. })) => {
+                Ok(Attempt::Conflicted(conflict))
+            }
+            Err(CommandError::Store(Error::EventIdReused {
+                existing_stream, ..
+            })) if once.is_some() => {
+                let id = once
+                    .cloned()
+                    .ok_or_else(|| CommandError::Store(internal()))?;
+                Err(CommandError::CommandIdReused {
+                    command_id: id,
+                    stream: existing_stream,
+                })
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Reads the stream for a command: folded through `session`; under a command id, scanned for the id's
+    /// events beside a look at the command record, and answered from either when the id was used before.
+    async fn read_for(
+        &self,
+        session: &mut dyn CommandSession,
+        stream: &StreamId,
+        once: Option<&CommandId>,
+        command: &A::Command,
+    ) -> Result<Found<A>, CommandError<A::Error>> {
+        let Some(id) = once else {
+            return Ok(Found::Current(Self::load_in(session, stream).await?));
+        };
+        // The record is asked beside the load, so a command id costs no extra round trip in time. The scan goes
+        // to the store, not the session: the session would keep its connection while `find_command` (and
+        // `record_command` after it) need one of their own, which on a pool of one connection would wait for
+        // each other.
+        let mut direct = StoreSession(&self.store);
+        let (scan, record) = tokio::join!(
+            Self::scan(&mut direct, stream, id, command),
+            self.store.find_command(id)
+        );
+        match scan? {
+            Scan::Replayed(done) => Ok(Found::Answered(done)),
+            Scan::Reused => Err(reused(id, stream)),
+            Scan::Current(loaded) => match record? {
+                Some(record) => Ok(Found::Answered(
+                    self.replay_record(stream, command, record).await?,
+                )),
+                None => Ok(Found::Current(loaded)),
+            },
+        }
+    }
+
+    /// Settles a command under `id` whose `decision` on `loaded` appends nothing (a refusal, or no change):
+    /// records the outcome so that a repeat answers the same, then answers it; or answers as the outcome already
+    /// recorded under the id; or asks for another attempt when a racing execution under the id appended.
+    async fn record_outcome(
+        &self,
+        stream: &StreamId,
+        id: &CommandId,
+        command: &A::Command,
+        decision: Result<Vec<A::Event>, A::Error>,
+        loaded: Loaded<A>,
+        attempt: u32,
+    ) -> Result<Attempt<A>, CommandError<A::Error>> {
+        let outcome = match &decision {
+            Err(rejection) => CommandOutcome::Refused {
+                reason: rejection.to_string(),
+            },
+            Ok(_) => CommandOutcome::Unchanged,
+        };
+        let record = CommandRecord {
+            command_id: id.clone(),
+            stream: stream.clone(),
+            version: loaded.version,
+            position: loaded.position,
+            outcome,
+            recorded_at: chrono::Utc::now(),
+        };
+        match self.record(stream, id, record.clone()).await? {
+            Some(held) if same_record(&held, &record) => match decision {
+                Err(rejection) => Err(CommandError::Rejected(rejection)),
+                Ok(events) => Ok(Attempt::Done(decided(loaded, events, attempt - 1))),
+            },
+            Some(held) => Ok(Attempt::Done(
+                self.replay_record(stream, command, held).await?,
+            )),
+            None if attempt <= self.max_retries => Ok(Attempt::Again),
+            None => Err(reused(id, stream)),
+        }
+    }
+
     /// Appends, trying again with the same events (same ids) while the store is unavailable, boundedly.
-    async fn append(
+    pub(crate) async fn append(
         &self,
         session: &mut dyn CommandSession,
         stream: &StreamId,
@@ -676,6 +712,43 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             _ => Err(reused(&record.command_id, &record.stream)),
         }
     }
+}
+
+/// The outcome of a command decided (and appended) this time: `events` and the state after them, `loaded`.
+pub(crate) fn decided<A: Aggregate>(
+    loaded: Loaded<A>,
+    events: Vec<A::Event>,
+    retries: u32,
+) -> Executed<A> {
+    Executed {
+        state: loaded.state,
+        version: loaded.version,
+        position: loaded.position,
+        events,
+        retries,
+        replayed: false,
+    }
+}
+
+/// The new events of a command, with its metadata and, under a command id, the ids derived from it.
+pub(crate) fn encode<E: Event>(
+    events: &[E],
+    metadata: &Metadata,
+    once: Option<&CommandId>,
+) -> Result<Vec<NewEvent>, Error> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(index, e)| {
+            NewEvent::from_event(e).map(|n| {
+                let n = n.with_metadata(metadata.clone());
+                match once {
+                    Some(id) => n.with_id(id.event_id(index)),
+                    None => n,
+                }
+            })
+        })
+        .collect()
 }
 
 /// The state of a stream with no events.

@@ -32,6 +32,11 @@ use crate::store::PostgresStore;
 /// - **Any other failure** (a lost connection, a deadlock, a statement error) aborts the transaction: from then
 ///   on every operation and `commit` return [`annals::Error::UnitAborted`] naming the first failure, until
 ///   [`rollback`](UnitOfWork::rollback).
+/// - **A dropped future** (an operation or `commit` inside a `timeout` or `select!` that gave up on it while its
+///   statement was in flight) ends the unit as a failure does: every later operation and `commit` return
+///   [`annals::Error::UnitAborted`], and no later append opens a fresh transaction. After an append or a read
+///   nothing will be committed (`retryable`); after a `commit` dropped while `COMMIT` was in flight the outcome
+///   is unknown (not `retryable`), as when `commit` returns [`annals::Error::Unavailable`].
 /// - Nothing is visible to others until `commit`; dropping the unit or `rollback` discards everything.
 ///
 /// [`PostgresStore::transaction`] runs a closure in a fresh unit and runs it again from the start when the unit
@@ -65,7 +70,8 @@ pub struct UnitState {
     appended: bool,
     /// Whether the caller was handed the transaction (its statements may have failed unseen).
     lent: bool,
-    /// The failure that ended the unit, sticky until `rollback`.
+    /// The failure that ended the unit, sticky until `rollback`; while a statement is in flight, the failure
+    /// that ends the unit should its future be dropped there ([`UnitState::in_flight`]).
     aborted: Option<Failure>,
     /// Streams whose last append through the unit was refused.
     refused: Vec<(StreamId, Failure)>,
@@ -96,6 +102,32 @@ impl Failure {
         }
     }
 
+    /// What ends the unit when `operation`'s future is dropped while its statement is in flight: the
+    /// transaction's state is then unknown (the statement may have run, failed or be still running), so nothing
+    /// done through the unit may commit on top of it.
+    fn interrupted(operation: &str) -> Self {
+        Self {
+            message: format!(
+                "{operation} was interrupted (its future was dropped while its statement was in flight); \
+                 nothing done through the unit will be committed"
+            ),
+            // Nothing commits: running the whole unit again is safe and may succeed.
+            retryable: true,
+        }
+    }
+
+    /// What ends the unit when `commit`'s future is dropped while `COMMIT` is in flight: the server may have
+    /// committed the work or not.
+    fn commit_interrupted() -> Self {
+        Self {
+            message: "commit was interrupted (its future was dropped while COMMIT was in flight): its outcome \
+                      is unknown, the work may or may not be committed; check what was stored before running \
+                      it again"
+                .to_owned(),
+            retryable: false,
+        }
+    }
+
     fn error(&self) -> annals::Error {
         annals::Error::UnitAborted {
             first: self.message.clone(),
@@ -111,6 +143,17 @@ impl UnitState {
             Some(failure) => Err(failure.error()),
             None => Ok(()),
         }
+    }
+
+    /// Marks the unit ended by `failure` for as long as the await that follows is in flight: should the caller
+    /// drop the future there, every later call fails with it. [`UnitState::landed`] takes the mark back.
+    fn in_flight(&mut self, failure: Failure) {
+        self.aborted = Some(failure);
+    }
+
+    /// The await marked by [`UnitState::in_flight`] completed: the operation's own outcome decides from here.
+    fn landed(&mut self) {
+        self.aborted = None;
     }
 
     fn abort(&mut self, failure: Failure) {
@@ -139,10 +182,7 @@ impl UnitState {
         }
         self.transaction
             .as_mut()
-            .ok_or_else(|| annals::Error::Backend {
-                operation,
-                source: "the unit of work lost its transaction".into(),
-            })
+            .ok_or_else(|| lost_transaction(operation))
     }
 }
 
@@ -187,10 +227,7 @@ impl UnitOfWork {
         held.lent = true;
         OwnedMutexGuard::try_map(held, |state| state.transaction.as_mut())
             .map(UnitTransaction)
-            .map_err(|_| annals::Error::Backend {
-                operation: "begin",
-                source: "the unit of work lost its transaction".into(),
-            })
+            .map_err(|_| lost_transaction("begin"))
     }
 
     /// Commits everything appended and written through the unit, then wakes this process's waiters at once
@@ -204,6 +241,11 @@ impl UnitOfWork {
     /// - [`annals::Error::Unavailable`] when the commit could not be confirmed: the work may or may not be
     ///   stored. Do not run the unit again blindly (its events would get new ids); check what was stored, or
     ///   retry commands with the same event ids, which is safe.
+    ///
+    /// # Cancellation
+    /// Dropped while `COMMIT` is in flight, the commit leaves the unit ended with an unknown outcome: every later
+    /// call returns [`annals::Error::UnitAborted`] saying so (not `retryable`). Dropped before `COMMIT` was sent
+    /// (while checking the caller's statements), nothing is committed and the unit is ended (`retryable`).
     pub async fn commit(&self) -> annals::Result<()> {
         let mut state = self.state.lock().await;
         state.check()?;
@@ -215,9 +257,18 @@ impl UnitOfWork {
         let Some(mut transaction) = state.transaction.take() else {
             return Ok(());
         };
+        // From here the transaction lives only in this future. Dropped at one of its awaits, it leaves the unit
+        // ended, never looking as if nothing had begun (a later `commit` answering `Ok`, a later append opening a
+        // fresh transaction that commits without the rest).
         if state.lent {
-            // PostgreSQL answers COMMIT in an aborted transaction with a silent ROLLBACK: ask first.
-            if let Err(error) = transaction.execute("SELECT 1").await {
+            // PostgreSQL answers COMMIT in an aborted transaction with a silent ROLLBACK: ask first. Dropped
+            // here, the transaction rolls back: nothing is committed.
+            state.in_flight(Failure::interrupted(
+                "commit (its check of the caller's statements)",
+            ));
+            let checked = transaction.execute("SELECT 1").await;
+            state.landed();
+            if let Err(error) = checked {
                 let error = store_error("commit", error);
                 state.abort(Failure {
                     message: format!("a statement run in the unit's transaction failed: {error}"),
@@ -226,7 +277,10 @@ impl UnitOfWork {
                 return state.check();
             }
         }
-        if let Err(error) = transaction.commit().await {
+        state.in_flight(Failure::commit_interrupted());
+        let committed = transaction.commit().await;
+        state.landed();
+        if let Err(error) = committed {
             // A database error is the server's definite answer (nothing committed); anything else leaves the
             // outcome unknown, which must not be mistaken for a failure that is safe to run again.
             let definite = matches!(error, sqlx::Error::Database(_));
@@ -300,11 +354,20 @@ impl EventStore for UnitOfWork {
         events: Vec<NewEvent>,
     ) -> annals::Result<AppendResult> {
         let mut state = self.state.lock().await;
-        let transaction = state.begun(&self.store, "append").await?;
-        let (result, refused) = self
-            .store
-            .append_in_unit(transaction, stream, expected, events)
-            .await;
+        state.begun(&self.store, "append").await?;
+        // Dropped while the append is in flight, the unit cannot know what it did: the unit ends.
+        state.in_flight(Failure::interrupted(&format!(
+            "the append to stream {stream:?}"
+        )));
+        let (result, refused) = match state.transaction.as_mut() {
+            Some(transaction) => {
+                self.store
+                    .append_in_unit(transaction, stream, expected, events)
+                    .await
+            }
+            None => (Err(lost_transaction("append")), false),
+        };
+        state.landed();
         state.refused.retain(|(refused, _)| refused != stream);
         match &result {
             Ok(_) => state.appended = true,
@@ -383,16 +446,25 @@ impl UnitOfWork {
         visit: &mut (dyn FnMut(RecordedEvent) -> annals::Result<()> + Send),
     ) -> annals::Result<()> {
         let mut state = self.state.lock().await;
-        let transaction = state.begun(&self.store, "read_stream").await?;
+        state.begun(&self.store, "read_stream").await?;
+        // Dropped mid-read, the connection is left with a statement in flight: the unit ends.
+        state.in_flight(Failure::interrupted(&format!(
+            "reading stream {stream:?} in the unit"
+        )));
         let mut visitor_failed = false;
-        let result = self
-            .store
-            .visit_stream_on(&mut **transaction, stream, from, limit, &mut |event| {
-                let visited = visit(event);
-                visitor_failed = visited.is_err();
-                visited
-            })
-            .await;
+        let result = match state.transaction.as_mut() {
+            Some(transaction) => {
+                self.store
+                    .visit_stream_on(&mut **transaction, stream, from, limit, &mut |event| {
+                        let visited = visit(event);
+                        visitor_failed = visited.is_err();
+                        visited
+                    })
+                    .await
+            }
+            None => Err(lost_transaction("read_stream")),
+        };
+        state.landed();
         if let Err(error) = &result
             && !visitor_failed
         {
@@ -402,5 +474,13 @@ impl UnitOfWork {
             ));
         }
         result
+    }
+}
+
+/// The error of an operation that found no transaction where [`UnitState::begun`] had just put one.
+fn lost_transaction(operation: &'static str) -> annals::Error {
+    annals::Error::Backend {
+        operation,
+        source: "the unit of work lost its transaction".into(),
     }
 }

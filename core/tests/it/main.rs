@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod aggregate_cache;
+mod cancellation;
 mod domain;
 mod given_when_then;
 mod repository;
