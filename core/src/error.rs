@@ -104,11 +104,14 @@ pub enum Error {
     },
 
     /// An earlier failure in the same unit of work (one transaction spanning several appends) ended the unit:
-    /// nothing done through it will be committed, and every later operation on it is refused with this error.
-    /// Start the whole unit again from the beginning when `retryable` says that may succeed (the first failure
-    /// was a lost race or a transient fault), otherwise report `first`.
+    /// every later operation on it is refused with this error, and nothing more will be committed through it.
+    /// Whether what it did was committed is what `first` says: nothing, unless the failure was a commit whose
+    /// outcome is unknown (the connection was lost, or the commit was dropped, while `COMMIT` was in flight;
+    /// then `retryable` is false: find out from the store before running the unit again). Start the whole unit
+    /// again from the beginning when `retryable` says that may succeed (the first failure was a lost race or a
+    /// transient fault), otherwise report `first`.
     #[error(
-        "the unit of work was ended by an earlier failure and commits nothing; run the whole unit again{}: {first}",
+        "the unit of work was ended by an earlier failure and commits nothing more; run the whole unit again{}: {first}",
         if *retryable { "" } else { " only after fixing the cause" }
     )]
     UnitAborted {
