@@ -2,10 +2,12 @@
 //!
 //! Safety is permanent on one server: every position at or below a safe bound is committed or will never exist.
 //! It is not across servers: after a fail-over, a restore or a sequence reset, the database can hand out positions
-//! below a bound remembered from before. So the bound is kept with the identity of the server that computed it
-//! (system identifier and postmaster start time, which a fail-over or restart changes), every page read below it
-//! checks in the same statement that it still runs on that server and that the position sequence has not gone
-//! back below the bound, and the bound is forgotten whenever a read finds the store unavailable.
+//! below a bound remembered from before. So the bound is kept with the identity of the server that computed it,
+//! every page read below it checks in the same statement that it still runs on that server (its postmaster start
+//! time, which a restart or a fail-over to another server changes) and that the position sequence has not gone
+//! back below the bound, and the bound is forgotten whenever a read finds the store unavailable. The system
+//! identifier is recorded with the bound (it tells servers apart in a debug print) but not compared by the page
+//! guard: reading it reads the control file, which a guard run on every page should not.
 
 use std::sync::{Mutex, PoisonError};
 

@@ -88,9 +88,10 @@ impl PostgresStore {
         sqlx::postgres::PgPoolOptions::new().test_before_acquire(false)
     }
 
-    /// A store on an existing pool, in the schema `annals`. Size the pool for your writers plus one connection
-    /// for the notification listener (taken on the first [`wait_for_events`](EventStore::wait_for_events)) and
-    /// one spare: the store keeps the connection of a command for the next one only while the pool has a spare
+    /// A store on an existing pool, in the schema `annals`. Size the pool for your concurrent writers and readers
+    /// plus three connections: one for the notification listener (taken on the first
+    /// [`wait_for_events`](EventStore::wait_for_events)), one while a waiter is held back by an open append, and
+    /// one spare, since the store keeps the connection of a command for the next one only while the pool has a
     /// connection left for others (see the guide's page on PostgreSQL).
     pub fn from_pool(pool: PgPool) -> Self {
         Self::build(
