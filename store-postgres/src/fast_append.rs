@@ -1,6 +1,6 @@
 //! What the single-event fast paths (`append_one.rs`, `append_next.rs`) share: how their statement runs, and
-//! what one did: appended, or nothing written and the append handed to `append_events`, whose answer is
-//! authoritative.
+//! what one did: appended; nothing written and the append handed to `append_events`, whose answer is
+//! authoritative; or failed, with what was written unknown when the connection was lost.
 
 use annals::{AppendResult, NewEvent, Position, StreamId, StreamVersion};
 use sqlx::postgres::PgRow;
@@ -46,7 +46,9 @@ pub(crate) enum FastAppend {
     Appended(AppendResult),
     /// Nothing was written; `append_events` decides (a conflict, a replay, or a version taken meanwhile).
     Undecided,
-    /// The statement failed for another reason; nothing was written.
+    /// The statement failed for another reason. On a live connection nothing was written (the statement is its
+    /// own transaction). When the connection was lost, the server may have committed the event before the
+    /// reply was lost: the retry on a fresh connection finds it by its id and returns the stored result.
     Failed(sqlx::Error),
 }
 
