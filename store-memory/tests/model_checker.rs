@@ -7,7 +7,7 @@ use annals_memory::MemoryStore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn model_checker_memory() {
-    let config = Config::from_env("memory").unwrap();
+    let config = Config::from_env("model_checker_memory").unwrap();
     match Checker::new(Arc::new(MemoryStore::new()), config)
         .run()
         .await

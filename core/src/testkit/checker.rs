@@ -122,12 +122,7 @@ impl Checker {
         for index in 0..config.clients {
             clients.spawn(workload::run_client(shared.clone(), index));
         }
-        let mut panicked = Vec::new();
-        while let Some(joined) = clients.join_next().await {
-            if let Err(error) = joined {
-                panicked.push(error.to_string());
-            }
-        }
+        let panicked = join_clients(clients, shared.deadline + GRACE).await;
         stop.store(true, Ordering::SeqCst);
         let killed = match killer {
             Some(task) => task.await.unwrap_or_default(),
@@ -162,6 +157,17 @@ impl Checker {
             .map_err(|e| Failure::setup(config, format!("reading the store back failed: {e}")))?;
         let ops = history.ops();
         let mut violations = model::check(&ops, &stored);
+        let stuck = history.pending();
+        if !stuck.is_empty() {
+            violations.push(Violation::new(
+                "every operation answers",
+                format!(
+                    "{} operation(s) had not answered {GRACE:?} after the run's end, and were dropped",
+                    stuck.len()
+                ),
+                stuck,
+            ));
+        }
         let head = stored.global.last().map_or(head, |e| e.position);
         for follower in &mut followers {
             follower.catch_up(&*self.store, head).await;
@@ -201,6 +207,33 @@ impl Checker {
             }
             killed
         }))
+    }
+}
+
+/// How long after the run's end the clients may take to finish their last operation before they are stopped.
+const GRACE: Duration = Duration::from_secs(30);
+
+/// Waits for the clients until `until`, then stops those still running; returns the panics.
+async fn join_clients(mut clients: JoinSet<usize>, until: tokio::time::Instant) -> Vec<String> {
+    let mut panicked = Vec::new();
+    loop {
+        match tokio::time::timeout_at(until, clients.join_next()).await {
+            Ok(Some(Err(error))) if error.is_panic() => panicked.push(error.to_string()),
+            Ok(Some(_)) => {}
+            Ok(None) => return panicked,
+            Err(_) => {
+                // Their pending operations stay pending: the checks report them.
+                clients.abort_all();
+                while let Some(joined) = clients.join_next().await {
+                    if let Err(error) = joined
+                        && error.is_panic()
+                    {
+                        panicked.push(error.to_string());
+                    }
+                }
+                return panicked;
+            }
+        }
     }
 }
 

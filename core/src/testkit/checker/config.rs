@@ -25,7 +25,7 @@ pub struct Config {
     pub streams: usize,
     /// Live followers of the global order.
     pub followers: usize,
-    /// The store configuration's name, printed with the seed.
+    /// The name of the test that runs this configuration, printed with the seed and in the replay command.
     pub label: String,
 }
 
@@ -87,7 +87,7 @@ impl Config {
     /// How to run this configuration again with the same seed.
     pub fn replay_hint(&self) -> String {
         format!(
-            "replay: {SEED_VARIABLE}={} {SECS_VARIABLE}={} cargo test <the test named for {}>",
+            "replay: {SEED_VARIABLE}={} {SECS_VARIABLE}={} cargo test {}",
             self.seed,
             self.duration.as_secs().max(1),
             self.label

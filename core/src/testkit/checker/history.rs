@@ -13,6 +13,12 @@ use super::stock::{Action, Tag};
 /// effect at any later time.
 pub const NEVER: u64 = u64::MAX;
 
+/// The outcome of an operation that has not answered yet.
+pub(crate) const PENDING: &str = "pending: no answer yet";
+
+/// The outcome of an operation whose future the harness dropped at an await.
+pub(crate) const CANCELLED: &str = "cancelled: the future was dropped at an await";
+
 /// Which path an operation went through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
@@ -219,12 +225,12 @@ impl History {
         self.tick()
     }
 
-    /// Records the start of an operation. Until [`finish`](History::finish) it reads as cancelled: a future
-    /// dropped at an await leaves it so.
+    /// Records the start of an operation. Until [`finish`](History::finish) it reads as pending (an unknown
+    /// outcome); a future dropped at an await leaves it so, and [`cancelled`](History::cancelled) says why.
     pub(crate) fn begin(&self, mut op: Op) -> u64 {
         op.start = self.tick();
         op.end = NEVER;
-        op.outcome = Outcome::Unknown("cancelled: the future was dropped at an await".to_owned());
+        op.outcome = Outcome::Unknown(PENDING.to_owned());
         let id = op.id;
         self.lock().push(op);
         id
@@ -243,6 +249,24 @@ impl History {
             };
             op.outcome = outcome;
         }
+    }
+
+    /// Marks the pending operations of `client` cancelled: the harness dropped the future of its step.
+    pub(crate) fn cancelled(&self, client: usize) {
+        for op in self.lock().iter_mut().rev().take(4096) {
+            if op.client == client && op.outcome == Outcome::Unknown(PENDING.to_owned()) {
+                op.outcome = Outcome::Unknown(CANCELLED.to_owned());
+            }
+        }
+    }
+
+    /// The operations that never answered (their client was stopped while they waited).
+    pub(crate) fn pending(&self) -> Vec<u64> {
+        self.lock()
+            .iter()
+            .filter(|op| op.outcome == Outcome::Unknown(PENDING.to_owned()))
+            .map(|op| op.id)
+            .collect()
     }
 
     /// The operations recorded so far, in the order they started.

@@ -91,6 +91,7 @@ fn outcome_name(outcome: &Outcome) -> &'static str {
         Outcome::Failed(_) => "failed",
         Outcome::InDoubt { .. } => "in doubt",
         Outcome::Unknown(reason) if reason.starts_with("cancelled") => "cancelled",
+        Outcome::Unknown(reason) if reason.starts_with("pending") => "never answered",
         Outcome::Unknown(_) => "unknown",
         Outcome::Unexpected(_) => "unexpected",
     }

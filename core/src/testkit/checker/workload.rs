@@ -82,10 +82,13 @@ impl Client {
         let interrupt = interruption(&plan);
         let work = self.run(shared, &plan);
         if cancel {
-            tokio::select! {
+            let dropped = tokio::select! {
                 biased;
-                () = work => {}
-                () = interrupt => {}
+                () = work => false,
+                () = interrupt => true,
+            };
+            if dropped {
+                shared.history.cancelled(self.index);
             }
         } else {
             work.await;
