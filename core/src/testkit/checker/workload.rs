@@ -154,7 +154,14 @@ impl Client {
         let expected = self.expected(&plan.first);
         let tag = shared.history.next_id();
         let events = tagged_events(tag, &plan.first, plan.malformed);
-        let mut op = self.op(shared, Kind::Append, stream, plan.fault);
+        // A malformed append must meet the store itself (a fault in front would answer for it).
+        let fault = if plan.malformed {
+            self.store.arm(Fault::None);
+            Fault::None
+        } else {
+            plan.fault
+        };
+        let mut op = self.op(shared, Kind::Append, stream, fault);
         op.expected = Some(expected);
         op.write = Some(Write {
             tag,
