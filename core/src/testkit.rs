@@ -1194,7 +1194,10 @@ pub async fn stream_ids_are_validated_and_kept_verbatim(store: Arc<dyn EventStor
 }
 
 // Command ids: the store's command record and at-most-once execution (`command_id_conformance!`).
+pub mod checker;
 pub mod command_ids;
+
+pub use checker::{Checker, ConnectionKiller, ExtraPath};
 
 /// A command session reads what `load_stream` reads (all but `recorded_at` and metadata, which it may leave out)
 /// and appends with the store's rules: the expected version is checked, a re-append of the same ids writes

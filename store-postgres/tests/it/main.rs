@@ -18,6 +18,7 @@ mod group_commit;
 mod held_connections;
 mod hot_standby_is_refused;
 mod killed_connections_are_retried;
+mod model_checker;
 mod replay_checks_scale_with_the_table;
 mod safe_after_restore_and_misconfiguration;
 mod schemas_isolate_tenants;
