@@ -56,6 +56,8 @@ impl PostgresStore {
             table = self.command_table(),
             schema = quoted(self.schema()),
         );
+        // On a connection known to be outside any transaction (`connection/clean.rs`): the record must commit.
+        let mut conn = self.checkout("record_command").await?;
         let inserted = sqlx::query(AssertSqlSafe(sql))
             .bind(record.command_id.as_str())
             .bind(record.stream.as_str())
@@ -64,9 +66,10 @@ impl PostgresStore {
             .bind(record.outcome.kind())
             .bind(record.outcome.reason())
             .bind(record.command_id.event_id(0).as_uuid())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(|e| store_error("record_command", e))?;
+        self.keep(conn);
         if let Some(row) = inserted {
             return decode(&row);
         }

@@ -142,14 +142,13 @@ async fn call(
     batch: &[Request],
 ) -> Result<Vec<Answer>, Failed> {
     let columns = Columns::new(batch).map_err(Failed::Sent)?;
-    let mut conn = store
-        .pool()
-        .acquire()
-        .await
-        .map_err(|e| Failed::NotSent(store_error("append", e)))?;
+    // A connection known to be outside any transaction (`connection/clean.rs`): the batch must commit.
+    let mut conn = store.checkout("append").await.map_err(Failed::NotSent)?;
     let result = run(&mut conn, statement, &columns, batch.len()).await;
-    if result.as_ref().is_err_and(connection_lost) {
-        conn.close_on_drop();
+    match &result {
+        Ok(_) => store.keep(conn),
+        Err(error) if connection_lost(error) => conn.close_on_drop(),
+        Err(_) => {}
     }
     result.map_err(Failed::Sent)
 }
