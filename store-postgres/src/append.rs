@@ -184,7 +184,7 @@ impl PostgresStore {
     /// when `None`: a command session passes the connection its stream read used, and `read`, the version that
     /// read found, when it read this stream). A dead connection is
     /// replaced once by a fresh one; after a success the store holds the connection for its next operation
-    /// (`held.rs`), after a failure it goes back to the pool.
+    /// (`connection/held.rs`), after a failure it goes back to the pool.
     pub(crate) async fn append_pooled(
         &self,
         conn: Option<Checkout>,

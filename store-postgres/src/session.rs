@@ -10,7 +10,7 @@ use annals::{
 
 /// One command attempt on a [`PostgresStore`]. The stream read checks a connection out and keeps it; the append
 /// runs on it, and when it appends to the stream just read, it starts from the version the read found
-/// (`append_next.rs`). Then the store holds the connection for its next operation (`held.rs`) rather than paying the
+/// (`append_next.rs`). Then the store holds the connection for its next operation (`connection/held.rs`) rather than paying the
 /// pool's release (a ping, in a task sqlx spawns) per command. A session dropped after its read (the command
 /// decided nothing, or failed) hands its connection to the store the same way.
 ///
