@@ -106,15 +106,19 @@ impl ExtraPath for Unit {
         } else {
             Some(unit.commit().await)
         };
-        let committed = match first {
-            Some(committed) => committed,
-            // The first commit was dropped at an await: commit again, as a caller retrying would.
-            None => unit.commit().await,
-        };
-        let finish = match committed {
-            Ok(()) => Finish::Committed,
-            Err(error @ annals::Error::UnitAborted { .. }) => Finish::Refused(error.to_string()),
-            Err(error) => Finish::Unknown(error.to_string()),
+        let finish = match first {
+            Some(Ok(())) => Finish::Committed,
+            Some(Err(error @ annals::Error::UnitAborted { .. })) => {
+                Finish::Refused(error.to_string())
+            }
+            Some(Err(error)) => Finish::Unknown(error.to_string()),
+            // The first commit was dropped at an await: commit again, as a caller retrying would. Unless that
+            // succeeds, what the dropped one did is unknown (it may have been dropped while `COMMIT` was in
+            // flight, which the unit then reports as a `UnitAborted` of unknown outcome).
+            None => match unit.commit().await {
+                Ok(()) => Finish::Committed,
+                Err(error) => Finish::Unknown(error.to_string()),
+            },
         };
         PathReport { appends, finish }
     }
