@@ -236,8 +236,7 @@ impl<P: ProcessManager> Inner<P> {
                     correlation_id: Some(correlation.to_owned()),
                     attempts: 0,
                 };
-                self.timers.store.schedule(&timer).await?;
-                self.timers.wake.notify_waiters();
+                self.timers.schedule(&timer).await?;
             }
             TimerRequest::Cancel { key } => {
                 self.timers.store.cancel(&self.name, instance, &key).await?;

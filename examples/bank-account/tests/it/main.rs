@@ -27,6 +27,7 @@ mod api_contract;
 mod concurrency;
 mod event_feed;
 mod history_pages;
+mod hostile_execute_at;
 mod idempotency;
 mod logs;
 mod read_models;
