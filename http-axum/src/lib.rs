@@ -1,9 +1,9 @@
 //! HTTP building blocks for Annals services on [axum]: the concerns every service shares, tested once.
 //!
 //! - [`HttpError`]: one error shape, `{"error": {"code", "message"}}`, and the mapping of the framework's errors
-//!   (a rejected command through your own `From<YourError>`, conflicts exhausted → `409 conflict`, a reused
-//!   idempotency key → `422 idempotency_key_reused`, store unavailable or outcome unknown → `503 unavailable` with
-//!   `Retry-After`, anything else → `500 internal`, naming nothing internal).
+//!   (a rejected command through your own `From<YourError>`, conflicts exhausted or a store's `Conflict` →
+//!   `409 conflict`, a reused idempotency key → `422 idempotency_key_reused`, store unavailable or outcome unknown
+//!   → `503 unavailable` with `Retry-After`, anything else → `500 internal`, naming nothing internal).
 //! - [`correlate`] and [`CorrelationId`]: `X-Correlation-Id` taken from the request (or generated), echoed on the
 //!   response, and put into the events' [`Metadata`](annals::Metadata).
 //! - [`IdempotencyKey`]: `Idempotency-Key`, scoped per client by `X-Client-Id`, as an [`annals::CommandId`] for

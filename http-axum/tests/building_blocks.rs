@@ -74,6 +74,17 @@ async fn framework_errors_map_to_their_statuses() {
             503,
             "unavailable",
         ),
+        // A store-level conflict reaching a handler (an append outside the repository's retries) is the
+        // same concurrency conflict: 409, never 500.
+        (
+            CommandError::Store(Error::Conflict {
+                stream: stream(),
+                expected: ExpectedVersion::NoStream,
+                actual: StreamVersion(1),
+            }),
+            409,
+            "conflict",
+        ),
     ];
     for (error, status, code) in cases {
         let response = HttpError::from(error).into_response();
@@ -83,6 +94,14 @@ async fn framework_errors_map_to_their_statuses() {
         }
         assert_eq!(body_of(response).await["error"]["code"], code);
     }
+    let response = HttpError::from(Error::Conflict {
+        stream: stream(),
+        expected: ExpectedVersion::Exact(StreamVersion(1)),
+        actual: StreamVersion(2),
+    })
+    .into_response();
+    assert_eq!(response.status().as_u16(), 409);
+    assert_eq!(body_of(response).await["error"]["code"], "conflict");
     let decode = Error::Decode {
         stream: stream(),
         version: StreamVersion(3),
