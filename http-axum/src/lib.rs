@@ -9,8 +9,8 @@
 //! - [`IdempotencyKey`]: `Idempotency-Key`, scoped per client by `X-Client-Id`, as an [`annals::CommandId`] for
 //!   [`Repository::execute_once`](annals::Repository::execute_once).
 //! - [`JsonBody`] / [`OptionalJsonBody`]: JSON bodies whose every failure is a `400 invalid_request` naming the field.
-//! - [`MinPosition`]: `?min_position=N` for read-your-writes ([`MinPosition::reachable`] refuses a position beyond
-//!   the store's head at once), and [`HttpError::lagging`] for the `504`; with the feature `projections`,
+//! - [`MinPosition`]: `?min_position=N` for read-your-writes ([`MinPosition::reachable`] waits, bounded, for the
+//!   store's head to reach it, and refuses a position still beyond it after the wait), and [`HttpError::lagging`] for the `504`; with the feature `projections`,
 //!   `MinPosition::wait_for` waits on an `annals-projections` read model in one call, and that crate's errors
 //!   map onto [`HttpError`] (a lagging read model → `504 projection_lagging`).
 //! - [`no_route`] / [`method_not_allowed`]: the router's fallbacks, in the same error shape; [`EventJson`]: a stored
