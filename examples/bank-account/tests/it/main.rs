@@ -33,6 +33,7 @@ mod logs;
 mod read_models;
 mod rebuild;
 mod restart_after_sigkill;
+mod stops_gracefully_on_sigterm;
 mod support;
 mod transfers;
 mod transfers_survive_a_crash;
