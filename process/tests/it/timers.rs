@@ -38,6 +38,10 @@ on_both_stores!(
 );
 on_both_stores!(a_cancelled_timer_never_fires, cancelled_never_fires);
 on_both_stores!(a_failing_timer_is_retried_then_parked, failing_timer_parks);
+on_both_stores!(
+    a_second_wake_up_with_the_same_key_and_due_time_fires,
+    second_wake_up_fires
+);
 
 fn process(store: &Arc<dyn EventStore>, timers: &Timers) -> (Process<Jobs>, Counters) {
     let counters = Counters::new(Arc::clone(store));
@@ -216,4 +220,45 @@ async fn postgres_pollers_claim_disjoint_timers(pool: sqlx::PgPool) {
     for n in 0..40 {
         assert_eq!(counter_value(&store, &format!("q{n}")).await, 1);
     }
+}
+
+/// Counts the `JobStarted` events of job `id`.
+async fn starts(store: &Arc<dyn EventStore>, id: &str) -> usize {
+    store
+        .load_stream(&stream(&format!("job-{id}")))
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.event_type == "JobStarted")
+        .count()
+}
+
+async fn second_wake_up_fires(store: Arc<dyn EventStore>, timers: Timers) {
+    let (process, _) = process(&store, &timers);
+    let at = Utc::now() - chrono::Duration::seconds(1);
+    let first = request(&*store, "w1", "w", 1, Some(at)).await;
+    process.handle_event(&first).await.unwrap();
+    assert_eq!(process.fire_due_timers().await.unwrap(), 1);
+    assert_eq!(starts(&store, "w1").await, 1);
+
+    // The job is requested again with the same due time: the same key and due time, a new wake-up.
+    Repository::<Job, _>::new(Arc::clone(&store))
+        .execute(
+            &stream("job-w1"),
+            &JobCommand::Request {
+                counter: "w".into(),
+                amount: 1,
+                at: Some(at),
+            },
+        )
+        .await
+        .unwrap();
+    let again = store.load_stream(&stream("job-w1")).await.unwrap();
+    process.handle_event(again.last().unwrap()).await.unwrap();
+    assert_eq!(process.fire_due_timers().await.unwrap(), 1);
+    assert_eq!(
+        starts(&store, "w1").await,
+        2,
+        "the second wake-up was handled, not taken for the first one handled again"
+    );
 }
