@@ -127,6 +127,23 @@ impl<P: ProcessManager> Process<P> {
         self.inner.timers.parked.list(&self.inner.name).await
     }
 
+    /// Makes the parked timers (those that failed to fire `timer_attempts` times) due again at once, their
+    /// attempts counted from zero, after the cause was fixed; returns how many. A running
+    /// [`run_timers`](Self::run_timers) fires them at once; the firing is once in effect as always.
+    ///
+    /// # Errors
+    /// [`Error::Timers`] when the timer store fails.
+    pub async fn retry_parked_timers(&self) -> Result<u64> {
+        let inner = &self.inner;
+        let unparked = inner
+            .timers
+            .store
+            .unpark(&inner.name, inner.options.timer_attempts)
+            .await?;
+        inner.timers.wake.notify_waiters();
+        Ok(unparked)
+    }
+
     /// Handles the parked inputs again, in position order (after the cause was fixed: the code, the data, a
     /// configuration), and unparks each one that succeeds. An input that fails permanently again stays parked
     /// with the new reason, and so do the later inputs of its instance. Safe while the runner runs and after

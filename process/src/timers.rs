@@ -60,6 +60,9 @@ pub(crate) trait TimerStore: Send + Sync + 'static {
     async fn release(&self, timer: &Timer, retry_in: Duration, error: &str) -> Result<()>;
     /// The earliest due time of a claimable timer of `process`.
     async fn next_due(&self, process: &str, max_attempts: u32) -> Result<Option<DateTime<Utc>>>;
+    /// Makes the parked timers of `process` (`attempts >= max_attempts`) claimable again at once, with their
+    /// attempts counted from zero; how many.
+    async fn unpark(&self, process: &str, max_attempts: u32) -> Result<u64>;
     /// How many timers `process` has pending and parked.
     async fn counts(&self, process: &str, max_attempts: u32) -> Result<TimerCounts>;
 }

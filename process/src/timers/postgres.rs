@@ -19,6 +19,7 @@ pub(crate) struct PostgresTimers {
     complete: String,
     release: String,
     next_due: String,
+    unpark: String,
     counts: String,
 }
 
@@ -79,6 +80,9 @@ impl PostgresTimers {
             next_due: format!(
                 "SELECT min(greatest(due_at, coalesce(claimed_until, due_at))) AS due FROM {table} \
                  WHERE process = $1 AND attempts < $2"
+            ),
+            unpark: format!(
+                "UPDATE {table} SET attempts = 0, claimed_until = NULL WHERE process = $1 AND attempts >= $2"
             ),
             counts: format!(
                 "SELECT count(*) FILTER (WHERE attempts < $2) AS pending, \
@@ -188,6 +192,16 @@ impl TimerStore for PostgresTimers {
             .await
             .map_err(db("find the next due timer"))?;
         column(&row, "due")
+    }
+
+    async fn unpark(&self, process: &str, max_attempts: u32) -> Result<u64> {
+        let done = sqlx::query(AssertSqlSafe(self.unpark.as_str()))
+            .bind(process)
+            .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
+            .execute(&self.pool)
+            .await
+            .map_err(db("unpark timers"))?;
+        Ok(done.rows_affected())
     }
 
     async fn counts(&self, process: &str, max_attempts: u32) -> Result<TimerCounts> {

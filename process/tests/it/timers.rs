@@ -38,6 +38,7 @@ on_both_stores!(
 );
 on_both_stores!(a_cancelled_timer_never_fires, cancelled_never_fires);
 on_both_stores!(a_failing_timer_is_retried_then_parked, failing_timer_parks);
+on_both_stores!(a_parked_timer_fires_once_retried, parked_timer_retried);
 on_both_stores!(
     a_second_wake_up_with_the_same_key_and_due_time_fires,
     second_wake_up_fires
@@ -261,4 +262,44 @@ async fn second_wake_up_fires(store: Arc<dyn EventStore>, timers: Timers) {
         2,
         "the second wake-up was handled, not taken for the first one handled again"
     );
+}
+
+async fn parked_timer_retried(store: Arc<dyn EventStore>, timers: Timers) {
+    let counters = Counters::new(Arc::clone(&store));
+    counters
+        .fail_after
+        .store(u32::MAX, std::sync::atomic::Ordering::SeqCst);
+    let process = Process::new(Jobs, Arc::clone(&store), counters.clone(), timers.clone())
+        .with_options(
+            ProcessOptions::new()
+                .timer_attempts(2)
+                .timer_poll(Duration::from_millis(5)),
+        );
+    let requested = request(&*store, "t5", "v", 5, Some(Utc::now())).await;
+    process.handle_event(&requested).await.unwrap();
+    eventually(
+        "the timer was tried twice",
+        Duration::from_secs(20),
+        || async {
+            let _ = process.fire_due_timers().await.unwrap();
+            counters.sends().len() >= 2
+        },
+    )
+    .await;
+    assert_eq!(process.fire_due_timers().await.unwrap(), 0, "parked");
+
+    // The cause is fixed; the operator retries the parked timers, and the timer fires.
+    counters
+        .fail_after
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(process.retry_parked_timers().await.unwrap(), 1);
+    eventually(
+        "the parked timer fired after the fix",
+        Duration::from_secs(10),
+        || async { process.fire_due_timers().await.unwrap() == 1 },
+    )
+    .await;
+    assert_eq!(counter_value(&store, "v").await, 5, "once in effect");
+    assert_eq!(counters.sends().len(), 3);
+    assert_eq!(process.retry_parked_timers().await.unwrap(), 0, "none left");
 }
