@@ -303,3 +303,67 @@ async fn parked_timer_retried(store: Arc<dyn EventStore>, timers: Timers) {
     assert_eq!(counters.sends().len(), 3);
     assert_eq!(process.retry_parked_timers().await.unwrap(), 0, "none left");
 }
+
+/// Sequential scans of `process_timers` so far, once the polling connection's statistics are flushed.
+async fn timer_table_scans(poller: &sqlx::PgPool, reader: &sqlx::PgPool, schema: &str) -> i64 {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(poller)
+        .await
+        .unwrap();
+    // The next statement on the (only) polling connection starts after it went idle and flushed.
+    sqlx::query("SELECT 1").execute(poller).await.unwrap();
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(reader)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT seq_scan FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'process_timers'",
+    )
+    .bind(schema)
+    .fetch_one(reader)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn postgres_the_due_timer_poll_reads_through_an_index(pool: sqlx::PgPool) {
+    let store = pg_store(pool.clone()).await;
+    let schema = store.schema().to_owned();
+    // 5,000 timers of this process, none due for an hour, and statistics that know it.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO \"{schema}\".process_timers (process, instance, timer_key, fire_id, due_at, payload) \
+         SELECT 'jobs', 'i' || g, 'start', gen_random_uuid(), now() + interval '1 hour' + g * interval '1 s', \
+                '\"Start\"' FROM generate_series(1, 5000) AS g"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ANALYZE \"{schema}\".process_timers"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    // The poller on a connection of its own, so its statistics can be flushed on demand.
+    let poller = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .unwrap();
+    let polling_store = annals_postgres::PostgresStore::from_pool(poller.clone());
+    let store: Arc<dyn EventStore> = Arc::new(store);
+    let (process, _) = process(&store, &Timers::postgres(&polling_store));
+
+    let before = timer_table_scans(&poller, &pool, &schema).await;
+    for _ in 0..3 {
+        // One poll: claim the due timers, then find when the next one is due.
+        process.run_timers(async {}).await.unwrap();
+    }
+    let after = timer_table_scans(&poller, &pool, &schema).await;
+    assert_eq!(
+        after - before,
+        0,
+        "the due-timer poll read the 5,000-timer table sequentially"
+    );
+    poller.close().await;
+}
