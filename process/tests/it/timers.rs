@@ -40,6 +40,10 @@ on_both_stores!(a_cancelled_timer_never_fires, cancelled_never_fires);
 on_both_stores!(a_failing_timer_is_retried_then_parked, failing_timer_parks);
 on_both_stores!(a_parked_timer_fires_once_retried, parked_timer_retried);
 on_both_stores!(
+    a_cancelled_timer_stays_cancelled_when_its_input_is_handled_again,
+    cancelled_stays_cancelled
+);
+on_both_stores!(
     a_second_wake_up_with_the_same_key_and_due_time_fires,
     second_wake_up_fires
 );
@@ -366,4 +370,31 @@ async fn postgres_the_due_timer_poll_reads_through_an_index(pool: sqlx::PgPool) 
         "the due-timer poll read the 5,000-timer table sequentially"
     );
     poller.close().await;
+}
+
+async fn cancelled_stays_cancelled(store: Arc<dyn EventStore>, timers: Timers) {
+    let (process, counters) = process(&store, &timers);
+    let requested = request(&*store, "t6", "u", 5, Some(Utc::now())).await;
+    process.handle_event(&requested).await.unwrap();
+    Repository::<Job, _>::new(Arc::clone(&store))
+        .execute(&stream("job-t6"), &JobCommand::Cancel)
+        .await
+        .unwrap();
+    let cancelled = store.load_stream(&stream("job-t6")).await.unwrap();
+    process
+        .handle_event(cancelled.last().unwrap())
+        .await
+        .unwrap();
+
+    // The request comes again (a runner that crashed before its checkpoint). Its decision recorded no event, so
+    // it is decided on the current state (cancelled), which schedules nothing: the cancellation holds. (A decision
+    // that schedules a timer *and* appends events is decided again on the state before them and schedules the
+    // timer again: the documented caveat of docs/process-managers.md, "Timers and inputs handled again".)
+    process.handle_event(&requested).await.unwrap();
+    assert_eq!(
+        process.fire_due_timers().await.unwrap(),
+        0,
+        "the cancelled timer came back and fired"
+    );
+    assert!(counters.sends().is_empty());
 }
