@@ -113,6 +113,12 @@ impl From<annals::Error> for HttpError {
             annals::Error::InvalidAppend { reason, .. } => {
                 Self::invalid_request(format!("the request cannot be stored: {reason}"))
             }
+            // The repository retries conflicts itself; one that reaches an answer is still the caller's race.
+            annals::Error::Conflict { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "the resource changed under a concurrent request; retry the request",
+            ),
             unavailable @ annals::Error::Unavailable { .. } => {
                 Self::unavailable(unavailable, "the store is unavailable; retry later")
             }

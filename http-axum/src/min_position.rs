@@ -1,5 +1,7 @@
 //! `?min_position=N`: read-your-writes for reads served from a read model.
 
+use std::time::{Duration, Instant};
+
 use annals::Position;
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
@@ -20,24 +22,50 @@ struct Params {
 pub struct MinPosition(pub Option<Position>);
 
 impl MinPosition {
-    /// Refuses a position beyond `store`'s head at once with `422 position_beyond_head`: no event has it yet, so
-    /// waiting for a read model to reach it would only hold the request (and a connection) until the timeout.
+    /// How long [`reachable`](Self::reachable) waits for the store's head: 5 s, as a read model's default wait.
+    pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
+
+    /// [`reachable_within`](Self::reachable_within) [`DEFAULT_WAIT`](Self::DEFAULT_WAIT).
     ///
     /// # Errors
     /// `422 position_beyond_head`, or the store's error mapped by [`HttpError`].
     pub async fn reachable(self, store: &dyn annals::EventStore) -> Result<Self, HttpError> {
+        self.reachable_within(store, Self::DEFAULT_WAIT).await
+    }
+
+    /// Waits, at most `max_wait`, until `store`'s head reaches the position, and refuses it with
+    /// `422 position_beyond_head` when it does not.
+    ///
+    /// The head is gap-safe: a position a write just answered with can be beyond it while an append that took a
+    /// lower position is still committing, so such a position is waited for, never refused. A position no write
+    /// was handed is refused only once `max_wait` has passed: the [`EventStore`](annals::EventStore) trait tells
+    /// a position not yet readable from one never handed out by no other means.
+    ///
+    /// # Errors
+    /// `422 position_beyond_head`, or the store's error mapped by [`HttpError`].
+    pub async fn reachable_within(
+        self,
+        store: &dyn annals::EventStore,
+        max_wait: Duration,
+    ) -> Result<Self, HttpError> {
         let Some(wanted) = self.0 else {
             return Ok(self);
         };
-        let head = store.head().await?;
-        if wanted > head {
-            return Err(HttpError::new(
-                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                "position_beyond_head",
-                format!(
-                    "min_position {wanted} is beyond the last stored event ({head}); use a position a write answered with"
-                ),
-            ));
+        let deadline = Instant::now() + max_wait;
+        let mut head = store.head().await?;
+        while head < wanted {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(HttpError::new(
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    "position_beyond_head",
+                    format!(
+                        "min_position {wanted} is beyond the last stored event ({head}); use a position a write \
+                         answered with"
+                    ),
+                ));
+            }
+            head = store.wait_for_events(head, left).await?;
         }
         Ok(self)
     }

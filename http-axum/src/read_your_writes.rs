@@ -7,10 +7,12 @@ use crate::error::HttpError;
 use crate::min_position::MinPosition;
 
 impl MinPosition {
-    /// Read-your-writes in one call: refuses a position beyond `store`'s head at once
-    /// ([`reachable`](Self::reachable): `422 position_beyond_head`), then waits until `reader`'s read model has
-    /// processed it, at most the reader's [`max_wait`](DocumentReader::max_wait) (then `504 projection_lagging`).
-    /// Without `?min_position` it returns at once.
+    /// Read-your-writes in one call: waits until `store`'s head reaches the position
+    /// ([`reachable_within`](Self::reachable_within): a position a write answered with is waited for while an
+    /// append below it commits; one still beyond the head after the wait is `422 position_beyond_head`), then
+    /// until `reader`'s read model has processed it: both within the reader's
+    /// [`max_wait`](DocumentReader::max_wait) (then `504 projection_lagging`). Without `?min_position` it
+    /// returns at once.
     ///
     /// ```no_run
     /// use annals_axum::{HttpError, MinPosition};
@@ -34,8 +36,15 @@ impl MinPosition {
         store: &dyn annals::EventStore,
         reader: &DocumentReader,
     ) -> Result<(), HttpError> {
-        let Self(position) = self.reachable(store).await?;
-        Ok(reader.caught_up_to(position).await?)
+        let started = std::time::Instant::now();
+        let max_wait = reader.max_wait();
+        let Self(position) = self.reachable_within(store, max_wait).await?;
+        let Some(position) = position else {
+            return Ok(());
+        };
+        let left = max_wait.saturating_sub(started.elapsed());
+        reader.wait_for_position(position, left).await?;
+        Ok(())
     }
 }
 

@@ -74,6 +74,17 @@ async fn framework_errors_map_to_their_statuses() {
             503,
             "unavailable",
         ),
+        // A store-level conflict reaching a handler (an append outside the repository's retries) is the
+        // same concurrency conflict: 409, never 500.
+        (
+            CommandError::Store(Error::Conflict {
+                stream: stream(),
+                expected: ExpectedVersion::NoStream,
+                actual: StreamVersion(1),
+            }),
+            409,
+            "conflict",
+        ),
     ];
     for (error, status, code) in cases {
         let response = HttpError::from(error).into_response();
@@ -83,6 +94,14 @@ async fn framework_errors_map_to_their_statuses() {
         }
         assert_eq!(body_of(response).await["error"]["code"], code);
     }
+    let response = HttpError::from(Error::Conflict {
+        stream: stream(),
+        expected: ExpectedVersion::Exact(StreamVersion(1)),
+        actual: StreamVersion(2),
+    })
+    .into_response();
+    assert_eq!(response.status().as_u16(), 409);
+    assert_eq!(body_of(response).await["error"]["code"], "conflict");
     let decode = Error::Decode {
         stream: stream(),
         version: StreamVersion(3),
@@ -195,7 +214,7 @@ async fn bad_headers_queries_and_bodies_are_400() {
 }
 
 #[tokio::test]
-async fn a_position_beyond_the_head_is_refused_at_once() {
+async fn a_position_no_write_was_handed_is_refused_after_the_wait() {
     use annals::{EventStore, NewEvent};
     let store = annals_memory::MemoryStore::new();
     let event = NewEvent::new("ThingHappened", serde_json::json!({}));
@@ -203,8 +222,9 @@ async fn a_position_beyond_the_head_is_refused_at_once() {
         .append(&stream(), ExpectedVersion::NoStream, vec![event])
         .await
         .unwrap();
+    let wait = std::time::Duration::from_millis(20);
     let at_head = MinPosition(Some(Position(1)))
-        .reachable(&store)
+        .reachable_within(&store, wait)
         .await
         .unwrap();
     assert_eq!(at_head, MinPosition(Some(Position(1))));
@@ -213,7 +233,7 @@ async fn a_position_beyond_the_head_is_refused_at_once() {
         MinPosition(None)
     );
     let beyond = MinPosition(Some(Position(i64::MAX as u64)))
-        .reachable(&store)
+        .reachable_within(&store, wait)
         .await
         .unwrap_err();
     assert_eq!(
@@ -246,4 +266,127 @@ async fn unrouted_requests_get_the_error_shape() {
                 .is_some_and(|m| !m.is_empty())
         );
     }
+}
+
+/// A store whose gap-safe head stays below an append that is still committing (as PostgreSQL's does): positions
+/// after it are handed out and stored, but not readable until it ends.
+struct Gapped {
+    inner: annals_memory::MemoryStore,
+    /// The position of the append still committing, if any.
+    in_flight: tokio::sync::watch::Sender<Option<Position>>,
+    /// Signalled whenever a reader asks for the head.
+    asked: tokio::sync::Notify,
+}
+
+impl Gapped {
+    async fn visible_head(&self) -> annals::Result<Position> {
+        use annals::EventStore;
+        let head = self.inner.head().await?;
+        Ok(match *self.in_flight.borrow() {
+            Some(committing) => head.min(Position(committing.get() - 1)),
+            None => head,
+        })
+    }
+}
+
+#[annals::async_trait]
+impl annals::EventStore for Gapped {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<annals::NewEvent>,
+    ) -> annals::Result<annals::AppendResult> {
+        self.inner.append(stream, expected, events).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        limit: usize,
+    ) -> annals::Result<Vec<annals::RecordedEvent>> {
+        self.inner.read_stream(stream, from, limit).await
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> annals::Result<Vec<annals::RecordedEvent>> {
+        let head = self.visible_head().await?;
+        let mut events = self.inner.read_all(after, limit).await?;
+        events.retain(|e| e.position <= head);
+        Ok(events)
+    }
+
+    async fn head(&self) -> annals::Result<Position> {
+        self.asked.notify_one();
+        self.visible_head().await
+    }
+
+    async fn wait_for_events(
+        &self,
+        after: Position,
+        timeout: std::time::Duration,
+    ) -> annals::Result<Position> {
+        let mut changes = self.in_flight.subscribe();
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                let head = self.visible_head().await?;
+                if head > after {
+                    return Ok(head);
+                }
+                if changes.changed().await.is_err() {
+                    return Ok(head);
+                }
+            }
+        })
+        .await;
+        match waited {
+            Ok(head) => head,
+            Err(_) => self.visible_head().await,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_position_handed_out_above_an_append_still_committing_is_waited_for() {
+    use annals::{EventStore, NewEvent};
+    let store = std::sync::Arc::new(Gapped {
+        inner: annals_memory::MemoryStore::new(),
+        in_flight: tokio::sync::watch::channel(None).0,
+        asked: tokio::sync::Notify::new(),
+    });
+    let event = || vec![NewEvent::new("ThingHappened", serde_json::json!({}))];
+    let committing = store
+        .append(&stream(), ExpectedVersion::NoStream, event())
+        .await
+        .unwrap()
+        .last_position;
+    store.in_flight.send_replace(Some(committing));
+    // A write after it returns its position, which the gap-safe head does not reach yet.
+    let written = store
+        .append(
+            &StreamId::new("account-2").unwrap(),
+            ExpectedVersion::NoStream,
+            event(),
+        )
+        .await
+        .unwrap()
+        .last_position;
+    assert!(store.visible_head().await.unwrap() < written);
+
+    let reader = tokio::spawn({
+        let store = std::sync::Arc::clone(&store);
+        async move { MinPosition(Some(written)).reachable(&*store).await }
+    });
+    // Once the reader has seen the head below its position, the append below ends.
+    store.asked.notified().await;
+    store.in_flight.send_replace(None);
+    assert_eq!(
+        reader.await.unwrap().unwrap(),
+        MinPosition(Some(written)),
+        "a position a write answered with is waited for, never refused"
+    );
 }

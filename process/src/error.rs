@@ -75,6 +75,26 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A decision scheduled a timer due outside [`timer_due_range`](crate::timer_due_range), which no timer
+    /// store keeps the same way (PostgreSQL cannot hold year -5000 at all). Permanent for this input: the
+    /// runner parks it. Check due times where they enter (an API answers `400`).
+    #[error(
+        "process {process:?}: timer {key:?} of instance {instance:?} is due at {due_at}, outside the accepted range \
+         {range}"
+    )]
+    DueOutOfRange {
+        /// The process manager's name.
+        process: String,
+        /// The instance.
+        instance: String,
+        /// The timer's key.
+        key: String,
+        /// The refused due time.
+        due_at: chrono::DateTime<chrono::Utc>,
+        /// The accepted range, as text.
+        range: String,
+    },
+
     /// The timer store failed (a database error). Transient: the poller backs off and tries again.
     #[error("timer store: {operation}: {reason}")]
     Timers {
@@ -84,9 +104,44 @@ pub enum Error {
         reason: String,
     },
 
+    /// The store of parked inputs failed (a database error). Transient: the runner retries the input.
+    #[error("parked inputs: {operation}: {reason}")]
+    Parked {
+        /// What was being done.
+        operation: &'static str,
+        /// The cause.
+        reason: String,
+    },
+
     /// The projections runner underneath failed (checkpoints, leases, status).
     #[error(transparent)]
     Projections(Box<annals_projections::Error>),
+}
+
+impl Error {
+    /// Whether the failure belongs to the one input being handled and handling it again cannot help: a
+    /// decision that breaks the rules, a routing (decoding) error, a timer payload or due time no store keeps,
+    /// an event of the instance that does not decode or cannot be stored. The runner parks such an input
+    /// and goes on with the others.
+    ///
+    /// Everything else is worth retrying or is not the input's fault (the store or the timer store
+    /// unavailable, a contended stream, a failed send, a misconfigured backend): the runner's failure policy
+    /// retries it and it never parks.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Store { source, .. } => matches!(
+                source,
+                annals::Error::InvalidStreamId(_)
+                    | annals::Error::EventIdReused { .. }
+                    | annals::Error::InvalidAppend { .. }
+                    | annals::Error::Encode { .. }
+                    | annals::Error::Decode { .. }
+                    | annals::Error::CommandIdUsed { .. }
+            ),
+            Self::Process { .. } | Self::TimerPayload { .. } | Self::DueOutOfRange { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 impl From<annals_projections::Error> for Error {

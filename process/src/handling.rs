@@ -172,7 +172,7 @@ impl<P: ProcessManager> Inner<P> {
         };
 
         for request in decision.timers {
-            self.apply_timer(work.instance, &work.correlation, request)
+            self.apply_timer(work.instance, work.cause, &work.correlation, request)
                 .await?;
         }
         let mut refusals = Vec::new();
@@ -214,6 +214,7 @@ impl<P: ProcessManager> Inner<P> {
     async fn apply_timer(
         &self,
         instance: &str,
+        cause: Uuid,
         correlation: &str,
         request: TimerRequest<P::Timer>,
     ) -> Result<()> {
@@ -229,15 +230,20 @@ impl<P: ProcessManager> Inner<P> {
                 let timer = Timer {
                     process: self.name.clone(),
                     instance: instance.to_owned(),
-                    fire_id: ids::timer_firing(&self.name, instance, &key, at.timestamp_micros()),
+                    fire_id: ids::timer_firing(
+                        cause,
+                        &self.name,
+                        instance,
+                        &key,
+                        at.timestamp_micros(),
+                    ),
                     key,
                     due_at: at,
                     payload,
                     correlation_id: Some(correlation.to_owned()),
                     attempts: 0,
                 };
-                self.timers.store.schedule(&timer).await?;
-                self.timers.wake.notify_waiters();
+                self.timers.schedule(&timer).await?;
             }
             TimerRequest::Cancel { key } => {
                 self.timers.store.cancel(&self.name, instance, &key).await?;

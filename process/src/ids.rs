@@ -30,10 +30,20 @@ pub(crate) fn child(cause: Uuid, label: &str, index: usize) -> Uuid {
     ])
 }
 
-/// The cause id of one firing of a timer: the process, the instance, the key and the due time.
-pub(crate) fn timer_firing(process: &str, instance: &str, key: &str, due_micros: i64) -> Uuid {
+/// The cause id of one firing of a timer: the input that scheduled it (`scheduled_by`, its cause id), the
+/// process, the instance, the key and the due time. The same input handled again schedules the same firing;
+/// another input scheduling the same key and due time later (a second wake-up) schedules a new one, which is
+/// handled as a new input, not taken for the first one handled again.
+pub(crate) fn timer_firing(
+    scheduled_by: Uuid,
+    process: &str,
+    instance: &str,
+    key: &str,
+    due_micros: i64,
+) -> Uuid {
     derive(&[
         b"timer",
+        scheduled_by.as_bytes(),
         process.as_bytes(),
         instance.as_bytes(),
         key.as_bytes(),

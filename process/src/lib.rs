@@ -103,10 +103,13 @@
 
 mod command;
 mod decision;
+mod due_range;
 mod error;
 mod handling;
 mod ids;
 mod options;
+mod parked;
+mod parking;
 mod pipeline;
 mod process;
 mod runner;
@@ -116,8 +119,10 @@ mod timers;
 
 pub use command::{CommandContext, CommandSender, Sent};
 pub use decision::{Decision, TimerRequest};
+pub use due_range::timer_due_range;
 pub use error::{BoxError, Error, Result};
 pub use options::ProcessOptions;
+pub use parked::{ParkedInput, RetryReport};
 pub use process::{Input, ProcessManager, Routed};
 pub use runner::{Process, ProcessProjection, default_options};
 pub use status::ProcessStatus;

@@ -22,10 +22,14 @@ type Done = watch::Receiver<Option<bool>>;
 struct State {
     /// Handlings started ahead, by the position of their event.
     ahead: BTreeMap<Position, Done>,
-    /// The last handling started per instance (the next one of that instance waits for it).
-    tails: HashMap<String, Done>,
+    /// The last handling started per instance, by its event's position (the next one of that instance waits
+    /// for it). A failed one stays until the runner has passed its position: the runner does it again, and
+    /// the instance's later inputs must wait for that, not run ahead of it.
+    tails: HashMap<String, (Position, Done)>,
     /// The log has been read ahead up to here.
     read_up_to: Position,
+    /// The last position the runner reached.
+    runner_at: Position,
 }
 
 pub(crate) struct Pipeline {
@@ -53,6 +57,7 @@ impl Pipeline {
         let later = state.ahead.split_off(&position);
         state.ahead = later;
         let taken = state.ahead.remove(&position);
+        state.runner_at = state.runner_at.max(position);
         if state.read_up_to < position {
             state.read_up_to = position;
         }
@@ -78,7 +83,13 @@ pub(crate) async fn top_up<P: ProcessManager>(inner: &Arc<Inner<P>>) {
     let pipeline = &inner.pipeline;
     let (from, room) = {
         let mut state = pipeline.state();
-        state.tails.retain(|_, done| done.borrow().is_none());
+        let runner_at = state.runner_at;
+        state
+            .tails
+            .retain(|_, (position, done)| match *done.borrow() {
+                None => true,
+                Some(succeeded) => !succeeded && *position > runner_at,
+            });
         let running = state.ahead.len();
         if pipeline.depth == 0 || running > pipeline.depth / 2 {
             return;
@@ -111,10 +122,25 @@ pub(crate) async fn top_up<P: ProcessManager>(inner: &Arc<Inner<P>>) {
             }
             state.read_up_to = position;
             state.ahead.insert(position, rx.clone());
-            state.tails.insert(routed.instance.clone(), rx)
+            state
+                .tails
+                .insert(routed.instance.clone(), (position, rx))
+                .map(|(_, done)| done)
         };
         let inner = Arc::clone(inner);
         tokio::spawn(async move {
+            // An instance with a parked input: its later inputs are the runner's to park, in order.
+            if !matches!(
+                inner
+                    .timers
+                    .parked
+                    .first_of(&inner.name, &routed.instance)
+                    .await,
+                Ok(None)
+            ) {
+                let _ = tx.send(Some(false));
+                return;
+            }
             if let Some(mut before) = before
                 && !matches!(
                     before.wait_for(Option::is_some).await.map(|v| *v),

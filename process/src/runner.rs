@@ -36,7 +36,7 @@ pub(crate) struct Inner<P: ProcessManager> {
 /// the log in order, with a checkpoint, an exclusive lease and the failure policy, exactly like a read model.
 /// Run [`run_timers`](Self::run_timers) beside it. Cheap to clone.
 pub struct Process<P: ProcessManager> {
-    inner: Arc<Inner<P>>,
+    pub(crate) inner: Arc<Inner<P>>,
 }
 
 impl<P: ProcessManager> Clone for Process<P> {
@@ -108,37 +108,17 @@ impl<P: ProcessManager> Process<P> {
         projections.with_options(self.projection(), options)
     }
 
-    /// Handles one event of the log: tracks the process's own instances, routes the event and, when it is for
-    /// an instance, decides and carries the decision out. This is what the runner calls for every event.
+    /// Handles one event of the log: routes the event and, when it is for an instance, decides and carries the
+    /// decision out. The runner does the same for every event, except that it parks an input whose handling
+    /// fails permanently ([`Error::is_permanent`]) instead of returning the error (see [`parked`](Self::parked)).
     ///
     /// # Errors
     /// Store, sender and timer failures, and decisions that break the rules ([`enum@Error`]).
     pub async fn handle_event(&self, event: &RecordedEvent) -> Result<()> {
-        let inner = &self.inner;
-        let routed = inner.pm.route(event).map_err(|e| Error::Process {
-            process: inner.name.clone(),
-            reason: format!(
-                "routing event {} ({} at {}): {e}",
-                event.event_type, event.stream_id, event.position
-            ),
-        })?;
-        let Some(routed) = routed else {
-            return Ok(());
-        };
-        let correlation = event
-            .metadata
-            .correlation_id
-            .clone()
-            .unwrap_or_else(|| event.event_id.to_string());
-        inner
-            .handle(Work {
-                instance: &routed.instance,
-                starts: routed.starts,
-                cause: event.event_id.0,
-                correlation,
-                input: Owned::Event(&routed.trigger),
-            })
-            .await
+        match self.inner.route_event(event)? {
+            Some(routed) => self.inner.handle_routed(event, &routed).await,
+            None => Ok(()),
+        }
     }
 
     /// The instance's state as stored (`None` when it has not started).
@@ -298,6 +278,7 @@ impl<P: ProcessManager> Process<P> {
             .store
             .counts(&inner.name, inner.options.timer_attempts)
             .await?;
+        let parked_inputs = inner.timers.parked.count(&inner.name).await?;
         Ok(ProcessStatus {
             name: status.name,
             checkpoint: status.checkpoint,
@@ -308,6 +289,7 @@ impl<P: ProcessManager> Process<P> {
             timers_pending: timers.pending,
             timers_parked: timers.parked,
             parked_events: status.parked,
+            parked_inputs,
         })
     }
 }
@@ -363,7 +345,7 @@ impl<P: ProcessManager> Projection for ProcessProjection<P> {
             }
         }
         if !crate::pipeline::handled_ahead(inner, event.position).await {
-            self.process.handle_event(event).await?;
+            inner.handle_or_park(event).await?;
         }
         crate::pipeline::top_up(inner).await;
         Ok(())

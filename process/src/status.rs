@@ -23,6 +23,10 @@ pub struct ProcessStatus {
     pub timers_pending: u64,
     /// Timers that failed to fire too often and wait for an operator.
     pub timers_parked: u64,
-    /// Events parked by the failure policy.
+    /// Events parked by the runner's failure policy (see `Projections::parked`).
     pub parked_events: usize,
+    /// Inputs parked because their handling failed permanently, or behind such an input of the same instance
+    /// ([`Process::parked`](crate::Process::parked) lists them with their reasons,
+    /// [`Process::retry_parked`](crate::Process::retry_parked) handles them again).
+    pub parked_inputs: u64,
 }

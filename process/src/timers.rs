@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::parked::ParkedStore;
 
 pub(crate) mod memory;
 #[cfg(feature = "postgres")]
@@ -59,15 +60,23 @@ pub(crate) trait TimerStore: Send + Sync + 'static {
     async fn release(&self, timer: &Timer, retry_in: Duration, error: &str) -> Result<()>;
     /// The earliest due time of a claimable timer of `process`.
     async fn next_due(&self, process: &str, max_attempts: u32) -> Result<Option<DateTime<Utc>>>;
+    /// Makes the parked timers of `process` (`attempts >= max_attempts`) claimable again at once, with their
+    /// attempts counted from zero; how many.
+    async fn unpark(&self, process: &str, max_attempts: u32) -> Result<u64>;
     /// How many timers `process` has pending and parked.
     async fn counts(&self, process: &str, max_attempts: u32) -> Result<TimerCounts>;
 }
 
 /// The durable timers of process managers: in process memory (with the memory store) or in the PostgreSQL
-/// store's schema (table `process_timers`, migration 0006 of `annals-postgres`). Cheap to clone.
+/// store's schema (table `process_timers`, migration 0006 of `annals-postgres`). The process's parked inputs
+/// are kept beside them (in memory, or table `process_parked`, migration 0012). Cheap to clone.
+///
+/// Every store accepts the same due times, [`timer_due_range`](crate::timer_due_range); a timer due outside it
+/// is refused with [`Error::DueOutOfRange`] before it reaches the store.
 #[derive(Clone)]
 pub struct Timers {
     pub(crate) store: Arc<dyn TimerStore>,
+    pub(crate) parked: Arc<dyn ParkedStore>,
     pub(crate) wake: Arc<Notify>,
 }
 
@@ -80,7 +89,10 @@ impl std::fmt::Debug for Timers {
 impl Timers {
     /// Timers kept in this process's memory, for the memory store (they live as long as the store does).
     pub fn memory() -> Self {
-        Self::from_store(Arc::new(memory::MemoryTimers::default()))
+        Self::from_stores(
+            Arc::new(memory::MemoryTimers::default()),
+            Arc::new(crate::parked::memory::MemoryParked::default()),
+        )
     }
 
     /// Timers kept in `store`'s schema, table `process_timers` (created by the store's migrations). Polling
@@ -88,16 +100,42 @@ impl Timers {
     /// poll the same table.
     #[cfg(feature = "postgres")]
     pub fn postgres(store: &annals_postgres::PostgresStore) -> Self {
-        Self::from_store(Arc::new(postgres::PostgresTimers::new(
-            store.pool().clone(),
-            store.schema(),
-        )))
+        Self::from_stores(
+            Arc::new(postgres::PostgresTimers::new(
+                store.pool().clone(),
+                store.schema(),
+            )),
+            Arc::new(crate::parked::postgres::PostgresParked::new(
+                store.pool().clone(),
+                store.schema(),
+            )),
+        )
     }
 
-    fn from_store(store: Arc<dyn TimerStore>) -> Self {
+    fn from_stores(store: Arc<dyn TimerStore>, parked: Arc<dyn ParkedStore>) -> Self {
         Self {
             store,
+            parked,
             wake: Arc::new(Notify::new()),
         }
+    }
+
+    /// Schedules `timer` if its due time is in [`timer_due_range`](crate::timer_due_range), on every store alike.
+    ///
+    /// # Errors
+    /// [`Error::DueOutOfRange`]; the store's error.
+    pub(crate) async fn schedule(&self, timer: &Timer) -> Result<()> {
+        if !crate::due_range::timer_due_range().contains(&timer.due_at) {
+            return Err(Error::DueOutOfRange {
+                process: timer.process.clone(),
+                instance: timer.instance.clone(),
+                key: timer.key.clone(),
+                due_at: timer.due_at,
+                range: crate::due_range::describe(),
+            });
+        }
+        self.store.schedule(timer).await?;
+        self.wake.notify_waiters();
+        Ok(())
     }
 }

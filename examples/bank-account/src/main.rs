@@ -164,9 +164,9 @@ async fn main() -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Ctrl-C (SIGINT) or SIGTERM, what every deploy and orchestrator sends: either stops the service gracefully
+/// (in-flight requests finish, runners end their batch and release their leases), as `bank-notifier` does.
 async fn shutdown_signal() {
-    if let Err(error) = tokio::signal::ctrl_c().await {
-        tracing::warn!(%error, "cannot listen for Ctrl-C; stop the process another way");
-        std::future::pending::<()>().await;
-    }
+    annals_nats::shutdown_signal().await;
+    tracing::info!("stopping: finishing in-flight requests and batches, releasing leases");
 }

@@ -175,6 +175,19 @@ impl TimerStore for MemoryTimers {
             .min())
     }
 
+    async fn unpark(&self, process: &str, max_attempts: u32) -> Result<u64> {
+        let mut state = self.state();
+        let mut unparked = 0;
+        for slot in state.by_key.values_mut() {
+            if slot.timer.process == process && slot.timer.attempts >= max_attempts {
+                slot.timer.attempts = 0;
+                slot.claimed_until = None;
+                unparked += 1;
+            }
+        }
+        Ok(unparked)
+    }
+
     async fn counts(&self, process: &str, max_attempts: u32) -> Result<TimerCounts> {
         let state = self.state();
         let mut counts = TimerCounts::default();

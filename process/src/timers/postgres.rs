@@ -9,6 +9,10 @@ use sqlx::{AssertSqlSafe, PgPool, Row};
 use super::{Timer, TimerCounts, TimerStore};
 use crate::error::{Error, Result};
 
+/// When a timer may next be claimed: its due time, or the end of its claim when that is later. Indexed with the
+/// process (`process_timers_wake`, migration 0012): the poll's claim and next-due statements read it as a range.
+const WAKE: &str = "greatest(due_at, coalesce(claimed_until, due_at))";
+
 /// The statements, with the schema's table name filled in once.
 #[derive(Debug)]
 pub(crate) struct PostgresTimers {
@@ -19,6 +23,7 @@ pub(crate) struct PostgresTimers {
     complete: String,
     release: String,
     next_due: String,
+    unpark: String,
     counts: String,
 }
 
@@ -63,9 +68,8 @@ impl PostgresTimers {
                 "UPDATE {table} AS t SET claimed_until = now() + make_interval(secs => $3::bigint / 1000.0), \
                  attempts = t.attempts + 1 \
                  FROM (SELECT process, instance, timer_key FROM {table} \
-                       WHERE process = $1 AND due_at <= now() AND attempts < $4 \
-                         AND (claimed_until IS NULL OR claimed_until <= now()) \
-                       ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED) AS due \
+                       WHERE process = $1 AND {WAKE} <= now() AND attempts < $4 \
+                       ORDER BY {WAKE} LIMIT $2 FOR UPDATE SKIP LOCKED) AS due \
                  WHERE t.process = due.process AND t.instance = due.instance AND t.timer_key = due.timer_key \
                  RETURNING t.instance, t.timer_key, t.fire_id, t.due_at, t.payload, t.correlation_id, t.attempts"
             ),
@@ -77,8 +81,11 @@ impl PostgresTimers {
                  last_error = $6 WHERE process = $1 AND instance = $2 AND timer_key = $3 AND fire_id = $4"
             ),
             next_due: format!(
-                "SELECT min(greatest(due_at, coalesce(claimed_until, due_at))) AS due FROM {table} \
-                 WHERE process = $1 AND attempts < $2"
+                "SELECT {WAKE} AS due FROM {table} WHERE process = $1 AND attempts < $2 \
+                 ORDER BY {WAKE} LIMIT 1"
+            ),
+            unpark: format!(
+                "UPDATE {table} SET attempts = 0, claimed_until = NULL WHERE process = $1 AND attempts >= $2"
             ),
             counts: format!(
                 "SELECT count(*) FILTER (WHERE attempts < $2) AS pending, \
@@ -184,10 +191,20 @@ impl TimerStore for PostgresTimers {
         let row = sqlx::query(AssertSqlSafe(self.next_due.as_str()))
             .bind(process)
             .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
-            .fetch_one(&self.pool)
+            .fetch_optional(&self.pool)
             .await
             .map_err(db("find the next due timer"))?;
-        column(&row, "due")
+        row.map(|row| column(&row, "due")).transpose()
+    }
+
+    async fn unpark(&self, process: &str, max_attempts: u32) -> Result<u64> {
+        let done = sqlx::query(AssertSqlSafe(self.unpark.as_str()))
+            .bind(process)
+            .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
+            .execute(&self.pool)
+            .await
+            .map_err(db("unpark timers"))?;
+        Ok(done.rows_affected())
     }
 
     async fn counts(&self, process: &str, max_attempts: u32) -> Result<TimerCounts> {

@@ -9,5 +9,6 @@
 )]
 
 mod handled_once_in_effect;
+mod no_input_stops_a_process;
 mod support;
 mod timers;

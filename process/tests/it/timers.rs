@@ -38,6 +38,15 @@ on_both_stores!(
 );
 on_both_stores!(a_cancelled_timer_never_fires, cancelled_never_fires);
 on_both_stores!(a_failing_timer_is_retried_then_parked, failing_timer_parks);
+on_both_stores!(a_parked_timer_fires_once_retried, parked_timer_retried);
+on_both_stores!(
+    a_cancelled_timer_stays_cancelled_when_its_input_is_handled_again,
+    cancelled_stays_cancelled
+);
+on_both_stores!(
+    a_second_wake_up_with_the_same_key_and_due_time_fires,
+    second_wake_up_fires
+);
 
 fn process(store: &Arc<dyn EventStore>, timers: &Timers) -> (Process<Jobs>, Counters) {
     let counters = Counters::new(Arc::clone(store));
@@ -216,4 +225,176 @@ async fn postgres_pollers_claim_disjoint_timers(pool: sqlx::PgPool) {
     for n in 0..40 {
         assert_eq!(counter_value(&store, &format!("q{n}")).await, 1);
     }
+}
+
+/// Counts the `JobStarted` events of job `id`.
+async fn starts(store: &Arc<dyn EventStore>, id: &str) -> usize {
+    store
+        .load_stream(&stream(&format!("job-{id}")))
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.event_type == "JobStarted")
+        .count()
+}
+
+async fn second_wake_up_fires(store: Arc<dyn EventStore>, timers: Timers) {
+    let (process, _) = process(&store, &timers);
+    let at = Utc::now() - chrono::Duration::seconds(1);
+    let first = request(&*store, "w1", "w", 1, Some(at)).await;
+    process.handle_event(&first).await.unwrap();
+    assert_eq!(process.fire_due_timers().await.unwrap(), 1);
+    assert_eq!(starts(&store, "w1").await, 1);
+
+    // The job is requested again with the same due time: the same key and due time, a new wake-up.
+    Repository::<Job, _>::new(Arc::clone(&store))
+        .execute(
+            &stream("job-w1"),
+            &JobCommand::Request {
+                counter: "w".into(),
+                amount: 1,
+                at: Some(at),
+            },
+        )
+        .await
+        .unwrap();
+    let again = store.load_stream(&stream("job-w1")).await.unwrap();
+    process.handle_event(again.last().unwrap()).await.unwrap();
+    assert_eq!(process.fire_due_timers().await.unwrap(), 1);
+    assert_eq!(
+        starts(&store, "w1").await,
+        2,
+        "the second wake-up was handled, not taken for the first one handled again"
+    );
+}
+
+async fn parked_timer_retried(store: Arc<dyn EventStore>, timers: Timers) {
+    let counters = Counters::new(Arc::clone(&store));
+    counters
+        .fail_after
+        .store(u32::MAX, std::sync::atomic::Ordering::SeqCst);
+    let process = Process::new(Jobs, Arc::clone(&store), counters.clone(), timers.clone())
+        .with_options(
+            ProcessOptions::new()
+                .timer_attempts(2)
+                .timer_poll(Duration::from_millis(5)),
+        );
+    let requested = request(&*store, "t5", "v", 5, Some(Utc::now())).await;
+    process.handle_event(&requested).await.unwrap();
+    eventually(
+        "the timer was tried twice",
+        Duration::from_secs(20),
+        || async {
+            let _ = process.fire_due_timers().await.unwrap();
+            counters.sends().len() >= 2
+        },
+    )
+    .await;
+    assert_eq!(process.fire_due_timers().await.unwrap(), 0, "parked");
+
+    // The cause is fixed; the operator retries the parked timers, and the timer fires.
+    counters
+        .fail_after
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(process.retry_parked_timers().await.unwrap(), 1);
+    eventually(
+        "the parked timer fired after the fix",
+        Duration::from_secs(10),
+        || async { process.fire_due_timers().await.unwrap() == 1 },
+    )
+    .await;
+    assert_eq!(counter_value(&store, "v").await, 5, "once in effect");
+    assert_eq!(counters.sends().len(), 3);
+    assert_eq!(process.retry_parked_timers().await.unwrap(), 0, "none left");
+}
+
+/// Sequential scans of `process_timers` so far, once the polling connection's statistics are flushed.
+async fn timer_table_scans(poller: &sqlx::PgPool, reader: &sqlx::PgPool, schema: &str) -> i64 {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(poller)
+        .await
+        .unwrap();
+    // The next statement on the (only) polling connection starts after it went idle and flushed.
+    sqlx::query("SELECT 1").execute(poller).await.unwrap();
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(reader)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT seq_scan FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'process_timers'",
+    )
+    .bind(schema)
+    .fetch_one(reader)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn postgres_the_due_timer_poll_reads_through_an_index(pool: sqlx::PgPool) {
+    let store = pg_store(pool.clone()).await;
+    let schema = store.schema().to_owned();
+    // 5,000 timers of this process, none due for an hour, and statistics that know it.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO \"{schema}\".process_timers (process, instance, timer_key, fire_id, due_at, payload) \
+         SELECT 'jobs', 'i' || g, 'start', gen_random_uuid(), now() + interval '1 hour' + g * interval '1 s', \
+                '\"Start\"' FROM generate_series(1, 5000) AS g"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ANALYZE \"{schema}\".process_timers"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    // The poller on a connection of its own, so its statistics can be flushed on demand.
+    let poller = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .unwrap();
+    let polling_store = annals_postgres::PostgresStore::from_pool(poller.clone());
+    let store: Arc<dyn EventStore> = Arc::new(store);
+    let (process, _) = process(&store, &Timers::postgres(&polling_store));
+
+    let before = timer_table_scans(&poller, &pool, &schema).await;
+    for _ in 0..3 {
+        // One poll: claim the due timers, then find when the next one is due.
+        process.run_timers(async {}).await.unwrap();
+    }
+    let after = timer_table_scans(&poller, &pool, &schema).await;
+    assert_eq!(
+        after - before,
+        0,
+        "the due-timer poll read the 5,000-timer table sequentially"
+    );
+    poller.close().await;
+}
+
+async fn cancelled_stays_cancelled(store: Arc<dyn EventStore>, timers: Timers) {
+    let (process, counters) = process(&store, &timers);
+    let requested = request(&*store, "t6", "u", 5, Some(Utc::now())).await;
+    process.handle_event(&requested).await.unwrap();
+    Repository::<Job, _>::new(Arc::clone(&store))
+        .execute(&stream("job-t6"), &JobCommand::Cancel)
+        .await
+        .unwrap();
+    let cancelled = store.load_stream(&stream("job-t6")).await.unwrap();
+    process
+        .handle_event(cancelled.last().unwrap())
+        .await
+        .unwrap();
+
+    // The request comes again (a runner that crashed before its checkpoint). Its decision recorded no event, so
+    // it is decided on the current state (cancelled), which schedules nothing: the cancellation holds. (A decision
+    // that schedules a timer *and* appends events is decided again on the state before them and schedules the
+    // timer again: the documented caveat of docs/process-managers.md, "Timers and inputs handled again".)
+    process.handle_event(&requested).await.unwrap();
+    assert_eq!(
+        process.fire_due_timers().await.unwrap(),
+        0,
+        "the cancelled timer came back and fired"
+    );
+    assert!(counters.sends().is_empty());
 }

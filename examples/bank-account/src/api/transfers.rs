@@ -16,6 +16,7 @@ use super::error::ApiError;
 use crate::account::{Account, AccountId, AccountStatus, MAX_AMOUNT};
 use crate::transfer::{Transfer, TransferCommand, TransferError, TransferId, TransferStatus};
 use annals_axum::{CorrelationId, IdempotencyKey, JsonBody};
+use annals_process::timer_due_range;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,6 +139,22 @@ fn account(field: &str, id: String) -> Result<AccountId, ApiError> {
     AccountId::new(id).map_err(|e| ApiError::invalid_request(format!("{field}: {e}")))
 }
 
+/// `execute_at` must be a due time every timer store keeps ([`timer_due_range`]): one outside it would be
+/// accepted here and refused by the transfer process later.
+fn check_execute_at(at: DateTime<Utc>) -> Result<(), ApiError> {
+    let range = timer_due_range();
+    if range.contains(&at) {
+        return Ok(());
+    }
+    let show = |at: &DateTime<Utc>| at.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    Err(ApiError::invalid_request(format!(
+        "execute_at: must be between {} and {}, got {}",
+        show(range.start()),
+        show(range.end()),
+        at.to_rfc3339()
+    )))
+}
+
 pub(super) async fn request(
     transfers: Transfers,
     JsonBody(request): JsonBody<TransferRequest>,
@@ -160,6 +177,9 @@ pub(super) async fn request(
             "amount: must be between 1 and {MAX_AMOUNT} minor units, got {}",
             request.amount
         )));
+    }
+    if let Some(at) = request.execute_at {
+        check_execute_at(at)?;
     }
     let source = Repository::<Account>::new(Arc::clone(&transfers.store))
         .load(from.stream())

@@ -1,5 +1,6 @@
 //! The bank and `bank-notifier` running together as separate processes: the bank publishes its events to
-//! JetStream (real NATS), the notifier consumes them through its inbox into its own schema and serves them.
+//! JetStream (real NATS), the notifier consumes them through its inbox into its own schema and serves them; both
+//! stop gracefully (exit 0) on SIGTERM.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -67,7 +68,7 @@ async fn the_notifier_service_sees_every_account_event_once(pool: sqlx::PgPool) 
     let prefix = format!("bankt{}", &tag[tag.len() - 10..]);
     let _cleanup = StreamGuard(stream.clone());
     let (bank_port, notifier_port) = (free_port(), free_port());
-    let _bank = Killed(
+    let mut bank_process = Killed(
         Command::new(env!("CARGO_BIN_EXE_bank"))
             .args([
                 "serve",
@@ -90,7 +91,7 @@ async fn the_notifier_service_sees_every_account_event_once(pool: sqlx::PgPool) 
             .spawn()
             .unwrap(),
     );
-    let _notifier = Killed(
+    let mut notifier_process = Killed(
         Command::new(env!("CARGO_BIN_EXE_bank-notifier"))
             .args([
                 "--database-url",
@@ -179,4 +180,21 @@ async fn the_notifier_service_sees_every_account_event_once(pool: sqlx::PgPool) 
         .await
         .unwrap();
     assert_eq!(missing.status(), reqwest::StatusCode::BAD_REQUEST);
+
+    // SIGTERM (what a deploy sends) stops both gracefully: the relay and the inbox end their batch.
+    for (name, process) in [
+        ("bank serve", &mut bank_process),
+        ("bank-notifier", &mut notifier_process),
+    ] {
+        let sent = Command::new("kill")
+            .args(["-TERM", &process.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "SIGTERM sent to {name}");
+        let status = until("the service to exit", Duration::from_secs(30), async || {
+            process.0.try_wait().unwrap()
+        })
+        .await;
+        assert!(status.success(), "{name} exits 0 on SIGTERM: {status:?}");
+    }
 }

@@ -13,9 +13,9 @@ use serde_json::json;
 use crate::support::postgres_config;
 
 /// A `bank serve` process; killed (SIGKILL) when dropped.
-struct Bank {
-    child: Child,
-    base: String,
+pub(crate) struct Bank {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
 impl Drop for Bank {
@@ -34,7 +34,7 @@ fn free_port() -> u16 {
 }
 
 /// Starts `bank serve` on `url` and waits until `/health` answers; returns it and when it first answered.
-async fn serve(url: &str, schema: &str, client: &reqwest::Client) -> (Bank, Instant) {
+pub(crate) async fn serve(url: &str, schema: &str, client: &reqwest::Client) -> (Bank, Instant) {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_bank"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
