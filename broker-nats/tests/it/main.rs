@@ -10,5 +10,6 @@ mod broker_restart;
 mod crash;
 mod delivery;
 mod inbox;
+mod inbox_outage;
 mod support;
 mod two_relays;
