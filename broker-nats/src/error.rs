@@ -73,6 +73,17 @@ pub enum Error {
     #[error(transparent)]
     Projections(Box<annals_projections::Error>),
 
+    /// An inbox handler failed in a way that retrying may fix: its error is, or was caused by, a transient
+    /// database error (a deadlock, a serialization failure, a lock or statement timeout, a lost connection; see
+    /// `docs/event-feed.md`). The inbox hands the message back to the broker and retries it for as long as the
+    /// failure lasts, without parking it; elsewhere retry later.
+    #[error("the inbox handler failed transiently: {source}")]
+    HandlerTransient {
+        /// The handler's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// The consumer's PostgreSQL database failed. Connection problems are retried by the inbox; elsewhere retry
     /// later.
     #[error("inbox database: {operation} failed: {source}")]
@@ -95,7 +106,9 @@ impl Error {
     /// Whether retrying the same operation later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Unavailable { .. } | Self::Database { .. } => true,
+            Self::Unavailable { .. } | Self::Database { .. } | Self::HandlerTransient { .. } => {
+                true
+            }
             Self::Publish { transient, .. } => *transient,
             Self::Store(e) => e.is_retryable(),
             Self::Projections(e) => e.is_transient(),

@@ -1,143 +1,45 @@
 //! [`Inbox`]: an idempotent consumer of the feed. The handler runs in the consumer's own PostgreSQL
 //! transaction, which also records `(consumer, event id)`; the broker message is acknowledged after the commit.
+//! Transient database failures are retried for as long as they last; only the handler's own failures count
+//! toward parking (`docs/event-feed.md`, "The inbox's failure model").
+
+mod attempt;
+mod backoff;
+mod decode;
+mod handler;
+mod options;
+mod parked;
+mod transient;
 
 use std::future::Future;
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use annals::{Event, Payload, RecordedEvent, async_trait};
 use async_nats::jetstream::consumer::pull::Config as PullConfig;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{AckKind, Message};
 use futures::StreamExt;
-use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, PgPool};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use self::attempt::{Attempt, Failure};
+use self::backoff::backoff;
 use crate::error::{Error, Result};
-use crate::headers::FeedHeaders;
 
-/// A boxed error from a handler.
-pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+pub use self::handler::{Delivery, Handler, HandlerError};
+pub use self::options::InboxOptions;
+pub use self::parked::Parked;
 
-/// An event received from the feed and decoded.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Delivery<E> {
-    /// The envelope, from the message's headers.
-    pub headers: FeedHeaders,
-    /// The decoded (and upcast) event.
-    pub event: E,
-    /// The JetStream stream sequence of the message.
-    pub sequence: u64,
-}
+/// The first pause after a transient failure (a database or broker that cannot be reached, a deadlock): the
+/// pauses double from it, with jitter, up to [`TRANSIENT_CAP`], and are never given up.
+const TRANSIENT_FIRST: Duration = Duration::from_millis(100);
 
-/// What a consumer does with each event, inside its own transaction.
-///
-/// # Implementing
-/// One method: [`handle`](Handler::handle). Write your effects through `conn` (it is inside the transaction
-/// that also records the event in the inbox); return an error to roll them back. Errors are retried with
-/// backoff up to [`InboxOptions::attempts`], then the message is parked.
-#[async_trait]
-pub trait Handler: Send + Sync + 'static {
-    /// The event type the feed carries (decoded with its upcasters, so old payloads arrive current).
-    type Event: Event;
+/// The longest pause between retries of a transient failure: once an outage ends, the inbox resumes within it.
+const TRANSIENT_CAP: Duration = Duration::from_secs(5);
 
-    /// Applies one event.
-    async fn handle(
-        &self,
-        delivery: &Delivery<Self::Event>,
-        conn: &mut PgConnection,
-    ) -> std::result::Result<(), HandlerError>;
-}
-
-/// The inbox's configuration.
-#[derive(Debug, Clone)]
-pub struct InboxOptions {
-    pub(crate) schema: String,
-    pub(crate) filter: Option<String>,
-    pub(crate) attempts: u32,
-    pub(crate) backoff: Duration,
-    pub(crate) ack_wait: Duration,
-    pub(crate) max_ack_pending: i64,
-    pub(crate) retention: Duration,
-}
-
-impl Default for InboxOptions {
-    fn default() -> Self {
-        Self {
-            schema: "annals_inbox".into(),
-            filter: None,
-            attempts: 5,
-            backoff: Duration::from_millis(100),
-            ack_wait: Duration::from_secs(30),
-            max_ack_pending: 1,
-            retention: Duration::from_secs(7 * 24 * 3600),
-        }
-    }
-}
-
-impl InboxOptions {
-    /// The PostgreSQL schema of the inbox tables (`inbox`, `inbox_parked`; default `annals_inbox`).
-    pub fn schema(mut self, schema: impl Into<String>) -> Self {
-        self.schema = schema.into();
-        self
-    }
-
-    /// Only subjects matching `filter` (for example [`Subjects::category_filter`](crate::Subjects)).
-    pub fn filter(mut self, filter: impl Into<String>) -> Self {
-        self.filter = Some(filter.into());
-        self
-    }
-
-    /// How many times the handler runs for one event before it is parked (default 5, at least 1).
-    pub fn attempts(mut self, attempts: u32) -> Self {
-        self.attempts = attempts.max(1);
-        self
-    }
-
-    /// The first wait between handler attempts (default 100 ms; doubling, at most 30 s).
-    pub fn backoff(mut self, backoff: Duration) -> Self {
-        self.backoff = backoff;
-        self
-    }
-
-    /// How long the broker waits for an acknowledgement before redelivering (default 30 s).
-    pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
-        self.ack_wait = ack_wait;
-        self
-    }
-
-    /// Messages delivered but not yet acknowledged (default 1: strict per-stream order, even across
-    /// redeliveries; raise it only if your handler tolerates reordering after a crash).
-    pub fn max_ack_pending(mut self, n: i64) -> Self {
-        self.max_ack_pending = n.max(1);
-        self
-    }
-
-    /// How long inbox rows are kept (default 7 days). Must exceed the longest time after which the same event
-    /// can arrive again: see `docs/event-feed.md`.
-    pub fn retention(mut self, retention: Duration) -> Self {
-        self.retention = retention;
-        self
-    }
-}
-
-/// A parked message: one the inbox could not apply, with the reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Parked {
-    /// The JetStream stream sequence.
-    pub sequence: u64,
-    /// The subject it arrived on.
-    pub subject: String,
-    /// The event id, when its header was readable.
-    pub event_id: Option<uuid::Uuid>,
-    /// Why it was parked.
-    pub reason: String,
-    /// How many times the handler ran (0 for malformed messages).
-    pub attempts: u32,
-}
+/// The longest pause between the handler's own failed attempts.
+const HANDLER_CAP: Duration = Duration::from_secs(30);
 
 /// What happened to one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,11 +196,13 @@ impl<H: Handler> Inbox<H> {
     }
 
     /// Consumes until `shutdown` completes: every message is applied once (or parked), in delivery order.
-    /// Broker and database outages are retried with backoff; inbox rows older than the retention are pruned
-    /// about every tenth of it (at most hourly).
+    /// Transient failures (the broker or the database out of reach, a deadlock, a serialization failure, a lock
+    /// or statement timeout) are retried with capped, jittered backoff for as long as they last, the message
+    /// handed back to the broker meanwhile; inbox rows older than the retention are pruned about every tenth
+    /// of it (at most hourly).
     ///
     /// # Errors
-    /// Configuration errors; a database error that is not a connection problem.
+    /// Configuration errors; an error that retrying cannot fix.
     pub async fn run(&self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         self.migrate().await?;
         let (stop, mut stopped) = watch::channel(false);
@@ -308,54 +212,34 @@ impl<H: Handler> Inbox<H> {
                 () = stop.closed() => {}
             }
         });
-        let mut delay = Duration::from_millis(100);
-        let prune_every =
-            (self.options.retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
-        let mut next_prune = tokio::time::Instant::now();
+        let mut failures = 0;
+        let mut pruning = Pruning::new(self.options.retention);
         'connect: loop {
             if *stopped.borrow() {
                 return Ok(());
             }
-            let messages = match self.consumer().await {
-                Ok(c) => c
-                    .messages()
-                    .await
-                    .map_err(|e| unavailable("pull messages", e)),
-                Err(e) => Err(e),
-            };
-            let mut messages = match messages {
+            let mut messages = match self.messages().await {
                 Ok(m) => m,
                 Err(e) => {
                     warn!(consumer = %self.name, error = %e, "cannot consume; retrying");
-                    if sleep_or_stop(&mut delay, &mut stopped).await {
+                    if pause(&mut failures, &mut stopped).await.is_none() {
                         return Ok(());
                     }
                     continue;
                 }
             };
             loop {
-                if tokio::time::Instant::now() >= next_prune {
-                    match self.prune().await {
-                        Ok(n) if n > 0 => {
-                            info!(consumer = %self.name, pruned = n, "pruned the inbox")
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            warn!(consumer = %self.name, error = %e, "pruning the inbox failed")
-                        }
-                    }
-                    next_prune = tokio::time::Instant::now() + prune_every;
-                }
+                pruning.prune_if_due(self).await;
                 let next = tokio::select! {
                     m = messages.next() => m,
                     _ = stopped.wait_for(|s| *s) => return Ok(()),
-                    () = tokio::time::sleep_until(next_prune) => continue,
+                    () = tokio::time::sleep_until(pruning.next) => continue,
                 };
                 let message = match next {
                     Some(Ok(m)) => m,
                     Some(Err(e)) => {
                         warn!(consumer = %self.name, error = %e, "receiving failed; reconnecting");
-                        if sleep_or_stop(&mut delay, &mut stopped).await {
+                        if pause(&mut failures, &mut stopped).await.is_none() {
                             return Ok(());
                         }
                         continue 'connect;
@@ -364,13 +248,15 @@ impl<H: Handler> Inbox<H> {
                 };
                 match self.process(&message).await {
                     Ok(outcome) => {
-                        delay = Duration::from_millis(100);
+                        failures = 0;
                         debug!(consumer = %self.name, ?outcome, "message processed");
                     }
                     Err(e) if e.is_transient() => {
-                        warn!(consumer = %self.name, error = %e, "processing failed; the broker will redeliver");
-                        let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
-                        if sleep_or_stop(&mut delay, &mut stopped).await {
+                        warn!(consumer = %self.name, error = %e, "processing failed; retrying");
+                        let redeliver = next_pause(failures);
+                        // Handed back: the broker redelivers it after the pause (and keeps the order).
+                        let _ = message.ack_with(AckKind::Nak(Some(redeliver))).await;
+                        if pause(&mut failures, &mut stopped).await.is_none() {
                             return Ok(());
                         }
                     }
@@ -380,114 +266,57 @@ impl<H: Handler> Inbox<H> {
         }
     }
 
+    /// The consumer's message stream.
+    async fn messages(&self) -> Result<async_nats::jetstream::consumer::pull::Stream> {
+        self.consumer()
+            .await?
+            .messages()
+            .await
+            .map_err(|e| unavailable("pull messages", e))
+    }
+
     /// Applies one message: parks it when malformed, acknowledges a duplicate, else runs the handler in a
-    /// transaction that records the inbox row, retrying handler errors with backoff up to the attempts, then
-    /// parking. The message is acknowledged (or terminated) only after the commit.
+    /// transaction that records the inbox row, and commits it once it proved it is alive. The handler's own
+    /// errors (and a transaction it left aborted) are retried in place with backoff up to the attempts, then
+    /// the message is parked. The message is acknowledged (or terminated) only after the commit.
     ///
     /// # Errors
-    /// [`Error::Database`] (the message is left unacknowledged, so the broker redelivers it);
-    /// [`Error::Unavailable`] when the acknowledgement could not be confirmed (the redelivery is absorbed).
+    /// A transient failure, never counted toward the attempts: [`Error::Database`] (the inbox's own
+    /// statements, or a commit of unknown outcome) or [`Error::HandlerTransient`]; the message is left
+    /// unacknowledged, so hand it back (`Nak`) or let the broker redeliver it, and an inbox row committed
+    /// meanwhile makes the redelivery a duplicate. [`Error::Unavailable`] when the acknowledgement could not be
+    /// confirmed (the redelivery is absorbed).
     pub async fn process(&self, message: &Message) -> Result<Outcome> {
         let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-        let headers = match FeedHeaders::parse(message.headers.as_ref()) {
-            Ok(h) => h,
-            Err(reason) => return self.park(message, sequence, None, reason, 0).await,
+        let delivery = match decode::delivery::<H::Event>(message, sequence) {
+            Ok(d) => d,
+            Err(m) => return self.park(message, sequence, m.event_id, m.reason, 0).await,
         };
-        let payload = match std::str::from_utf8(&message.payload)
-            .map_err(|e| e.to_string())
-            .and_then(|s| Payload::from_json(s).map_err(|e| e.to_string()))
-        {
-            Ok(p) => p,
-            Err(e) => {
-                let reason = format!("the payload is not JSON: {e}");
-                return self
-                    .park(message, sequence, Some(headers.event_id.0), reason, 0)
-                    .await;
-            }
-        };
-        let recorded = RecordedEvent {
-            event_id: headers.event_id,
-            stream_id: headers.stream_id.clone(),
-            stream_version: headers.stream_version,
-            position: headers.position,
-            recorded_at: headers.recorded_at,
-            event_type: headers.event_type.clone(),
-            schema_version: headers.schema_version,
-            payload,
-            metadata: annals::Metadata {
-                correlation_id: headers.correlation_id.clone(),
-                causation_id: headers.causation_id.clone(),
-                ..annals::Metadata::default()
-            },
-        };
-        let event = match recorded.decode::<H::Event>() {
-            Ok(e) => e,
-            Err(e) => {
-                let reason = format!("the event does not decode: {e}");
-                return self
-                    .park(message, sequence, Some(headers.event_id.0), reason, 0)
-                    .await;
-            }
-        };
-        let delivery = Delivery {
-            headers,
-            event,
-            sequence,
-        };
-        let mut attempt = 0;
+        let mut failures = 0;
         loop {
-            attempt += 1;
-            let mut tx = self.pool.begin().await.map_err(Error::db("begin"))?;
-            let inserted = sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO {} (consumer, event_id, stream_id, stream_version, position) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                self.table("inbox")
-            )))
-            .bind(&self.name)
-            .bind(delivery.headers.event_id.0)
-            .bind(delivery.headers.stream_id.as_str())
-            .bind(i64::try_from(delivery.headers.stream_version.0).unwrap_or(i64::MAX))
-            .bind(i64::try_from(delivery.headers.position.get()).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await
-            .map_err(Error::db("record in inbox"))?;
-            if inserted.rows_affected() == 0 {
-                drop(tx);
-                debug!(consumer = %self.name, event_id = %delivery.headers.event_id, "duplicate; acknowledging");
-                self.ack(message, AckKind::Ack).await?;
-                return Ok(Outcome::Duplicate);
-            }
-            match self.handler.handle(&delivery, &mut tx).await {
-                Ok(()) => {
-                    tx.commit().await.map_err(Error::db("commit"))?;
+            match self.attempt(&delivery).await {
+                Ok(Attempt::Applied) => {
                     self.ack(message, AckKind::Ack).await?;
                     return Ok(Outcome::Applied);
                 }
-                Err(e) => {
-                    drop(tx);
-                    if let Some(db) = e.downcast_ref::<sqlx::Error>()
-                        && is_connection_error(db)
-                    {
-                        return Err(Error::Database {
-                            operation: "handler",
-                            source: match e.downcast::<sqlx::Error>() {
-                                Ok(e) => *e,
-                                Err(e) => sqlx::Error::Protocol(e.to_string()),
-                            },
-                        });
+                Ok(Attempt::Duplicate) => {
+                    debug!(consumer = %self.name, event_id = %delivery.headers.event_id, "duplicate; acknowledging");
+                    self.ack(message, AckKind::Ack).await?;
+                    return Ok(Outcome::Duplicate);
+                }
+                Err(Failure::Transient(e)) => return Err(e),
+                Err(Failure::Permanent(cause)) => {
+                    failures += 1;
+                    let event_id = delivery.headers.event_id;
+                    if failures >= self.options.attempts {
+                        let reason = format!("the handler failed {failures} time(s): {cause}");
+                        return self
+                            .park(message, sequence, Some(event_id.0), reason, failures)
+                            .await;
                     }
-                    if attempt >= self.options.attempts {
-                        let reason = format!("the handler failed {attempt} time(s): {e}");
-                        let id = Some(delivery.headers.event_id.0);
-                        return self.park(message, sequence, id, reason, attempt).await;
-                    }
-                    let wait = self
-                        .options
-                        .backoff
-                        .saturating_mul(1u32 << (attempt - 1).min(16))
-                        .min(Duration::from_secs(30));
-                    warn!(consumer = %self.name, event_id = %delivery.headers.event_id, attempt, ?wait,
-                          error = %e, "handler failed; retrying");
+                    let wait = backoff(self.options.backoff, failures - 1, HANDLER_CAP);
+                    warn!(consumer = %self.name, %event_id, attempt = failures, ?wait, error = %cause,
+                          "handler failed; retrying");
                     // Tell the broker we are still on it, so it does not redeliver meanwhile.
                     let _ = message.ack_with(AckKind::Progress).await;
                     tokio::time::sleep(wait).await;
@@ -496,100 +325,12 @@ impl<H: Handler> Inbox<H> {
         }
     }
 
-    async fn park(
-        &self,
-        message: &Message,
-        sequence: u64,
-        event_id: Option<uuid::Uuid>,
-        reason: String,
-        attempts: u32,
-    ) -> Result<Outcome> {
-        warn!(consumer = %self.name, sequence, subject = %message.subject, %reason, "parking the message");
-        let headers: serde_json::Map<String, serde_json::Value> = message
-            .headers
-            .iter()
-            .flat_map(|h| h.iter())
-            .map(|(k, v)| {
-                let values: Vec<serde_json::Value> = v
-                    .iter()
-                    .map(|v| serde_json::Value::from(v.as_str()))
-                    .collect();
-                (k.to_string(), serde_json::Value::from(values))
-            })
-            .collect();
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {} (consumer, sequence, subject, event_id, reason, attempts, headers, payload) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (consumer, sequence) DO NOTHING",
-            self.table("inbox_parked")
-        )))
-        .bind(&self.name)
-        .bind(i64::try_from(sequence).unwrap_or(i64::MAX))
-        .bind(message.subject.as_str())
-        .bind(event_id)
-        .bind(&reason)
-        .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
-        .bind(sqlx::types::Json(serde_json::Value::Object(headers)))
-        .bind(message.payload.as_ref())
-        .execute(&self.pool)
-        .await
-        .map_err(Error::db("park message"))?;
-        self.ack(message, AckKind::Term).await?;
-        Ok(Outcome::Parked)
-    }
-
     async fn ack(&self, message: &Message, kind: AckKind) -> Result<()> {
         let result = match kind {
             AckKind::Ack => message.double_ack().await,
             other => message.ack_with(other).await,
         };
         result.map_err(|e| unavailable("acknowledge", e))
-    }
-
-    /// The parked messages of this consumer, oldest first.
-    ///
-    /// # Errors
-    /// [`Error::Database`].
-    pub async fn parked(&self) -> Result<Vec<Parked>> {
-        use sqlx::Row;
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT sequence, subject, event_id, reason, attempts FROM {} WHERE consumer = $1 ORDER BY sequence",
-            self.table("inbox_parked")
-        )))
-        .bind(&self.name)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(Error::db("list parked messages"))?;
-        rows.iter()
-            .map(|r| {
-                let col = |c: &'static str| {
-                    move |e| Error::Database {
-                        operation: c,
-                        source: e,
-                    }
-                };
-                Ok(Parked {
-                    sequence: u64::try_from(
-                        r.try_get::<i64, _>("sequence")
-                            .map_err(col("read inbox_parked.sequence"))?,
-                    )
-                    .unwrap_or(0),
-                    subject: r
-                        .try_get("subject")
-                        .map_err(col("read inbox_parked.subject"))?,
-                    event_id: r
-                        .try_get("event_id")
-                        .map_err(col("read inbox_parked.event_id"))?,
-                    reason: r
-                        .try_get("reason")
-                        .map_err(col("read inbox_parked.reason"))?,
-                    attempts: u32::try_from(
-                        r.try_get::<i32, _>("attempts")
-                            .map_err(col("read inbox_parked.attempts"))?,
-                    )
-                    .unwrap_or(0),
-                })
-            })
-            .collect()
     }
 
     /// Deletes inbox rows older than the retention; returns how many.
@@ -610,15 +351,32 @@ impl<H: Handler> Inbox<H> {
     }
 }
 
-fn is_connection_error(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-    )
+/// When the inbox prunes next, and how often.
+struct Pruning {
+    next: tokio::time::Instant,
+    every: Duration,
+}
+
+impl Pruning {
+    /// About every tenth of the retention, at least every hour, at most every second; the first one now.
+    fn new(retention: Duration) -> Self {
+        Self {
+            next: tokio::time::Instant::now(),
+            every: (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600)),
+        }
+    }
+
+    async fn prune_if_due<H: Handler>(&mut self, inbox: &Inbox<H>) {
+        if tokio::time::Instant::now() < self.next {
+            return;
+        }
+        match inbox.prune().await {
+            Ok(n) if n > 0 => info!(consumer = %inbox.name, pruned = n, "pruned the inbox"),
+            Ok(_) => {}
+            Err(e) => warn!(consumer = %inbox.name, error = %e, "pruning the inbox failed"),
+        }
+        self.next = tokio::time::Instant::now() + self.every;
+    }
 }
 
 fn unavailable(operation: &'static str, e: impl std::fmt::Display) -> Error {
@@ -629,11 +387,17 @@ fn unavailable(operation: &'static str, e: impl std::fmt::Display) -> Error {
     }
 }
 
-async fn sleep_or_stop(delay: &mut Duration, stopped: &mut watch::Receiver<bool>) -> bool {
-    let d = *delay;
-    *delay = (*delay * 2).min(Duration::from_secs(30));
+/// The pause after `failures` transient failures in a row.
+fn next_pause(failures: u32) -> Duration {
+    backoff(TRANSIENT_FIRST, failures, TRANSIENT_CAP)
+}
+
+/// Waits the pause after one more transient failure in a row; `None` when the inbox is told to stop meanwhile.
+async fn pause(failures: &mut u32, stopped: &mut watch::Receiver<bool>) -> Option<()> {
+    let wait = next_pause(*failures);
+    *failures = failures.saturating_add(1);
     tokio::select! {
-        () = tokio::time::sleep(d) => false,
-        _ = stopped.wait_for(|s| *s) => true,
+        () = tokio::time::sleep(wait) => Some(()),
+        _ = stopped.wait_for(|s| *s) => None,
     }
 }

@@ -4,46 +4,15 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use annals::EventStore;
 use annals_nats::async_nats::jetstream::consumer::pull::Config as PullConfig;
 use annals_nats::async_nats::{self, HeaderMap};
-use annals_nats::{Inbox, InboxOptions, Relay, RelayOptions};
+use annals_nats::{Inbox, InboxOptions};
 use sqlx::PgPool;
 
 use crate::support::{
-    Effects, SHARED_NATS, TestStream, effect_counts, eventually, pg_store, spawn_inbox,
-    write_events,
+    Effects, SHARED_NATS, TestStream, effect_counts, eventually, inbox_rows, pg_store, publish_all,
+    spawn_inbox, write_events,
 };
-
-/// Publishes every stored event through a relay and waits until the stream holds them.
-async fn publish_all(
-    pool: &PgPool,
-    store: &annals_postgres::PostgresStore,
-    feed: &TestStream,
-) -> Relay {
-    let client = async_nats::connect(SHARED_NATS).await.unwrap();
-    let relay = Relay::new(
-        store.clone(),
-        pool.clone(),
-        client,
-        RelayOptions::new(&feed.prefix, &feed.name).unwrap(),
-    )
-    .unwrap();
-    let head = store.head().await.unwrap();
-    relay
-        .republish(annals::Position(1), None, &|_, _| {})
-        .await
-        .unwrap();
-    assert_eq!(feed.count().await, head.get());
-    relay
-}
-
-async fn inbox_rows(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM inbox_t.inbox")
-        .fetch_one(pool)
-        .await
-        .unwrap_or(0)
-}
 
 #[sqlx::test(migrations = false)]
 async fn redeliveries_and_republishes_are_applied_once(pool: PgPool) {

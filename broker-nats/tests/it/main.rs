@@ -10,5 +10,7 @@ mod broker_restart;
 mod crash;
 mod delivery;
 mod inbox;
+mod inbox_faults;
+mod inbox_outage;
 mod support;
 mod two_relays;

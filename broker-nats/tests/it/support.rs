@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use annals::{EventStore, ExpectedVersion, NewEvent, StreamId};
-use annals_nats::async_nats;
 use annals_nats::async_nats::jetstream;
+use annals_nats::{Relay, RelayOptions, async_nats};
 use annals_postgres::PostgresStore;
 use sqlx::{ConnectOptions, PgPool};
 
@@ -297,8 +297,9 @@ pub(crate) enum TestEvent {
 
 impl annals::Event for TestEvent {}
 
-/// A consumer's effect: one row per handled event in `<schema>.effects` (no unique key, so a double
-/// application shows); fails the first `failures` calls for events whose `amount` is `fail_amount`.
+/// A consumer's effect: one row per handled event in `<schema>.effects`, numbered in the order applied (no
+/// unique key on the event, so a double application shows); fails the first `failures` calls for events whose
+/// `amount` is `fail_amount`.
 pub(crate) struct Effects {
     pub(crate) schema: String,
     pub(crate) calls: Arc<std::sync::atomic::AtomicU32>,
@@ -310,7 +311,7 @@ impl Effects {
     pub(crate) async fn new(pool: &PgPool, schema: &str) -> Self {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "CREATE SCHEMA IF NOT EXISTS {schema};
-             CREATE TABLE IF NOT EXISTS {schema}.effects (event_id uuid NOT NULL, stream text NOT NULL, version bigint NOT NULL)"
+             CREATE TABLE IF NOT EXISTS {schema}.effects (seq bigserial PRIMARY KEY, event_id uuid NOT NULL, stream text NOT NULL, version bigint NOT NULL)"
         )))
         .execute(pool)
         .await
@@ -377,4 +378,47 @@ pub(crate) fn spawn_inbox<H: annals_nats::Handler>(
             .await
     });
     (stop, handle)
+}
+
+/// Publishes every stored event through a relay (again: the broker drops what its duplicate window holds)
+/// and waits until the stream holds them.
+pub(crate) async fn publish_all(
+    pool: &PgPool,
+    store: &annals_postgres::PostgresStore,
+    feed: &TestStream,
+) -> Relay {
+    let client = async_nats::connect(SHARED_NATS).await.unwrap();
+    let relay = Relay::new(
+        store.clone(),
+        pool.clone(),
+        client,
+        RelayOptions::new(&feed.prefix, &feed.name).unwrap(),
+    )
+    .unwrap();
+    let head = store.head().await.unwrap();
+    relay
+        .republish(annals::Position(1), None, &|_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(feed.count().await, head.get());
+    relay
+}
+
+/// The rows of the tests' inbox (schema `inbox_t`; 0 before it exists).
+pub(crate) async fn inbox_rows(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM inbox_t.inbox")
+        .fetch_one(pool)
+        .await
+        .unwrap_or(0)
+}
+
+/// The reasons of consumer `consumer`'s parked messages, oldest first (none before the inbox exists).
+pub(crate) async fn parked_reasons(pool: &PgPool, consumer: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT reason FROM inbox_t.inbox_parked WHERE consumer = $1 ORDER BY sequence",
+    )
+    .bind(consumer)
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default()
 }

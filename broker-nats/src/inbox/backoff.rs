@@ -1,0 +1,34 @@
+//! The inbox's pauses between retries: doubling from a first pause, capped, with jitter so that consumers
+//! retrying after the same outage spread out.
+
+use std::hash::{BuildHasher, RandomState};
+use std::time::Duration;
+
+/// The pause before retry `n` (0 for the first): `first` doubled `n` times, at most `cap`, of which a random
+/// part up to half is taken off (equal jitter: between half and all of it).
+pub(crate) fn backoff(first: Duration, n: u32, cap: Duration) -> Duration {
+    let full = first.saturating_mul(1u32 << n.min(20)).min(cap);
+    let half = full / 2;
+    let spread = u64::try_from(half.as_micros()).unwrap_or(u64::MAX).max(1);
+    half + Duration::from_micros(RandomState::new().hash_one(n) % spread)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_is_capped_and_keeps_at_least_half() {
+        let first = Duration::from_millis(100);
+        let cap = Duration::from_secs(5);
+        for n in 0..40 {
+            let full = first.saturating_mul(1u32 << n.min(20)).min(cap);
+            let pause = backoff(first, n, cap);
+            assert!(
+                pause >= full / 2 && pause <= full,
+                "retry {n}: {pause:?} of {full:?}"
+            );
+        }
+        assert!(backoff(first, 30, cap) >= cap / 2);
+    }
+}
