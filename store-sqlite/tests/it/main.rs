@@ -1,0 +1,14 @@
+//! Integration tests of the SQLite store; every test gets a fresh file in the temporary directory.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    unreachable_pub,
+    dead_code
+)]
+
+mod conformance;
+
+mod model_checker;
+mod positions_stay_contiguous_after_rollbacks;
+mod support;
