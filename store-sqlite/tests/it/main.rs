@@ -8,7 +8,7 @@
 )]
 
 mod conformance;
-
+mod cross_process;
 mod model_checker;
 mod positions_stay_contiguous_after_rollbacks;
 mod support;
