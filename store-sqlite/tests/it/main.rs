@@ -7,6 +7,7 @@
     dead_code
 )]
 
+mod bad_files_are_refused;
 mod conformance;
 mod cross_process;
 mod model_checker;
