@@ -38,7 +38,7 @@ impl SqliteStore {
         stream: &StreamId,
         from: StreamVersion,
         limit: usize,
-        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> annals::Result<()> + Send),
+        visit: &mut (dyn FnMut(RecordedEvent) -> annals::Result<()> + Send),
     ) -> annals::Result<()> {
         if limit == 0 {
             return Ok(());
@@ -66,7 +66,7 @@ impl SqliteStore {
             {
                 let event = decode(&row, Columns::Whole, Some(stream))?;
                 visited.fetch_add(1, Ordering::Relaxed);
-                (*visit)(&event)?;
+                (*visit)(event)?;
             }
             Ok(())
         })

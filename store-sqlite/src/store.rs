@@ -132,7 +132,7 @@ impl EventStore for SqliteStore {
     ) -> annals::Result<Vec<RecordedEvent>> {
         let mut events = Vec::new();
         self.visit_stream_rows(stream, from, limit, &mut |event| {
-            events.push(event.clone());
+            events.push(event);
             Ok(())
         })
         .await?;
@@ -160,8 +160,10 @@ impl EventStore for SqliteStore {
         stream: &StreamId,
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> annals::Result<()> + Send),
     ) -> annals::Result<()> {
-        self.visit_stream_rows(stream, StreamVersion::FIRST, usize::MAX, visit)
-            .await
+        self.visit_stream_rows(stream, StreamVersion::FIRST, usize::MAX, &mut |event| {
+            visit(&event)
+        })
+        .await
     }
 
     async fn visit_all(

@@ -13,3 +13,4 @@ mod cross_process;
 mod model_checker;
 mod positions_stay_contiguous_after_rollbacks;
 mod support;
+mod values_beyond_i64;
