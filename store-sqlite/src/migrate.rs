@@ -92,45 +92,41 @@ pub(crate) async fn verify(path: &Path, pool: &SqlitePool) -> Result<(), Error> 
         let checksum: Vec<u8> = row.try_get(2).map_err(check)?;
         applied.insert(version, (success, checksum));
     }
+    match schema_mismatch(&applied) {
+        Some((found, fix)) => misconfigured("the schema version", found, fix),
+        None => Ok(()),
+    }
+}
+
+/// How the applied migrations (version → success, checksum) differ from the embedded ones, if they do: what was
+/// found and how to repair it.
+fn schema_mismatch(applied: &BTreeMap<i64, (bool, Vec<u8>)>) -> Option<(String, &'static str)> {
     let embedded: BTreeMap<i64, &[u8]> = MIGRATOR
         .iter()
         .map(|m| (m.version, m.checksum.as_ref()))
         .collect();
-    if let Some((version, _)) = applied.iter().find(|(v, _)| !embedded.contains_key(v)) {
-        return misconfigured(
-            "the schema version",
-            format!(
-                "{version}, newer than this binary's latest ({})",
-                embedded.keys().last().unwrap_or(&0)
-            ),
+    if let Some(version) = applied.keys().find(|v| !embedded.contains_key(v)) {
+        let latest = embedded.keys().last().copied().unwrap_or(0);
+        return Some((
+            format!("{version}, newer than this binary's latest ({latest})"),
             "run a release of the application at least as new as the one that last migrated the file",
-        );
+        ));
     }
-    for (version, checksum) in &embedded {
-        match applied.get(version) {
-            None => {
-                return misconfigured(
-                    "the schema version",
-                    format!("missing migration {version}"),
-                    "run SqliteStore::migrate on the file",
-                );
-            }
-            Some((false, _)) => {
-                return misconfigured(
-                    "the schema version",
-                    format!("migration {version} marked failed"),
-                    "restore the file from a backup",
-                );
-            }
-            Some((true, stored)) if stored.as_slice() != *checksum => {
-                return misconfigured(
-                    "the schema version",
-                    format!("migration {version} with another checksum"),
-                    "the file was migrated by a build with different migrations; restore it from a backup",
-                );
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(())
+    embedded
+        .iter()
+        .find_map(|(version, checksum)| match applied.get(version) {
+            None => Some((
+                format!("missing migration {version}"),
+                "run SqliteStore::migrate on the file",
+            )),
+            Some((false, _)) => Some((
+                format!("migration {version} marked failed"),
+                "restore the file from a backup",
+            )),
+            Some((true, stored)) if stored.as_slice() != *checksum => Some((
+                format!("migration {version} with another checksum"),
+                "the file was migrated by a build with different migrations; restore it from a backup",
+            )),
+            Some(_) => None,
+        })
 }
