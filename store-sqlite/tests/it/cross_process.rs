@@ -5,7 +5,8 @@
 //! position order, and each follower saw exactly that order.
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use annals::{EventId, EventStore, ExpectedVersion, NewEvent, Position, StreamId};
@@ -63,8 +64,36 @@ impl Report {
     }
 }
 
+/// The other process: its name, and for the parent the child process, so that a child that died fails the test
+/// at once instead of at a deadline.
+#[derive(Clone)]
+struct Other {
+    name: &'static str,
+    process: Option<Arc<Mutex<Option<Child>>>>,
+}
+
+impl Other {
+    /// Fails the test, with the child's output, if the child exited before its work was seen.
+    fn check(&self) {
+        let Some(process) = &self.process else { return };
+        let mut process = process.lock().unwrap();
+        let exited = process
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_some());
+        if exited {
+            let output = process.take().unwrap().wait_with_output().unwrap();
+            panic!(
+                "the child exited early ({}): {}\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+}
+
 /// Follows the global order from the start until it has seen `total` events, failing after a deadline.
-async fn follow(store: SqliteStore, total: u64) -> Vec<(u64, EventId)> {
+async fn follow(store: SqliteStore, total: u64, other: Other) -> Vec<(u64, EventId)> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut seen = Vec::new();
     let mut after = Position::START;
@@ -74,6 +103,7 @@ async fn follow(store: SqliteStore, total: u64) -> Vec<(u64, EventId)> {
             "the follower saw only {} events",
             seen.len()
         );
+        other.check();
         store
             .wait_for_events(after, Duration::from_secs(1))
             .await
@@ -87,11 +117,12 @@ async fn follow(store: SqliteStore, total: u64) -> Vec<(u64, EventId)> {
 }
 
 /// Waits until `other` has stored an event in its first stream: the two processes' appends overlap.
-async fn meet(store: &SqliteStore, other: &str) {
-    let theirs = stream(&format!("{other}-0"));
+async fn meet(store: &SqliteStore, other: &Other) {
+    let theirs = stream(&format!("{}-0", other.name));
     let deadline = Instant::now() + Duration::from_secs(120);
     while store.load_stream(&theirs).await.unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "{other} never appended");
+        assert!(Instant::now() < deadline, "{} never appended", other.name);
+        other.check();
         let head = store.head().await.unwrap();
         store
             .wait_for_events(head, Duration::from_secs(1))
@@ -101,13 +132,13 @@ async fn meet(store: &SqliteStore, other: &str) {
 }
 
 /// One process's share: [`ROUNDS`] rounds of appends (meeting the other process half-way), with a follower.
-async fn work(store: &SqliteStore, me: &str, other: &str) -> Report {
-    let follower = tokio::spawn(follow(store.clone(), TOTAL));
+async fn work(store: &SqliteStore, me: &str, other: Other) -> Report {
+    let follower = tokio::spawn(follow(store.clone(), TOTAL, other.clone()));
     let shared = stream("shared-1");
     let mut appended = Vec::new();
     for round in 0..ROUNDS {
         if round == ROUNDS / 2 {
-            meet(store, other).await;
+            meet(store, &other).await;
         }
         let own = StreamId::new(format!("{me}-{}", round % 4)).unwrap();
         let pair: Vec<NewEvent> = (0..2)
@@ -138,7 +169,11 @@ async fn child_process() {
     };
     let store = SqliteStore::open_with(&db, settings()).await.unwrap();
     store.verify().await.unwrap();
-    let report = work(&store, "child", "parent").await;
+    let parent = Other {
+        name: "parent",
+        process: None,
+    };
+    let report = work(&store, "child", parent).await;
     std::fs::write(out, report.to_json().to_string()).unwrap();
 }
 
@@ -156,7 +191,13 @@ async fn two_processes_append_to_and_follow_one_file() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mine = work(&store, "parent", "child").await;
+    let child = Arc::new(Mutex::new(Some(child)));
+    let other = Other {
+        name: "child",
+        process: Some(child.clone()),
+    };
+    let mine = work(&store, "parent", other).await;
+    let child = child.lock().unwrap().take().unwrap();
     let output = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .unwrap()
