@@ -1,0 +1,170 @@
+//! How driver errors become [`annals::Error`]s, in one place: by SQLite's result code, never by message text;
+//! and the bounded, backed-off retry of operations that found the file busy.
+
+use std::future::Future;
+use std::time::Duration;
+
+/// What a failure of the driver means for the operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transience {
+    /// Another connection (maybe another process) holds a lock the operation needs (`SQLITE_BUSY`,
+    /// `SQLITE_LOCKED` and their extended codes): trying again after a pause may succeed, and the store does so,
+    /// a bounded number of times.
+    Busy,
+    /// The operation may succeed later, but not by trying again at once: the disk is full or failed an I/O, a
+    /// connection's worker thread died, no connection could be had in time. The caller decides
+    /// ([`annals::Error::Unavailable`]).
+    Transient,
+    /// Retrying will not help: a constraint, a corrupt or foreign file, a read-only file, a bug
+    /// ([`annals::Error::Backend`]).
+    Permanent,
+}
+
+// SQLite's primary result codes (the low byte of an extended code), https://www.sqlite.org/rescode.html.
+const SQLITE_BUSY: i64 = 5;
+const SQLITE_LOCKED: i64 = 6;
+const SQLITE_NOMEM: i64 = 7;
+const SQLITE_IOERR: i64 = 10;
+const SQLITE_FULL: i64 = 13;
+const SQLITE_PROTOCOL: i64 = 15;
+
+/// SQLite's extended result code of `error`, if it is a database error.
+pub(crate) fn result_code(error: &sqlx::Error) -> Option<i64> {
+    match error {
+        sqlx::Error::Database(db) => db.code().and_then(|code| code.parse().ok()),
+        _ => None,
+    }
+}
+
+/// What `error` means for the operation that met it.
+pub(crate) fn transience(error: &sqlx::Error) -> Transience {
+    match error {
+        sqlx::Error::Database(_) => match result_code(error).map(|code| code & 0xff) {
+            Some(SQLITE_BUSY | SQLITE_LOCKED) => Transience::Busy,
+            Some(SQLITE_NOMEM | SQLITE_IOERR | SQLITE_FULL | SQLITE_PROTOCOL) => {
+                Transience::Transient
+            }
+            _ => Transience::Permanent,
+        },
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => Transience::Transient,
+        _ => Transience::Permanent,
+    }
+}
+
+/// Maps a driver error of `operation` to the store error a caller can act on: busy and transient failures are
+/// [`annals::Error::Unavailable`] (retryable), everything else [`annals::Error::Backend`].
+pub(crate) fn store_error(operation: &'static str, error: sqlx::Error) -> annals::Error {
+    match transience(&error) {
+        Transience::Busy | Transience::Transient => annals::Error::Unavailable {
+            operation,
+            source: Box::new(error),
+        },
+        Transience::Permanent => annals::Error::Backend {
+            operation,
+            source: Box::new(error),
+        },
+    }
+}
+
+/// Whether `error` is a [`store_error`] made of a busy driver error.
+pub(crate) fn is_busy(error: &annals::Error) -> bool {
+    match error {
+        annals::Error::Unavailable { source, .. } => source
+            .downcast_ref::<sqlx::Error>()
+            .is_some_and(|e| transience(e) == Transience::Busy),
+        _ => false,
+    }
+}
+
+/// The pause before retry `attempt` (1-based): 10 ms doubling up to 320 ms, plus up to half of it again, drawn
+/// from the clock, so that processes that met at a lock do not meet again.
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(10) * 2u32.pow(attempt.saturating_sub(1).min(5));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let half = u32::try_from(base.as_millis() / 2).unwrap_or(0).max(1);
+    base + Duration::from_millis(u64::from(nanos % half))
+}
+
+/// Runs `attempt` until it succeeds, fails with anything but a busy file, or has been retried `retries` times
+/// after busy failures (each after a [`backoff`]). Every attempt must be safe to repeat: reads are, a write
+/// transaction that failed was rolled back, and appends are idempotent by event id.
+pub(crate) async fn retry_busy<T, F, Fut>(
+    operation: &'static str,
+    retries: u32,
+    attempt: F,
+) -> annals::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = annals::Result<T>>,
+{
+    retry(operation, retries, is_busy, attempt).await
+}
+
+/// [`retry_busy`] for any error type, with `busy` telling which errors are worth another try.
+pub(crate) async fn retry<T, E, F, Fut>(
+    operation: &'static str,
+    retries: u32,
+    busy: impl Fn(&E) -> bool,
+    mut attempt: F,
+) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut tried = 0;
+    loop {
+        match attempt().await {
+            Err(error) if tried < retries && busy(&error) => {
+                tried += 1;
+                tracing::debug!(operation, tried, %error, "the file is busy; trying again");
+                tokio::time::sleep(backoff(tried)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// A count, version or position SQLite returned as an `INTEGER`, which must not be negative: a negative one
+/// means a corrupt row, and is an error naming `what`, never clamped to 0.
+pub(crate) fn non_negative(operation: &'static str, what: &str, value: i64) -> annals::Result<u64> {
+    u64::try_from(value).map_err(|_| annals::Error::Backend {
+        operation,
+        source: format!("{what} is {value}, which is impossible: the file holds a corrupt row")
+            .into(),
+    })
+}
+
+/// A version, position or limit as the `INTEGER` SQLite compares it with: one beyond `i64::MAX` cannot be
+/// stored, so it stands for "beyond every stored value" (`i64::MAX`), as on PostgreSQL.
+pub(crate) fn sql_integer(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_and_worker_failures_are_retryable_and_others_are_not() {
+        assert!(store_error("append", sqlx::Error::PoolTimedOut).is_retryable());
+        assert!(store_error("append", sqlx::Error::WorkerCrashed).is_retryable());
+        assert!(!store_error("append", sqlx::Error::RowNotFound).is_retryable());
+        assert!(!is_busy(&store_error("append", sqlx::Error::PoolTimedOut)));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_bounded() {
+        assert!(backoff(1) >= Duration::from_millis(10));
+        assert!(backoff(1) < Duration::from_millis(20));
+        assert!(backoff(3) >= Duration::from_millis(40));
+        assert!(backoff(40) <= Duration::from_millis(480));
+    }
+}
