@@ -142,65 +142,22 @@ async fn held_connections_killed_by_the_server_neither_fail_nor_repeat_a_command
     pool.close().await;
 }
 
-/// A store may outlive the runtime its connections were made on (a store in a static, or one dropped after
-/// `Runtime::block_on` returned): dropping it then must not panic for the connections it still holds.
-#[test]
-fn a_store_dropped_after_its_runtime_closes_the_connections_it_holds() {
-    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL names the test server");
-    let schema = format!("held_outlived_{}", std::process::id());
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-
-    let first = runtime();
-    let store = first.block_on(async {
-        let pool = PostgresStore::pool_options()
-            .max_connections(2)
-            .connect(&url)
-            .await
-            .unwrap();
-        let store = crate::support::tenant(pool, &schema)
-            .await
-            .with_notify(false);
-        store
-            .append(
-                &stream("outlived"),
-                ExpectedVersion::NoStream,
-                vec![event(0)],
-            )
-            .await
-            .unwrap();
-        store
-    });
-    drop(first);
-    drop(store);
-
-    runtime().block_on(async {
-        let admin = PgPool::connect(&url).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        admin.close().await;
-    });
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
-/// A command session that read a stream holds its connection; dropped after its runtime ended, it hands the
-/// connection to the store, which must close it rather than release it to the pool (sqlx's release spawns a
-/// task, which panics without a runtime).
-#[test]
-fn a_session_dropped_after_its_runtime_releases_its_connection_without_panicking() {
+/// Runs `outlive` with a store in a tenant schema of its own made on a runtime that is dropped right after the
+/// store was made (`outlive` gets that runtime to use, and drops what it must after it), then drops the schema
+/// on a fresh runtime.
+fn with_a_store_outliving_its_runtime(
+    prefix: &str,
+    outlive: impl FnOnce(PostgresStore, tokio::runtime::Runtime),
+) {
     let url = std::env::var("DATABASE_URL").expect("DATABASE_URL names the test server");
-    let schema = format!("held_session_outlived_{}", std::process::id());
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
+    let schema = format!("{prefix}_{}", std::process::id());
     let first = runtime();
     let store = first.block_on(async {
         let pool = PostgresStore::pool_options()
@@ -212,18 +169,7 @@ fn a_session_dropped_after_its_runtime_releases_its_connection_without_panicking
             .await
             .with_notify(false)
     });
-    let session = first.block_on(async {
-        let mut session = store.command_session();
-        session
-            .fold_stream(&stream("outlived"), &mut |_| Ok(()))
-            .await
-            .unwrap();
-        session
-    });
-    drop(first);
-    drop(session);
-    drop(store);
-
+    outlive(store, first);
     runtime().block_on(async {
         let admin = PgPool::connect(&url).await.unwrap();
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
@@ -231,5 +177,45 @@ fn a_session_dropped_after_its_runtime_releases_its_connection_without_panicking
             .await
             .unwrap();
         admin.close().await;
+    });
+}
+
+/// A store may outlive the runtime its connections were made on (a store in a static, or one dropped after
+/// `Runtime::block_on` returned): dropping it then must not panic for the connections it still holds.
+#[test]
+fn a_store_dropped_after_its_runtime_closes_the_connections_it_holds() {
+    with_a_store_outliving_its_runtime("held_outlived", |store, first| {
+        first.block_on(async {
+            store
+                .append(
+                    &stream("outlived"),
+                    ExpectedVersion::NoStream,
+                    vec![event(0)],
+                )
+                .await
+                .unwrap();
+        });
+        drop(first);
+        drop(store);
+    });
+}
+
+/// A command session that read a stream holds its connection; dropped after its runtime ended, it hands the
+/// connection to the store, which must close it rather than release it to the pool (sqlx's release spawns a
+/// task, which panics without a runtime).
+#[test]
+fn a_session_dropped_after_its_runtime_releases_its_connection_without_panicking() {
+    with_a_store_outliving_its_runtime("held_session_outlived", |store, first| {
+        let session = first.block_on(async {
+            let mut session = store.command_session();
+            session
+                .fold_stream(&stream("outlived"), &mut |_| Ok(()))
+                .await
+                .unwrap();
+            session
+        });
+        drop(first);
+        drop(session);
+        drop(store);
     });
 }
