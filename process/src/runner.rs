@@ -103,9 +103,17 @@ impl<P: ProcessManager> Process<P> {
     }
 
     /// Registers the process manager in `projections` with `options` (use [`default_options`]'s failure
-    /// policy unless you have a reason not to).
+    /// policy unless you have a reason not to). It is registered with side effects: `rebuild` and `reset` of it
+    /// are refused ([`annals_projections::Error::HasSideEffects`]), since replaying the log would send its
+    /// commands and schedule its timers again (and, once command records are purged, a command refused long ago
+    /// could now succeed).
     pub fn register(&self, projections: Projections, options: ProjectionOptions) -> Projections {
-        projections.with_options(self.projection(), options)
+        projections.with_options(
+            self.projection(),
+            options.with_side_effects(
+                "it is a process manager: replaying the log would send its commands and schedule its timers again",
+            ),
+        )
     }
 
     /// Handles one event of the log: routes the event and, when it is for an instance, decides and carries the

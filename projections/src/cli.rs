@@ -25,6 +25,8 @@ pub mod exit {
     pub const PROJECTION_FAILED: u8 = 4;
     /// Another process owns the projection (or is rebuilding it); try again later.
     pub const BUSY: u8 = 5;
+    /// The projection has side effects (a process manager): it cannot be rebuilt or reset.
+    pub const REFUSED: u8 = 6;
     /// Interrupted (Ctrl-C) before finishing; a rebuild resumes where it stopped.
     pub const INTERRUPTED: u8 = 130;
 }
@@ -35,6 +37,7 @@ pub fn exit_code(error: &Error) -> u8 {
         Error::UnknownProjection { .. } => exit::UNKNOWN_PROJECTION,
         Error::ProjectionFailed { .. } => exit::PROJECTION_FAILED,
         Error::Busy { .. } => exit::BUSY,
+        Error::HasSideEffects { .. } => exit::REFUSED,
         _ => exit::ERROR,
     }
 }

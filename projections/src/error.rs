@@ -21,6 +21,18 @@ pub enum Error {
         known: Vec<String>,
     },
 
+    /// The projection has effects outside its read model (it was registered with
+    /// [`ProjectionOptions::with_side_effects`](crate::ProjectionOptions::with_side_effects)), so replaying the
+    /// log through it (`rebuild`, `reset`) would repeat them. Nothing was changed. Fix what needs fixing going
+    /// forward instead (retry parked inputs, start a new version under a new name from the current head).
+    #[error("projection {name:?} cannot be rebuilt or reset: {why}")]
+    HasSideEffects {
+        /// The projection.
+        name: String,
+        /// What a replay would repeat, as declared at registration.
+        why: &'static str,
+    },
+
     /// A projection name breaks the naming rule (1 to 40 characters of `a-z`, `0-9` and `_`, starting with a
     /// letter). Rename the projection: the name is also a checkpoint key and part of table names.
     #[error("invalid projection name {name:?}: {reason}")]

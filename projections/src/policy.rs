@@ -77,6 +77,9 @@ pub struct ProjectionOptions {
     pub(crate) batch_size: usize,
     pub(crate) failure_policy: FailurePolicy,
     pub(crate) read_ahead: usize,
+    /// Why replaying the projection from the first event is refused (`rebuild`, `reset`): it has effects
+    /// outside its read model (commands sent, messages published) that a replay would repeat.
+    pub(crate) side_effects: Option<&'static str>,
 }
 
 /// Events per page a catching-up or rebuilding runner reads ahead by default.
@@ -88,6 +91,7 @@ impl Default for ProjectionOptions {
             batch_size: 500,
             failure_policy: FailurePolicy::stop(),
             read_ahead: DEFAULT_READ_AHEAD,
+            side_effects: None,
         }
     }
 }
@@ -115,6 +119,15 @@ impl ProjectionOptions {
     /// turns reading ahead off: each batch is then read when the one before it has been applied.
     pub fn read_ahead(mut self, events_per_page: usize) -> Self {
         self.read_ahead = events_per_page;
+        self
+    }
+
+    /// Declares that handling an event has effects outside the read model (it sends commands, publishes
+    /// messages), so that replaying the log would repeat them: [`rebuild`](crate::Projections::rebuild) and
+    /// [`reset`](crate::Projections::reset) refuse it with [`Error::HasSideEffects`](crate::Error::HasSideEffects)
+    /// quoting `why`. Process managers register this way.
+    pub fn with_side_effects(mut self, why: &'static str) -> Self {
+        self.side_effects = Some(why);
         self
     }
 }

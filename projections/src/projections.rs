@@ -414,7 +414,8 @@ impl Projections {
     /// Reads pages of events, never the whole log. Resumes a cancelled rebuild of the same version.
     ///
     /// # Errors
-    /// [`Error::UnknownProjection`]; [`Error::Busy`] when another process is rebuilding it;
+    /// [`Error::UnknownProjection`]; [`Error::HasSideEffects`] for a projection registered with side effects
+    /// (a process manager); [`Error::Busy`] when another process is rebuilding it;
     /// [`Error::ProjectionFailed`] when an event fails and the policy says stop; store and database errors.
     pub async fn rebuild(&self, name: &str) -> Result<RebuildReport> {
         self.rebuild_with(name, RebuildOptions::default()).await
@@ -426,6 +427,7 @@ impl Projections {
     /// As for [`rebuild`](Self::rebuild).
     pub async fn rebuild_with(&self, name: &str, options: RebuildOptions) -> Result<RebuildReport> {
         let p = self.find(name)?.clone();
+        refuse_replay(&p)?;
         self.migrate().await?;
         let cancel = shutdown_from(options.cancel);
         let progress = options.progress.unwrap_or_else(|| Box::new(|_| {}));
@@ -436,9 +438,11 @@ impl Projections {
     /// has caught up again). A runner of it, in any process, starts over from the first event.
     ///
     /// # Errors
-    /// [`Error::UnknownProjection`]; database errors.
+    /// [`Error::UnknownProjection`]; [`Error::HasSideEffects`] for a projection registered with side effects (a
+    /// process manager); database errors.
     pub async fn reset(&self, name: &str) -> Result<()> {
         let p = self.find(name)?;
+        refuse_replay(p)?;
         self.migrate().await?;
         self.engine.backend.reset(&p.name).await?;
         self.engine.notifier(&p.name).send_replace(Position::START);
@@ -554,6 +558,17 @@ impl Projections {
         let p = self.find(name)?.clone();
         self.migrate().await?;
         self.engine.replay_parked(&p).await
+    }
+}
+
+/// Refuses to replay `p` from the first event when it was registered with side effects.
+fn refuse_replay(p: &Registered) -> Result<()> {
+    match p.options.side_effects {
+        Some(why) => Err(Error::HasSideEffects {
+            name: p.name.clone(),
+            why,
+        }),
+        None => Ok(()),
     }
 }
 

@@ -208,3 +208,24 @@ async fn status_of_a_running_process(
     let _ = stop.send(());
     runner.await.unwrap().unwrap();
 }
+
+/// Replaying the log through a process manager would send its commands and schedule its timers again: `rebuild`
+/// and `reset` refuse it, naming why, and change nothing.
+#[tokio::test]
+async fn a_process_manager_cannot_be_rebuilt_or_reset() {
+    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let counters = Counters::new(Arc::clone(&store));
+    let process = Process::new(Jobs, Arc::clone(&store), counters, Timers::memory());
+    let projections = process.register(Projections::memory(Arc::clone(&store)), default_options());
+    let name = projections.names()[0].to_owned();
+    match projections.rebuild(&name).await {
+        Err(error @ annals_projections::Error::HasSideEffects { .. }) => {
+            assert!(error.to_string().contains("send its commands"), "{error}");
+        }
+        other => panic!("rebuild of a process manager: {other:?}"),
+    }
+    assert!(matches!(
+        projections.reset(&name).await,
+        Err(annals_projections::Error::HasSideEffects { .. })
+    ));
+}
