@@ -256,7 +256,7 @@ impl Error {
 /// (undefined table, column or function; syntax), and driver errors about the data itself (a column that
 /// cannot be decoded).
 #[cfg(feature = "postgres")]
-pub(crate) fn is_transient_sqlx(e: &sqlx::Error) -> bool {
+pub fn is_transient_sqlx(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(d) => d.code().is_some_and(|code| is_transient_sqlstate(&code)),
         sqlx::Error::Io(_)
@@ -271,7 +271,7 @@ pub(crate) fn is_transient_sqlx(e: &sqlx::Error) -> bool {
 
 /// Whether a SQLSTATE names a transient condition (see [`is_transient_sqlx`]).
 #[cfg(feature = "postgres")]
-pub(crate) fn is_transient_sqlstate(code: &str) -> bool {
+pub fn is_transient_sqlstate(code: &str) -> bool {
     matches!(code.get(..2), Some("08" | "40" | "53" | "57" | "58")) || code == "55P03"
 }
 

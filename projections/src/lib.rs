@@ -91,6 +91,8 @@ mod typed_sql;
 pub use cli::{LogWriter, ProjectionsCommand, exit, exit_code, log_writer};
 pub use documents::{Documents, MAX_KEY_BYTES};
 pub use error::{BoxError, Error, Result};
+#[cfg(feature = "postgres")]
+pub use error::{is_transient_sqlstate, is_transient_sqlx};
 pub use policy::{DEFAULT_READ_AHEAD, FailurePolicy, ProjectionOptions};
 pub use projection::Projection;
 #[cfg(feature = "postgres")]

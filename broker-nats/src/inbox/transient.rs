@@ -1,34 +1,9 @@
-//! Which database failures are transient (retrying the same work later may succeed) and which are permanent.
-//!
-//! The rules are those of `annals-projections` (`projections/src/error.rs`), repeated here because that crate
-//! keeps them private; they belong in one shared place.
+//! Which database failures are transient (retrying the same work later may succeed) and which are permanent:
+//! the rules of `annals-projections` ([`is_transient_sqlx`]), applied here to a handler's error and its causes.
 
-/// Whether a database error may go away when the same work is tried again.
-///
-/// Transient: connection and pool failures, and the SQLSTATE classes `08` (connection exception), `40`
-/// (serialization failure `40001`, deadlock `40P01`), `53` (insufficient resources), `57` (operator
-/// intervention: admin shutdown `57P01`, statement timeout or cancel `57014`), `58` (system error), and `55P03`
-/// (lock not available: `lock_timeout`). Permanent: every other SQLSTATE, among them `22` (data exception),
-/// `23` (integrity violation), `25` (invalid transaction state: `25P02`, a statement in an aborted
-/// transaction), `42` (undefined object, syntax) and `54` (program limit), and driver errors about the data
-/// itself (a column that cannot be decoded).
-pub(crate) fn is_transient_sqlx(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(d) => d.code().is_some_and(|code| is_transient_sqlstate(&code)),
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        _ => false,
-    }
-}
-
-/// Whether a SQLSTATE names a transient condition (see [`is_transient_sqlx`]).
-pub(crate) fn is_transient_sqlstate(code: &str) -> bool {
-    matches!(code.get(..2), Some("08" | "40" | "53" | "57" | "58")) || code == "55P03"
-}
+#[cfg(test)]
+use annals_projections::is_transient_sqlstate;
+pub(crate) use annals_projections::is_transient_sqlx;
 
 /// Whether an error is, or was caused by, a transient database error: the error itself or any error in its
 /// source chain is a [`sqlx::Error`] that [`is_transient_sqlx`] calls transient.
