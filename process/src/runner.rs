@@ -333,6 +333,7 @@ impl<P: ProcessManager> Projection for ProcessProjection<P> {
         &self.process.inner.name
     }
 
+    /// Keeps the open instances (the handling itself is done in [`effects`](Projection::effects)).
     async fn apply(&self, event: &RecordedEvent, docs: &mut Documents<'_>) -> Result<(), BoxError> {
         let inner = &self.process.inner;
         let own = event
@@ -352,6 +353,13 @@ impl<P: ProcessManager> Projection for ProcessProjection<P> {
                 )?;
             }
         }
+        Ok(())
+    }
+
+    /// Handles the event (appends, timers, commands) before the runner opens the batch's transaction, so a
+    /// slow or stalled command target never holds that transaction open.
+    async fn effects(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+        let inner = &self.process.inner;
         if !crate::pipeline::handled_ahead(inner, event.position).await {
             inner.handle_or_park(event).await?;
         }

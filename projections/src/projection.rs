@@ -64,6 +64,17 @@ pub trait Projection: Send + Sync + 'static {
         &[]
     }
 
+    /// Work outside the read model that must be done before `event` counts as applied (a process manager's
+    /// appends, commands and timers). The runner calls it in position order, for the wanted events, *before* the
+    /// batch's transaction opens and never inside it, so a slow effect holds no transaction and no row lock; a
+    /// batch whose effects outlast a third of the lease is cut there and committed as far as its effects got
+    /// (the commit renews the lease). It is called again for an event after a crash, a lost lease or a failed
+    /// commit, so it must be idempotent; an error is the event's failure (the failure policy decides, and the
+    /// events before it are committed). Defaults to nothing.
+    async fn effects(&self, _event: &RecordedEvent) -> Result<(), BoxError> {
+        Ok(())
+    }
+
     /// Called before the read model is built from scratch (first run, reset, rebuild). Clear any state you keep
     /// outside the documents here. Defaults to nothing.
     async fn reset(&self) -> Result<(), BoxError> {

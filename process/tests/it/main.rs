@@ -10,5 +10,7 @@
 
 mod handled_once_in_effect;
 mod no_input_stops_a_process;
+mod pipeline;
+mod stalled_target;
 mod support;
 mod timers;

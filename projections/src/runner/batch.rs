@@ -28,6 +28,23 @@ pub(super) enum BatchError {
     Infra(Error),
 }
 
+impl BatchError {
+    /// The same failure with its event's index counted `by` events further on (the index was within a part of
+    /// the batch that starts there).
+    fn shifted(self, by: usize) -> Self {
+        match self {
+            Self::Apply {
+                index: Some(index),
+                error,
+            } => Self::Apply {
+                index: Some(index + by),
+                error,
+            },
+            other => other,
+        }
+    }
+}
+
 impl From<Error> for BatchError {
     fn from(e: Error) -> Self {
         Self::Infra(e)
@@ -36,7 +53,7 @@ impl From<Error> for BatchError {
 
 /// Whether an error from projection code is really a transient infrastructure failure (retry the batch: a lost
 /// connection, a deadlock, a lost lease) or a failure of the event (the failure policy decides), by SQLSTATE.
-fn classify(index: Option<usize>, error: BoxError) -> BatchError {
+pub(super) fn classify(index: Option<usize>, error: BoxError) -> BatchError {
     let error = match error.downcast::<Error>() {
         Ok(e) if e.is_transient() && !matches!(*e, Error::Busy { .. }) => {
             return BatchError::Infra(*e);
@@ -145,8 +162,41 @@ impl Engine {
         Ok(wanted.into_iter().map(|(index, _)| index).collect())
     }
 
-    /// Applies one batch to `slot` and commits it with the checkpoint.
+    /// Applies one batch to `slot`: the projection's effects first, outside any transaction
+    /// ([`run_effects`](Self::run_effects)), then the read model's writes with the checkpoint in one short
+    /// transaction, as far as the effects got; again for the rest when the effects' time ran out. Events at or
+    /// below the checkpoint (committed by an earlier part of this batch) are skipped: never applied twice, and the
+    /// checkpoint never moves back. Returns how many wanted events were applied.
     pub(super) async fn try_batch(
+        &self,
+        p: &Registered,
+        slot: &mut Slot,
+        events: &[RecordedEvent],
+        state: SlotState,
+        throughput: Option<f64>,
+    ) -> std::result::Result<usize, BatchError> {
+        let mut offset = events.partition_point(|e| e.position <= slot.checkpoint);
+        let mut applied = 0;
+        while offset < events.len() {
+            let rest = &events[offset..];
+            let effects = self.run_effects(p, rest).await;
+            if effects.done > 0 {
+                applied += self
+                    .commit_batch(p, slot, &rest[..effects.done], state, throughput)
+                    .await
+                    .map_err(|e| e.shifted(offset))?;
+            }
+            if let Some(failed) = effects.failed {
+                return Err(failed.shifted(offset));
+            }
+            offset += effects.done;
+        }
+        Ok(applied)
+    }
+
+    /// Applies `events` to the read model in one transaction and commits it with the checkpoint (their
+    /// effects are done).
+    async fn commit_batch(
         &self,
         p: &Registered,
         slot: &mut Slot,

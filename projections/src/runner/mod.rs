@@ -1,12 +1,14 @@
 //! The engine shared by the live runner, rebuilds and replays, one concept per file: the registration
-//! ([`registered`]), upcasting ([`upcast`]), one batch in one transaction ([`batch`]), the next page of events
-//! ([`read`]), a page with failing events under the failure policy ([`failing`]), the live loop ([`live`]),
-//! blue/green rebuilds ([`rebuild`]) and replays of parked events ([`replay`]).
+//! ([`registered`]), upcasting ([`upcast`]), a projection's effects outside any transaction ([`effects`]), one
+//! batch in one short transaction ([`batch`]), the next page of events ([`read`]), a page with failing events
+//! under the failure policy ([`failing`]), the live loop ([`live`]), blue/green rebuilds ([`rebuild`]) and
+//! replays of parked events ([`replay`]).
 //!
 //! The runner depends on the backends (through [`crate::backend::Backend`] and the
 //! [`Target`](crate::backend::Target) it hands them), never the other way round.
 
 mod batch;
+mod effects;
 mod failing;
 mod live;
 mod rate;

@@ -1,12 +1,12 @@
 //! Replaying parked events: the live generation's dead letters applied again, in position order.
 
-use annals::Position;
+use annals::{Position, RecordedEvent};
 
 use super::batch::{BatchError, commit_failure};
 use super::{Engine, Registered};
 use crate::backend::{Acquired, Commit, Slot, parked_from};
 use crate::documents::DocBuffer;
-use crate::error::{Error, Result};
+use crate::error::{BoxError, Error, Result};
 use crate::status::{ParkedEvent, ReplayReport};
 
 impl Engine {
@@ -54,6 +54,21 @@ impl Engine {
             else {
                 continue;
             };
+            if let Some(failed) = self
+                .run_effects(p, std::slice::from_ref(&event))
+                .await
+                .failed
+            {
+                match failed {
+                    BatchError::Infra(e) => return Err(e),
+                    BatchError::Apply { error, .. } => {
+                        self.still_failing(slot, &event, &error, parked.attempts)
+                            .await?;
+                        report.still_failing += 1;
+                        continue;
+                    }
+                }
+            }
             let tx = self
                 .backend
                 .begin(slot, self.owner, self.lease_ttl, None, false)
@@ -81,19 +96,31 @@ impl Engine {
                 Ok(()) => report.replayed += 1,
                 Err(BatchError::Infra(e)) => return Err(e),
                 Err(BatchError::Apply { error, .. }) => {
-                    let tx = self
-                        .backend
-                        .begin(slot, self.owner, self.lease_ttl, None, false)
+                    self.still_failing(slot, &event, &error, parked.attempts)
                         .await?;
-                    tx.commit(Commit {
-                        park: vec![parked_from(&event, error.to_string(), parked.attempts + 1)],
-                        ..Commit::default()
-                    })
-                    .await?;
                     report.still_failing += 1;
                 }
             }
         }
         Ok(report)
+    }
+
+    /// Parks `event` again after a replay failed on it, with the new error and one more attempt.
+    async fn still_failing(
+        &self,
+        slot: &Slot,
+        event: &RecordedEvent,
+        error: &BoxError,
+        attempts: u32,
+    ) -> Result<()> {
+        let tx = self
+            .backend
+            .begin(slot, self.owner, self.lease_ttl, None, false)
+            .await?;
+        tx.commit(Commit {
+            park: vec![parked_from(event, error.to_string(), attempts + 1)],
+            ..Commit::default()
+        })
+        .await
     }
 }
