@@ -6,7 +6,7 @@
 use annals::{Aggregate, Category, IdKind};
 use serde::{Deserialize, Serialize};
 
-use crate::transfer_legs::{TransferLeg, TransferMove, decide_leg, remember_leg};
+use crate::transfer_legs::{TransferLeg, TransferMove, apply_leg, decide_leg};
 
 /// The largest amount a single deposit or withdrawal may carry, in minor units (cents).
 pub const MAX_AMOUNT: u64 = i64::MAX as u64;
@@ -171,9 +171,6 @@ pub struct Account {
     pub balance: u64,
     /// Open, closed, or not opened yet.
     pub status: AccountStatus,
-    /// The transfer legs applied here (`out:<transfer>`, `in:<transfer>`, `refund:<transfer>`), so a leg sent
-    /// again is recognised.
-    pub transfers: std::collections::BTreeSet<String>,
 }
 
 impl Account {
@@ -267,7 +264,7 @@ impl Aggregate for Account {
             AccountEvent::Deposited { amount } => self.settle(self.balance.checked_add(*amount)),
             AccountEvent::Withdrawn { amount } => self.settle(self.balance.checked_sub(*amount)),
             AccountEvent::Closed {} => self.status = AccountStatus::Closed,
-            leg => remember_leg(self, leg),
+            leg => apply_leg(self, leg),
         }
     }
 }

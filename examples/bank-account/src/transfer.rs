@@ -1,6 +1,7 @@
 //! The transfer between two accounts, as the state of its process: requested (now or at a time), started,
 //! source debited, completed; or failed with a reason (after a refund when the credit was refused); or
-//! cancelled before it started. Stream `transfer-<id>`.
+//! cancelled before it started; or, when the refund itself was refused, `refund_failed`, holding the money until
+//! an operator retries the refund. Stream `transfer-<id>`.
 //!
 //! Requests and cancellations are commands to the transfer ([`TransferCommand`]); every later step is decided by
 //! the transfer process ([`crate::transfer_process`]).
@@ -38,6 +39,11 @@ pub enum TransferStatus {
     Failed,
     /// Cancelled before it started.
     Cancelled,
+    /// The credit was refused and so was the refund (the source had been refilled near its maximum since the
+    /// debit): the transfer holds the amount ([`Transfer::held`]), debited from the source and credited nowhere,
+    /// until an operator makes room and retries the refund ([`TransferCommand::RetryRefund`],
+    /// `POST /transfers/{id}/retry-refund`).
+    RefundFailed,
 }
 
 /// How far the process got (the steps behind [`TransferStatus::Pending`]).
@@ -52,6 +58,8 @@ pub enum Stage {
     Crediting,
     /// The credit was refused; the refund of the source was sent.
     Refunding,
+    /// The refund was refused too; the transfer holds the money until the refund is retried.
+    RefundFailed,
     /// Completed, failed or cancelled.
     Ended,
 }
@@ -73,6 +81,20 @@ pub struct Transfer {
     pub stage: Stage,
     /// Why it failed (or is being refunded).
     pub reason: Option<String>,
+    /// Why the source refused the refund, while the transfer is [`TransferStatus::RefundFailed`].
+    pub refund_refused: Option<String>,
+}
+
+impl Transfer {
+    /// The money the transfer holds: debited from the source (as the process has seen), and neither credited
+    /// to the target nor refunded yet. Conservation: the sum of all balances plus the money every transfer
+    /// holds is constant (between the debit and the process seeing it, the money is in flight in the log).
+    pub fn held(&self) -> u64 {
+        match self.stage {
+            Stage::Crediting | Stage::Refunding | Stage::RefundFailed => self.amount,
+            Stage::NotStarted | Stage::Debiting | Stage::Ended => 0,
+        }
+    }
 }
 
 /// What happened to a transfer. The serde names are the persisted event types.
@@ -109,6 +131,15 @@ pub enum TransferEvent {
         /// Why the target refused.
         reason: String,
     },
+    /// The source refused the refund: the transfer holds the money until the refund is retried.
+    #[serde(rename = "TransferRefundFailed")]
+    RefundFailed {
+        /// Why the source refused (`amount_overflow`: it was refilled near its maximum since the debit).
+        reason: String,
+    },
+    /// An operator asked to retry the refused refund (after making room in the source).
+    #[serde(rename = "TransferRefundRetried")]
+    RefundRetried {},
     /// The transfer ended without moving money.
     #[serde(rename = "TransferFailed")]
     Failed {
@@ -135,6 +166,9 @@ pub enum TransferCommand {
     },
     /// Cancel it: only while it is scheduled and has not started.
     Cancel,
+    /// Retry the refund of a transfer whose refund was refused ([`TransferStatus::RefundFailed`]); the process
+    /// sends the refund again under a new command id.
+    RetryRefund,
 }
 
 /// Why a transfer refused a command.
@@ -151,6 +185,12 @@ pub enum TransferError {
         "the transfer is {status:?}; only a scheduled transfer that has not started can be cancelled"
     )]
     NotCancellable {
+        /// Its status.
+        status: TransferStatus,
+    },
+    /// Retrying the refund of a transfer whose refund was not refused.
+    #[error("the transfer is {status:?}; only a transfer whose refund was refused can retry it")]
+    NothingToRefund {
         /// Its status.
         status: TransferStatus,
     },
@@ -194,6 +234,13 @@ impl Aggregate for Transfer {
                 }
                 (status, _) => Err(TransferError::NotCancellable { status }),
             },
+            TransferCommand::RetryRefund => match (self.status, self.stage) {
+                (TransferStatus::Unknown, _) => Err(TransferError::NotFound),
+                (TransferStatus::RefundFailed, Stage::RefundFailed) => {
+                    Ok(vec![TransferEvent::RefundRetried {}])
+                }
+                (status, _) => Err(TransferError::NothingToRefund { status }),
+            },
         }
     }
 
@@ -230,9 +277,17 @@ impl Aggregate for Transfer {
                 self.stage = Stage::Ended;
             }
             E::Refunding { reason } => {
+                self.status = TransferStatus::Pending;
                 self.stage = Stage::Refunding;
                 self.reason = Some(reason.clone());
+                self.refund_refused = None;
             }
+            E::RefundFailed { reason } => {
+                self.status = TransferStatus::RefundFailed;
+                self.stage = Stage::RefundFailed;
+                self.refund_refused = Some(reason.clone());
+            }
+            E::RefundRetried {} => {}
             E::Failed { reason } => {
                 self.status = TransferStatus::Failed;
                 self.stage = Stage::Ended;

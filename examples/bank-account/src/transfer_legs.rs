@@ -44,13 +44,9 @@ pub struct TransferMove {
     pub amount: u64,
 }
 
-impl TransferMove {
-    pub(crate) fn key(&self, kind: &str) -> String {
-        format!("{kind}:{}", self.transfer)
-    }
-}
-
-/// The account's rules for a transfer leg. A leg applied before is recognised and changes nothing.
+/// The account's rules for a transfer leg. The account keeps no record of the legs it applied (its state would
+/// grow with every transfer): a leg sent again is recognised by its command id (the transfer process sends each
+/// leg under an id derived from its cause, see `docs/command-ids.md`), so it must be sent with one.
 pub(crate) fn decide_leg(
     account: &Account,
     leg: &TransferLeg,
@@ -61,14 +57,6 @@ pub(crate) fn decide_leg(
         counterparty: leg.counterparty.clone(),
         amount,
     };
-    let key = match leg.kind {
-        LegKind::Out => "out",
-        LegKind::In => "in",
-        LegKind::Refund => "refund",
-    };
-    if account.transfers.contains(&moved.key(key)) {
-        return Ok(vec![]);
-    }
     let balance = account.balance;
     match leg.kind {
         LegKind::Out => {
@@ -100,17 +88,14 @@ pub(crate) fn decide_leg(
     }
 }
 
-/// Applies a transfer leg's event to the account: moves its money and remembers the leg, so that sending it again
-/// changes nothing; other events are ignored.
-pub(crate) fn remember_leg(account: &mut Account, event: &AccountEvent) {
-    let (key, balance) = match event {
-        AccountEvent::TransferDebited(m) => (m.key("out"), account.balance.checked_sub(m.amount)),
-        AccountEvent::TransferCredited(m) => (m.key("in"), account.balance.checked_add(m.amount)),
-        AccountEvent::TransferRefunded(m) => {
-            (m.key("refund"), account.balance.checked_add(m.amount))
+/// Applies a transfer leg's event to the account: moves its money; other events are ignored.
+pub(crate) fn apply_leg(account: &mut Account, event: &AccountEvent) {
+    let balance = match event {
+        AccountEvent::TransferDebited(m) => account.balance.checked_sub(m.amount),
+        AccountEvent::TransferCredited(m) | AccountEvent::TransferRefunded(m) => {
+            account.balance.checked_add(m.amount)
         }
         _ => return,
     };
     account.settle(balance);
-    account.transfers.insert(key);
 }

@@ -50,6 +50,8 @@ pub enum TransferTrigger {
     Credited,
     /// The source was refunded.
     Refunded,
+    /// An operator asked to retry a refused refund.
+    RefundRetried,
 }
 
 /// The transfer's timer: start at `execute_at`.
@@ -132,13 +134,26 @@ impl TransferProcess {
                     .unwrap_or_else(|| "refused".to_owned()),
             }),
             (_, Stage::Refunding, Input::Refused { reason, .. }) => {
-                // Unreachable with the account rules (a refund is accepted by any opened account); end the
-                // transfer visibly rather than loop.
-                tracing::error!(transfer = id, reason, "a transfer's refund was refused");
-                none.event(TransferEvent::Failed {
-                    reason: format!("refund_refused:{reason}"),
+                // The source was refilled near its maximum since the debit: the transfer holds the money, visibly,
+                // until an operator makes room and retries the refund.
+                tracing::error!(
+                    transfer = id,
+                    reason,
+                    amount = transfer.amount,
+                    "a transfer's refund was refused; it holds the amount until the refund is retried"
+                );
+                none.event(TransferEvent::RefundFailed {
+                    reason: reason.to_owned(),
                 })
             }
+            (_, Stage::RefundFailed, Input::Event(T::RefundRetried)) => none
+                .event(TransferEvent::Refunding {
+                    reason: transfer
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "refused".to_owned()),
+                })
+                .command(leg(transfer, id, LegKind::Refund)),
             _ => none,
         }
     }
@@ -165,6 +180,7 @@ impl ProcessManager for TransferProcess {
                     return Ok(Some(Routed::start(id.as_str(), TransferTrigger::Requested)));
                 }
                 "TransferCancelled" => TransferTrigger::Cancelled,
+                "TransferRefundRetried" => TransferTrigger::RefundRetried,
                 _ => return Ok(None),
             };
             return Ok(Some(Routed::advance(id.as_str(), trigger)));
@@ -370,6 +386,36 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_refund_holds_the_money_until_retried() {
+        let refunding = [
+            requested(),
+            E::Started {},
+            E::SourceDebited {},
+            E::Refunding {
+                reason: "account_closed".into(),
+            },
+        ];
+        given(&PM, "t1", refunding.clone())
+            .when_refused(command(LegKind::Refund), "amount_overflow")
+            .then_events([E::RefundFailed {
+                reason: "amount_overflow".into(),
+            }])
+            .then_commands([]);
+        let failed = refunding.into_iter().chain([
+            E::RefundFailed {
+                reason: "amount_overflow".into(),
+            },
+            E::RefundRetried {},
+        ]);
+        given(&PM, "t1", failed)
+            .when_event(T::RefundRetried)
+            .then_events([E::Refunding {
+                reason: "account_closed".into(),
+            }])
+            .then_commands([command(LegKind::Refund)]);
+    }
+
+    #[test]
     fn a_scheduled_transfer_waits_for_its_timer() {
         given(&PM, "t1", [scheduled()])
             .when_event(T::Requested)
@@ -446,17 +492,19 @@ mod tests {
     }
 
     #[test]
-    fn an_account_carries_each_leg_once() {
+    fn an_account_carries_legs_and_leaves_recognising_one_sent_again_to_its_command_id() {
         given_account::<Account>([opened(), A::Deposited { amount: 100 }])
             .when(leg(LegKind::Out, 60))
             .then([A::TransferDebited(moved(60))]);
+        // The account keeps no record of applied legs: the same leg decided again moves money again, which is
+        // why the process sends every leg under a command id (see `a_leg_sent_twice_moves_money_once`).
         given_account::<Account>([
             opened(),
-            A::Deposited { amount: 100 },
+            A::Deposited { amount: 200 },
             A::TransferDebited(moved(60)),
         ])
         .when(leg(LegKind::Out, 60))
-        .then([]);
+        .then([A::TransferDebited(moved(60))]);
         given_account::<Account>([opened()])
             .when(leg(LegKind::In, 5))
             .then([A::TransferCredited(moved(5))]);

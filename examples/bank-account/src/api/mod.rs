@@ -45,6 +45,10 @@ pub(crate) fn router(state: AppState) -> Router {
             "/transfers/{id}",
             get(transfer_routes::show).delete(transfer_routes::cancel),
         )
+        .route(
+            "/transfers/{id}/retry-refund",
+            post(transfer_routes::retry_refund),
+        )
         .fallback(annals_axum::no_route)
         .method_not_allowed_fallback(annals_axum::method_not_allowed)
         .layer(middleware::from_fn(annals_axum::correlate))

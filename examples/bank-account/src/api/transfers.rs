@@ -1,5 +1,6 @@
-//! `POST /transfers`, `GET /transfers/{id}`, `DELETE /transfers/{id}`: requests and cancellations are commands
-//! to the transfer; the transfer process does the rest, after the request is answered (`202`).
+//! `POST /transfers`, `GET /transfers/{id}`, `DELETE /transfers/{id}`, `POST /transfers/{id}/retry-refund`:
+//! requests, cancellations and an operator's retry of a refused refund are commands to the transfer; the
+//! transfer process does the rest, after the request is answered (`202`).
 
 use std::sync::Arc;
 
@@ -43,14 +44,23 @@ pub(super) struct TransferView {
     status: TransferStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// Why the source refused the refund (status `refund_failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refund_refused: Option<String>,
+    /// The money the transfer holds (debited, neither credited nor refunded yet); absent when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    held: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     execute_at: Option<DateTime<Utc>>,
 }
 
 impl TransferView {
     fn new(id: &TransferId, transfer: Transfer) -> Json<Self> {
+        let held = Some(transfer.held()).filter(|held| *held > 0);
         Json(Self {
             id: id.as_str().to_owned(),
+            held,
+            refund_refused: transfer.refund_refused,
             from: transfer.from,
             to: transfer.to,
             amount: transfer.amount,
@@ -129,6 +139,9 @@ impl From<TransferError> for ApiError {
             TransferError::NotFound => (StatusCode::NOT_FOUND, "transfer_not_found"),
             TransferError::NotCancellable { .. } => {
                 (StatusCode::CONFLICT, "transfer_not_cancellable")
+            }
+            TransferError::NothingToRefund { .. } => {
+                (StatusCode::CONFLICT, "transfer_refund_not_failed")
             }
         };
         Self::new(status, code, error.to_string())
@@ -244,4 +257,14 @@ pub(super) async fn cancel(
 ) -> Result<Json<TransferView>, ApiError> {
     let transfer = transfers.execute(&id, TransferCommand::Cancel).await?;
     Ok(TransferView::new(&id, transfer))
+}
+
+/// An operator's retry of a refused refund (status `refund_failed`), once the source has room again: `202` with
+/// the transfer; the process sends the refund again.
+pub(super) async fn retry_refund(
+    transfers: Transfers,
+    TransferPath(id): TransferPath,
+) -> Result<(StatusCode, Json<TransferView>), ApiError> {
+    let transfer = transfers.execute(&id, TransferCommand::RetryRefund).await?;
+    Ok((StatusCode::ACCEPTED, TransferView::new(&id, transfer)))
 }

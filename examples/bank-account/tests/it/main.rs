@@ -35,5 +35,6 @@ mod rebuild;
 mod restart_after_sigkill;
 mod stops_gracefully_on_sigterm;
 mod support;
+mod transfer_legs;
 mod transfers;
 mod transfers_survive_a_crash;

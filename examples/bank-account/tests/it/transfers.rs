@@ -219,6 +219,15 @@ async fn the_contract(server: &TestServer) {
         2,
         "{kinds:?}"
     );
+    // Only a transfer whose refund was refused (`refund_failed`, see `transfer_legs.rs`) has a refund to retry.
+    server
+        .post("/transfers/t-4/retry-refund", &json!({}))
+        .await
+        .assert_error(409, "transfer_refund_not_failed");
+    server
+        .post("/transfers/nope/retry-refund", &json!({}))
+        .await
+        .assert_error(404, "transfer_not_found");
     // Debit from a closed account.
     transfer(
         server,
@@ -394,9 +403,10 @@ pub(crate) async fn send_all(
     sent.into_iter().flatten().collect()
 }
 
-/// Checks the end state of a run: every transfer ended; money conserved; no negative balance; each account's
+/// Checks the end state of a run: every transfer ended (or holds its money after a refused refund,
+/// `refund_failed`); money conserved (the balances plus the money held); no negative balance; each account's
 /// history (its events) adds up to its balance; no transfer leg applied twice; completed transfers moved their
-/// amount once, failed ones moved nothing in the end.
+/// amount once, failed ones moved nothing in the end, stuck ones hold exactly what was debited.
 pub(crate) async fn check(base: &str, run: &Run, ids: &[String]) {
     let client = reqwest::Client::new();
     let get = async |path: &str| -> Value {
@@ -415,6 +425,7 @@ pub(crate) async fn check(base: &str, run: &Run, ids: &[String]) {
         }
     };
     let mut statuses = BTreeMap::new();
+    let mut held_total = 0i128;
     let mut pending: Vec<&String> = ids.iter().collect();
     let until = tokio::time::Instant::now() + Duration::from_secs(120);
     while !pending.is_empty() {
@@ -422,7 +433,9 @@ pub(crate) async fn check(base: &str, run: &Run, ids: &[String]) {
         for id in pending {
             let view = get(&format!("/transfers/{id}")).await;
             match view["status"].as_str() {
-                Some(s @ ("completed" | "failed")) => {
+                Some(s @ ("completed" | "failed" | "refund_failed")) => {
+                    let held = view["held"].as_u64().unwrap_or(0);
+                    held_total += i128::from(held);
                     statuses.insert(id.clone(), (s.to_owned(), view["amount"].as_u64().unwrap()));
                 }
                 _ => still.push(id),
@@ -474,7 +487,11 @@ pub(crate) async fn check(base: &str, run: &Run, ids: &[String]) {
         assert_eq!(shown["items"], events["items"]);
         sum += balance;
     }
-    assert_eq!(sum, run.total, "money is conserved");
+    assert_eq!(
+        sum + held_total,
+        run.total,
+        "money is conserved (balances {sum}, held by refund_failed transfers {held_total})"
+    );
     for (id, (status, amount)) in &statuses {
         let out = legs.contains(&(id.clone(), "TransferDebited".to_owned()));
         let credited = legs.contains(&(id.clone(), "TransferCredited".to_owned()));
@@ -484,6 +501,7 @@ pub(crate) async fn check(base: &str, run: &Run, ids: &[String]) {
                 assert!(out && credited && !refunded, "{id}");
                 assert_eq!(moved.get(id).copied(), Some(i128::from(*amount)), "{id}");
             }
+            "refund_failed" => assert!(out && !credited && !refunded, "{id}"),
             _ => assert!(
                 !credited && out == refunded,
                 "{id}: out {out} refunded {refunded}"
