@@ -13,4 +13,5 @@ mod no_input_stops_a_process;
 mod pipeline;
 mod stalled_target;
 mod support;
+mod timer_comes_back;
 mod timers;
