@@ -11,6 +11,7 @@
 #[cfg(feature = "cli")]
 mod cli_subcommands;
 mod document_read_model;
+mod effects;
 mod failure_policies;
 #[cfg(feature = "postgres")]
 mod leases_and_crashes;
