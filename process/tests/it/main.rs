@@ -10,5 +10,6 @@
 
 mod handled_once_in_effect;
 mod no_input_stops_a_process;
+mod runners_restart_after_an_outage;
 mod support;
 mod timers;

@@ -13,10 +13,10 @@ use crate::backend::{Acquired, Slot};
 use crate::error::{Error, Result};
 use crate::status::SlotState;
 
-/// How often in a row a live runner retries a transient failure itself (about 20 s in all, pauses up to 5 s)
-/// before it ends with the error for its supervisor to start it again.
+/// How often in a row a live runner retries a transient failure itself (at most 3 s in all, pauses up to 2 s)
+/// before it ends with the error for its supervisor to start it again (and show it in `status`).
 const RUNNER_RETRIES: RetryPolicy =
-    RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(5), 8);
+    RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(2), 4);
 
 impl Engine {
     /// Runs one projection live until shutdown: acquires its lease, catches up, follows new events, re-acquires
