@@ -89,7 +89,16 @@ impl RetryPolicy {
 
     /// The pauses before each retry, in order, fresh jitter each; ends after [`retries`](Self::retries).
     pub fn pauses(&self) -> Pauses {
-        Pauses(self.builder().build())
+        Pauses {
+            backoff: self.builder().build(),
+            policy: *self,
+            n: 0,
+        }
+    }
+
+    /// The longest pause before retry `n`: `first · 2ⁿ`, at most `cap`.
+    fn full(&self, n: u32) -> Duration {
+        self.first.saturating_mul(1u32 << n.min(31)).min(self.cap)
     }
 
     /// The pause before retry `n` (0 for the first), for loops that count their own tries (a message resent
@@ -132,13 +141,21 @@ fn half(d: Duration) -> Duration {
 
 /// The pauses of a [`RetryPolicy`], in order ([`RetryPolicy::pauses`]).
 #[derive(Debug)]
-pub struct Pauses(ExponentialBackoff);
+pub struct Pauses {
+    backoff: ExponentialBackoff,
+    policy: RetryPolicy,
+    n: u32,
+}
 
 impl Iterator for Pauses {
     type Item = Duration;
 
     fn next(&mut self) -> Option<Duration> {
-        self.0.next()
+        let drawn = self.backoff.next()?;
+        let full = self.policy.full(self.n);
+        self.n = self.n.saturating_add(1);
+        // backon computes in `f32`: keep its draw within the exact bounds the policy promises.
+        Some(drawn.clamp(full / 2, full))
     }
 }
 

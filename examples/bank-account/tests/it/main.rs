@@ -37,3 +37,4 @@ mod stops_gracefully_on_sigterm;
 mod support;
 mod transfers;
 mod transfers_survive_a_crash;
+mod transfers_survive_a_database_outage;
