@@ -201,15 +201,13 @@ impl Supervisor {
         Fut: Future<Output = Result<(), E>>,
     {
         let (stop, stopped) = watch::channel(false);
-        let relay = tokio::spawn(async move {
+        // Ended with this call, even when its future is dropped.
+        let _relay = AbortOnDrop(tokio::spawn(async move {
             shutdown.await;
             let _ = stop.send(true);
-        });
-        let outcome = self
-            .run_until(name, stopped, |rx| start(Stop(rx)), transient)
-            .await;
-        relay.abort();
-        outcome
+        }));
+        self.run_until(name, stopped, |rx| start(Stop(rx)), transient)
+            .await
     }
 
     /// [`run`](Self::run) with the stop signal as a watch channel that turns `true` (or closes) at shutdown.
@@ -279,6 +277,15 @@ impl Supervisor {
                 }
             }
         }
+    }
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
