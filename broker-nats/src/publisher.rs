@@ -235,9 +235,10 @@ fn classify(e: &PublishError) -> Outcome {
     }
 }
 
-/// The wait before attempt `n + 1` of one message: 50 ms, doubling, at most 2 s.
+/// The wait before attempt `n + 1` of one message: up to 50 ms, doubling, at most 2 s, jittered (the one retry
+/// policy, [`annals::RetryPolicy`]).
 fn backoff(n: u32) -> Duration {
-    Duration::from_millis(50)
-        .saturating_mul(1u32.checked_shl(n.min(6)).unwrap_or(64))
-        .min(Duration::from_secs(2))
+    const RESEND: annals::RetryPolicy =
+        annals::RetryPolicy::new(Duration::from_millis(50), Duration::from_secs(2), 0);
+    RESEND.pause(n)
 }

@@ -67,6 +67,7 @@ mod expected;
 mod ids;
 mod payload;
 mod repository;
+mod retry;
 mod session;
 mod storable;
 mod store;
@@ -94,6 +95,7 @@ pub use repository::{
     CommandError, DEFAULT_MAX_RETRIES, DEFAULT_UNAVAILABLE_BACKOFF, DEFAULT_UNAVAILABLE_RETRIES,
     Executed, Loaded, Repository,
 };
+pub use retry::{Pauses, RetryPolicy};
 pub use session::{CommandSession, StoreSession};
 pub use storable::MAX_SCHEMA_VERSION;
 pub use store::{AppendResult, EventStore, VISIT_ALL_PAGE, check_append, resolve_replayed_append};

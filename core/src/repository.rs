@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::event::{Event, Metadata, NewEvent, RecordedEvent};
 use crate::expected::ExpectedVersion;
 use crate::ids::{Position, StreamId, StreamVersion};
+use crate::retry::RetryPolicy;
 use crate::session::{CommandSession, StoreSession};
 use crate::store::EventStore;
 use crate::stream_locks::StreamLocks;
@@ -140,8 +141,8 @@ impl<E> From<Error> for CommandError<E> {
 pub struct Repository<A, S = Arc<dyn EventStore>> {
     store: S,
     max_retries: u32,
-    unavailable_retries: u32,
-    unavailable_backoff: Duration,
+    /// How appends and command records are tried again while the store is unavailable.
+    unavailable: RetryPolicy,
     stream_locks: Option<StreamLocks>,
     _aggregate: PhantomData<fn() -> A>,
 }
@@ -151,8 +152,7 @@ impl<A, S: Clone> Clone for Repository<A, S> {
         Self {
             store: self.store.clone(),
             max_retries: self.max_retries,
-            unavailable_retries: self.unavailable_retries,
-            unavailable_backoff: self.unavailable_backoff,
+            unavailable: self.unavailable,
             stream_locks: self.stream_locks.clone(),
             _aggregate: PhantomData,
         }
@@ -167,8 +167,11 @@ impl<A: Aggregate> Repository<A> {
         Repository {
             store,
             max_retries: DEFAULT_MAX_RETRIES,
-            unavailable_retries: DEFAULT_UNAVAILABLE_RETRIES,
-            unavailable_backoff: DEFAULT_UNAVAILABLE_BACKOFF,
+            unavailable: RetryPolicy::new(
+                DEFAULT_UNAVAILABLE_BACKOFF,
+                UNAVAILABLE_CAP,
+                DEFAULT_UNAVAILABLE_RETRIES,
+            ),
             stream_locks: None,
             _aggregate: PhantomData,
         }
@@ -232,8 +235,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// Sets how many times an append is tried again, with the same event ids, after the store was unavailable
     /// (0: never), and the pause before the first retry (doubling after each, with jitter, up to two seconds).
     pub fn with_unavailable_retries(mut self, retries: u32, first_backoff: Duration) -> Self {
-        self.unavailable_retries = retries;
-        self.unavailable_backoff = first_backoff;
+        self.unavailable = RetryPolicy::new(first_backoff, UNAVAILABLE_CAP, retries);
         self
     }
 
@@ -395,7 +397,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                         });
                     }
                     tracing::debug!(%stream, attempt, "conflict; reloading and deciding again");
-                    tokio::time::sleep(backoff(attempt)).await;
+                    tokio::time::sleep(CONFLICT_PAUSES.pause(attempt - 1)).await;
                 }
             }
         }
@@ -545,6 +547,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<crate::store::AppendResult, CommandError<A::Error>> {
+        let mut pauses = self.unavailable.pauses();
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -552,16 +555,16 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 Err(unavailable @ Error::Unavailable { .. }) => unavailable,
                 other => return other.map_err(CommandError::Store),
             };
-            if attempts > self.unavailable_retries {
+            let Some(pause) = pauses.next() else {
                 return Err(CommandError::OutcomeUnknown {
                     stream: stream.clone(),
                     command_id: once.cloned(),
                     attempts,
                     last,
                 });
-            }
+            };
             tracing::warn!(%stream, attempts, error = %last, "store unavailable during append; retrying with the same event ids");
-            tokio::time::sleep(unavailable_backoff(self.unavailable_backoff, attempts)).await;
+            tokio::time::sleep(pause).await;
         }
     }
 
@@ -573,6 +576,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         id: &CommandId,
         record: CommandRecord,
     ) -> Result<Option<CommandRecord>, CommandError<A::Error>> {
+        let mut pauses = self.unavailable.pauses();
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -586,18 +590,17 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                     }
                     return Err(reused(id, &used_in));
                 }
-                Err(last @ Error::Unavailable { .. }) if attempts <= self.unavailable_retries => {
-                    tracing::warn!(%stream, attempts, error = %last, "store unavailable while recording a command outcome; retrying");
-                    tokio::time::sleep(unavailable_backoff(self.unavailable_backoff, attempts))
-                        .await;
-                }
                 Err(last @ Error::Unavailable { .. }) => {
-                    return Err(CommandError::OutcomeUnknown {
-                        stream: stream.clone(),
-                        command_id: Some(id.clone()),
-                        attempts,
-                        last,
-                    });
+                    let Some(pause) = pauses.next() else {
+                        return Err(CommandError::OutcomeUnknown {
+                            stream: stream.clone(),
+                            command_id: Some(id.clone()),
+                            attempts,
+                            last,
+                        });
+                    };
+                    tracing::warn!(%stream, attempts, error = %last, "store unavailable while recording a command outcome; retrying");
+                    tokio::time::sleep(pause).await;
                 }
                 Err(other) => return Err(CommandError::Store(other)),
             }
@@ -790,24 +793,10 @@ fn internal() -> Error {
     }
 }
 
-/// A short, jittered pause before retrying a conflicted command, so that racing writers spread out.
-fn backoff(attempt: u32) -> Duration {
-    let cap_micros = 200u64 << attempt.min(6);
-    Duration::from_micros(jitter(attempt) % cap_micros.max(1))
-}
+/// The pauses between decisions after conflicts: short (200 µs, then up to 400 µs, doubling to at most
+/// 12.8 ms), so that writers that keep colliding spread out; the number of decisions is `max_retries`'.
+const CONFLICT_PAUSES: RetryPolicy =
+    RetryPolicy::new(Duration::from_micros(400), Duration::from_micros(12_800), 0);
 
-/// The pause before the `attempt`-th retry after the store was unavailable: `first`, doubling, capped at two
-/// seconds, with up to half of it as jitter.
-fn unavailable_backoff(first: Duration, attempt: u32) -> Duration {
-    let full = first
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-        .min(Duration::from_secs(2));
-    let half = full / 2;
-    let jitter_micros = u64::try_from(half.as_micros()).unwrap_or(u64::MAX).max(1);
-    half + Duration::from_micros(jitter(attempt) % jitter_micros)
-}
-
-fn jitter(attempt: u32) -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(attempt)
-}
+/// The longest pause between retries while the store is unavailable.
+const UNAVAILABLE_CAP: Duration = Duration::from_secs(2);

@@ -158,7 +158,7 @@ impl<P: ProcessManager> Inner<P> {
                     if attempt <= self.options.conflict_retries =>
                 {
                     tracing::debug!(process = %self.name, %stream, attempt, "instance changed or store unavailable; deciding again");
-                    tokio::time::sleep(backoff(attempt)).await;
+                    tokio::time::sleep(DECIDE_AGAIN.pause(attempt - 1)).await;
                 }
                 Err(StoreError::Conflict { .. }) => {
                     return Err(Error::Contended {
@@ -273,9 +273,10 @@ fn fold<P: ProcessManager>(
     Ok((state, false, version))
 }
 
-/// A short, jittered pause before deciding again after a conflict.
-fn backoff(attempt: u32) -> std::time::Duration {
-    use std::hash::{BuildHasher, RandomState};
-    let cap_micros = 500u64 << attempt.min(8);
-    std::time::Duration::from_micros(RandomState::new().hash_one(attempt) % cap_micros)
-}
+/// The pauses before deciding again after a conflict or an unavailable store: up to 1 ms, doubling to at most
+/// 128 ms, jittered; how many decisions there are is the options' `conflict_retries`.
+const DECIDE_AGAIN: annals::RetryPolicy = annals::RetryPolicy::new(
+    std::time::Duration::from_millis(1),
+    std::time::Duration::from_millis(128),
+    0,
+);

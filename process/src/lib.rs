@@ -124,7 +124,7 @@ pub use error::{BoxError, Error, Result};
 pub use options::ProcessOptions;
 pub use parked::{ParkedInput, RetryReport};
 pub use process::{Input, ProcessManager, Routed};
-pub use runner::{Process, ProcessProjection, default_options};
+pub use runner::{Process, ProcessProjection, TIMER_POLL_RETRIES, default_options};
 pub use status::ProcessStatus;
 pub use timers::Timers;
 

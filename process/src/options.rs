@@ -77,10 +77,9 @@ impl ProcessOptions {
         self
     }
 
+    /// The pause before a timer that failed `attempts` times is claimable again: `timer_backoff` doubled
+    /// `attempts` times, at most a minute, jittered by the one retry policy (between half and all of it).
     pub(crate) fn timer_retry_in(&self, attempts: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempts.min(16)).unwrap_or(u32::MAX);
-        self.timer_backoff
-            .saturating_mul(factor)
-            .min(Duration::from_secs(60))
+        annals::RetryPolicy::new(self.timer_backoff, Duration::from_secs(60), 0).pause(attempts)
     }
 }

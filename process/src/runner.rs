@@ -5,7 +5,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use annals::{Aggregate, EventStore, Loaded, Position, RecordedEvent, Repository, async_trait};
-use annals_projections::{Documents, FailurePolicy, Projection, ProjectionOptions, Projections};
+use annals_projections::{
+    Documents, FailurePolicy, Projection, ProjectionOptions, Projections, Supervisor,
+};
 
 use crate::command::CommandSender;
 use crate::error::{BoxError, Error, Result};
@@ -210,15 +212,22 @@ impl<P: ProcessManager> Process<P> {
     }
 
     /// Polls for due timers and fires them until `shutdown` completes. A timer store failure is logged and
-    /// polled again after a backoff (doubling up to 30 s); the poller never gives up while the service runs.
+    /// polled again after a pause (the one retry policy: from the poll interval, doubling up to 30 s), at most
+    /// [`TIMER_POLL_RETRIES`] times in a row; then it ends with the error, for a supervisor to start it again
+    /// ([`run_timers_supervised`](Self::run_timers_supervised)).
     ///
     /// # Errors
-    /// None today; the result leaves room for configuration errors.
+    /// The timer store's (or the store's) error once it failed [`TIMER_POLL_RETRIES`] + 1 times in a row.
     pub async fn run_timers(&self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let inner = &self.inner;
         let options = inner.options;
+        let policy = annals::RetryPolicy::new(
+            options.timer_poll,
+            std::time::Duration::from_secs(30),
+            TIMER_POLL_RETRIES,
+        );
         tokio::pin!(shutdown);
-        let mut failures = 0u32;
+        let mut pauses = policy.pauses();
         loop {
             let wake = inner.timers.wake.notified();
             tokio::pin!(wake);
@@ -226,7 +235,7 @@ impl<P: ProcessManager> Process<P> {
             let pause = match self.fire_due_timers().await {
                 Ok(fired) if fired >= options.timer_batch => std::time::Duration::ZERO,
                 Ok(_) => {
-                    failures = 0;
+                    pauses = policy.pauses();
                     match inner
                         .timers
                         .store
@@ -245,11 +254,10 @@ impl<P: ProcessManager> Process<P> {
                     }
                 }
                 Err(error) => {
-                    failures += 1;
-                    let pause = options
-                        .timer_poll
-                        .saturating_mul(1u32 << failures.min(6))
-                        .min(std::time::Duration::from_secs(30));
+                    let Some(pause) = pauses.next() else {
+                        tracing::error!(process = %inner.name, %error, "timer polling kept failing; the poller ends");
+                        return Err(error);
+                    };
                     tracing::warn!(process = %inner.name, %error, ?pause, "timer polling failed; backing off");
                     pause
                 }
@@ -260,6 +268,33 @@ impl<P: ProcessManager> Process<P> {
                 () = &mut wake => {}
             }
         }
+    }
+
+    /// The name under which [`run_timers_supervised`](Self::run_timers_supervised) reports the timer poller:
+    /// `<process>/timers`.
+    pub fn timers_runner_name(&self) -> String {
+        format!("{}/timers", self.inner.name)
+    }
+
+    /// [`run_timers`](Self::run_timers) under `supervisor` (use the [`Projections::supervisor`] the process is
+    /// registered in, so that [`status`](Self::status) shows it): a poller that ended on a transient failure is
+    /// started again, after a capped, jittered pause, without end.
+    ///
+    /// # Errors
+    /// A permanent error the poller ended on.
+    pub async fn run_timers_supervised(
+        &self,
+        supervisor: &Supervisor,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        supervisor
+            .run(
+                &self.timers_runner_name(),
+                shutdown,
+                |stop| self.run_timers(stop.wait()),
+                |error: &Error| !error.is_permanent(),
+            )
+            .await
     }
 
     /// The process manager's status: its runner's checkpoint, lag and state, its open instances and timers.
@@ -298,6 +333,10 @@ impl<P: ProcessManager> Process<P> {
             timers_parked: timers.parked,
             parked_events: status.parked,
             parked_inputs,
+            runner: status.runner,
+            timers_runner: projections
+                .supervisor()
+                .status_of(&self.timers_runner_name()),
         })
     }
 }
@@ -313,6 +352,25 @@ pub fn default_options() -> ProjectionOptions {
             std::time::Duration::from_millis(100),
         ))
 }
+
+/// What the runner sees of a failure to handle an input: a permanent one is parked before it gets here; any
+/// other (the store, the timer store or a command's target unavailable, an instance that kept changing) is
+/// marked transient as [`annals::Error::Unavailable`], so that past the failure policy's retries the runner ends
+/// with [`annals_projections::Error::Interrupted`] and its supervisor starts it again, rather than failing the
+/// input for good.
+fn transient_marked(error: Error) -> BoxError {
+    if error.is_permanent() {
+        Box::new(error)
+    } else {
+        Box::new(annals::Error::Unavailable {
+            operation: "process manager input",
+            source: Box::new(error),
+        })
+    }
+}
+
+/// How many times in a row [`Process::run_timers`] polls again after a failure before it ends with the error.
+pub const TIMER_POLL_RETRIES: u32 = 8;
 
 /// The [`Projection`] that feeds a [`Process`] from the log (see [`Process::register`]).
 pub struct ProcessProjection<P: ProcessManager> {
@@ -361,7 +419,10 @@ impl<P: ProcessManager> Projection for ProcessProjection<P> {
     async fn effects(&self, event: &RecordedEvent) -> Result<(), BoxError> {
         let inner = &self.process.inner;
         if !crate::pipeline::handled_ahead(inner, event.position).await {
-            inner.handle_or_park(event).await?;
+            inner
+                .handle_or_park(event)
+                .await
+                .map_err(transient_marked)?;
         }
         crate::pipeline::top_up(inner).await;
         Ok(())

@@ -1,7 +1,7 @@
 //! [`ProcessStatus`]: where a process manager is.
 
 use annals::Position;
-use annals_projections::State;
+use annals_projections::{RunnerStatus, State};
 
 /// The status of one process manager: its runner's checkpoint and lag, its open instances and its timers.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,4 +29,9 @@ pub struct ProcessStatus {
     /// ([`Process::parked`](crate::Process::parked) lists them with their reasons,
     /// [`Process::retry_parked`](crate::Process::retry_parked) handles them again).
     pub parked_inputs: u64,
+    /// What its runner (fed by the projections runner) is doing under the supervisor in this process, and how
+    /// often it was started again; `None` when it did not run in this process.
+    pub runner: Option<RunnerStatus>,
+    /// The same for its timer poller ([`Process::run_timers_supervised`](crate::Process::run_timers_supervised)).
+    pub timers_runner: Option<RunnerStatus>,
 }

@@ -285,6 +285,12 @@ impl ProjectionsCommand {
                     } else {
                         String::new()
                     };
+                    let parked = match &s.runner {
+                        Some(r) if r.restarts > 0 || r.state != crate::Supervised::Running => {
+                            format!("{parked}; runner {} ({} restart(s))", r.state, r.restarts)
+                        }
+                        _ => parked,
+                    };
                     let version = match s.stored_version {
                         Some(v) if v != s.version => format!("v{v}->v{}", s.version),
                         _ => format!("v{}", s.version),

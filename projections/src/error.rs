@@ -57,6 +57,25 @@ pub enum Error {
         name: String,
     },
 
+    /// A projection could not apply an event because of a transient failure (the store or database
+    /// unavailable: its error, or an error in its source chain, is [`annals::Error::Unavailable`], a transient
+    /// [`Error`] or a transient database error) that outlasted its failure policy's retries. The event is neither
+    /// parked nor skipped; the runner ends, and a [`Supervisor`](crate::Supervisor) starts it again at that event.
+    #[error(
+        "projection {projection:?} could not apply the event at position {position} for now, after {attempts} \
+         attempt(s): {cause}"
+    )]
+    Interrupted {
+        /// The projection's name.
+        projection: String,
+        /// Global position of the event.
+        position: Position,
+        /// How many times it was tried.
+        attempts: u32,
+        /// The last transient error, as text.
+        cause: String,
+    },
+
     /// A projection could not apply an event and its failure policy says stop. Fix the projection or the data
     /// and restart, or park the event (failure policy `park`). Events before it are applied and checkpointed;
     /// nothing after it is lost.
@@ -240,10 +259,31 @@ impl Error {
             Self::Store(e) => e.is_retryable(),
             #[cfg(feature = "postgres")]
             Self::Database { source, .. } => is_transient_sqlx(source),
-            Self::LostOwnership { .. } | Self::Busy { .. } => true,
+            Self::LostOwnership { .. } | Self::Busy { .. } | Self::Interrupted { .. } => true,
             _ => false,
         }
     }
+}
+
+/// Whether an error a projection returned is transient: the first error of its source chain that is an
+/// [`annals::Error`], an [`Error`] or (feature `postgres`) a [`sqlx::Error`] decides (retryable, transient, see
+/// [`is_transient_sqlx`]); an error with none of them in its chain is permanent.
+pub fn is_transient_cause(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(store) = e.downcast_ref::<annals::Error>() {
+            return store.is_retryable();
+        }
+        if let Some(own) = e.downcast_ref::<Error>() {
+            return own.is_transient();
+        }
+        #[cfg(feature = "postgres")]
+        if let Some(db) = e.downcast_ref::<sqlx::Error>() {
+            return is_transient_sqlx(db);
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Whether a database error may go away when the same work is tried again.

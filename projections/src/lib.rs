@@ -83,6 +83,7 @@ mod runner;
 mod sql;
 mod stateful;
 mod status;
+mod supervisor;
 mod typed;
 #[cfg(feature = "postgres")]
 mod typed_sql;
@@ -90,7 +91,7 @@ mod typed_sql;
 #[cfg(feature = "cli")]
 pub use cli::{LogWriter, ProjectionsCommand, exit, exit_code, log_writer};
 pub use documents::{Documents, MAX_KEY_BYTES};
-pub use error::{BoxError, Error, Result};
+pub use error::{BoxError, Error, Result, is_transient_cause};
 #[cfg(feature = "postgres")]
 pub use error::{is_transient_sqlstate, is_transient_sqlx};
 pub use policy::{DEFAULT_READ_AHEAD, FailurePolicy, ProjectionOptions};
@@ -105,6 +106,7 @@ pub use stateful::{STATE_COLLECTION, Snapshot, Snapshots, StatefulProjection};
 pub use status::{
     ParkedEvent, Progress, RebuildOutcome, RebuildReport, ReplayReport, State, Status,
 };
+pub use supervisor::{DEFAULT_RESTARTS, RunnerStatus, Stop, Supervised, Supervisor};
 pub use typed::EventProjection;
 #[cfg(feature = "postgres")]
 pub use typed_sql::EventSqlProjection;

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use annals::RetryPolicy;
+
 /// What the runner does when a projection fails to apply an event.
 ///
 /// ```
@@ -16,10 +18,13 @@ use std::time::Duration;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FailurePolicy {
-    pub(crate) retries: u32,
-    pub(crate) backoff: Duration,
+    /// The retries of a failing event and the pauses between them.
+    pub(crate) retry: RetryPolicy,
     pub(crate) park: bool,
 }
+
+/// The longest pause between retries of a failing event.
+const MAX_EVENT_PAUSE: Duration = Duration::from_secs(30);
 
 impl Default for FailurePolicy {
     fn default() -> Self {
@@ -32,8 +37,7 @@ impl FailurePolicy {
     /// projection, position, stream, event type and cause.
     pub const fn stop() -> Self {
         Self {
-            retries: 0,
-            backoff: Duration::ZERO,
+            retry: RetryPolicy::new(Duration::ZERO, MAX_EVENT_PAUSE, 0),
             park: false,
         }
     }
@@ -41,18 +45,17 @@ impl FailurePolicy {
     /// Park the failing event in the dead-letter list and continue with the next one.
     pub const fn park() -> Self {
         Self {
-            retries: 0,
-            backoff: Duration::ZERO,
+            retry: RetryPolicy::new(Duration::ZERO, MAX_EVENT_PAUSE, 0),
             park: true,
         }
     }
 
-    /// Retry the failing event up to `retries` more times, waiting `backoff`, then twice as long each time (at
-    /// most 30 s); then stop (or park, with [`then_park`](Self::then_park)).
+    /// Retry the failing event up to `retries` more times, waiting up to `backoff`, then up to twice as long each
+    /// time (at most 30 s; each pause between half and all of that, by the one [`RetryPolicy`]); then stop (or
+    /// park, with [`then_park`](Self::then_park)).
     pub const fn retry(retries: u32, backoff: Duration) -> Self {
         Self {
-            retries,
-            backoff,
+            retry: RetryPolicy::new(backoff, MAX_EVENT_PAUSE, retries),
             park: false,
         }
     }
@@ -63,11 +66,9 @@ impl FailurePolicy {
         self
     }
 
-    pub(crate) fn delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX);
-        self.backoff
-            .saturating_mul(factor)
-            .min(Duration::from_secs(30))
+    /// The pauses before each retry of a failing event; as many as the retries.
+    pub(crate) fn pauses(&self) -> annals::Pauses {
+        self.retry.pauses()
     }
 }
 
@@ -139,10 +140,13 @@ mod tests {
     #[test]
     fn backoff_doubles_and_is_capped() {
         let p = FailurePolicy::retry(5, Duration::from_millis(100));
-        assert_eq!(p.delay(0), Duration::from_millis(100));
-        assert_eq!(p.delay(1), Duration::from_millis(200));
-        assert_eq!(p.delay(3), Duration::from_millis(800));
-        assert_eq!(p.delay(40), Duration::from_secs(30));
+        let pauses: Vec<_> = p.pauses().collect();
+        assert_eq!(pauses.len(), 5);
+        assert!(pauses[0] >= Duration::from_millis(50) && pauses[0] <= Duration::from_millis(100));
+        assert!(pauses[3] >= Duration::from_millis(400) && pauses[3] <= Duration::from_millis(800));
+        let long = FailurePolicy::retry(40, Duration::from_millis(100));
+        assert!(long.pauses().all(|pause| pause <= Duration::from_secs(30)));
+        assert_eq!(FailurePolicy::stop().pauses().count(), 0);
         assert!(!p.park && p.then_park().park);
         assert_eq!(FailurePolicy::default(), FailurePolicy::stop());
         assert_eq!(ProjectionOptions::new().batch_size(0).batch_size, 1);

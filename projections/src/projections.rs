@@ -24,6 +24,7 @@ use crate::projection::SqlProjection;
 use crate::reader::{DocumentReader, wait_for};
 use crate::runner::{Engine, Kind, Registered};
 use crate::status::{ParkedEvent, Progress, RebuildReport, ReplayReport, State, Status};
+use crate::supervisor::Supervisor;
 
 /// The projections of an application: registered once, then run, queried, rebuilt and operated.
 ///
@@ -37,6 +38,8 @@ pub struct Projections {
     error: Option<Arc<Error>>,
     migrated: Arc<OnceCell<()>>,
     running: Arc<Mutex<Vec<String>>>,
+    /// Runs each runner of [`run`](Self::run) and starts again one that ended on a transient error.
+    supervisor: Supervisor,
 }
 
 impl std::fmt::Debug for Projections {
@@ -165,7 +168,20 @@ impl Projections {
             error: None,
             migrated: Arc::new(OnceCell::new()),
             running: Arc::default(),
+            supervisor: Supervisor::new(),
         }
+    }
+
+    /// Runs the runners of [`run`](Self::run) under `supervisor` (by default one of their own, restarting by
+    /// [`DEFAULT_RESTARTS`](crate::DEFAULT_RESTARTS)), so that one supervisor reports every runner of a service.
+    pub fn with_supervisor(mut self, supervisor: Supervisor) -> Self {
+        self.supervisor = supervisor;
+        self
+    }
+
+    /// The supervisor the runners of [`run`](Self::run) run under: their restarts and states.
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
     }
 
     /// How long a runner's ownership lasts without renewal (default 10 s). Runners renew it about three times
@@ -352,7 +368,10 @@ impl Projections {
     /// first.
     ///
     /// Returns `Ok` after `shutdown`, once every runner has committed its current batch and released its
-    /// lease. A projection that stops at a failing event (policy stop) ends alone; the others continue.
+    /// lease. A projection that stops at a failing event (policy stop) ends alone; the others continue. Each
+    /// runner runs under the [`supervisor`](Self::supervisor): one that ends on a transient error (the store
+    /// or database down longer than its retries, [`Error::Interrupted`]) is started again, after a capped,
+    /// jittered pause, without end; [`status`](Self::status) shows its restarts.
     ///
     /// # Errors
     /// When every runner has ended on an error before `shutdown`, the first error (for example
@@ -375,10 +394,18 @@ impl Projections {
         for p in self.registered.iter().cloned() {
             let engine = Arc::clone(&self.engine);
             let stop = stop.clone();
+            let supervisor = self.supervisor.clone();
             tasks.spawn(async move {
-                let result = engine.run(&p, stop).await;
+                let name = p.name.clone();
+                let start = move |stop| {
+                    let (engine, p) = (Arc::clone(&engine), p.clone());
+                    async move { engine.run(&p, stop).await }
+                };
+                let result = supervisor
+                    .run_until(&name, stop, start, Error::is_transient)
+                    .await;
                 if let Err(e) = &result {
-                    tracing::error!(projection = %p.name, error = %e, "projection runner ended");
+                    tracing::error!(projection = %name, error = %e, "projection runner ended");
                 }
                 result
             });
@@ -495,6 +522,7 @@ impl Projections {
                     + building.filter(|s| s.owned).map_or(0.0, |s| s.throughput),
                 state,
                 parked,
+                runner: self.supervisor.status_of(&p.name),
             });
         }
         Ok(out)

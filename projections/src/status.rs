@@ -103,6 +103,10 @@ pub struct Status {
     pub events_per_second: f64,
     /// How many events are parked in its dead-letter list.
     pub parked: usize,
+    /// What its supervised runner in this process is doing (running, restarting with the attempt, the last
+    /// error and the next attempt's time, failed for good) and how often it was started again; `None` when no
+    /// runner of it ran in this process.
+    pub runner: Option<crate::RunnerStatus>,
 }
 
 /// An event a projection failed on and parked (failure policy park).

@@ -5,6 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use annals::RetryPolicy;
+
 use crate::store::PostgresStore;
 use crate::unit_of_work::UnitOfWork;
 
@@ -80,16 +82,12 @@ impl PostgresStore {
                 attempt,
                 "unit of work lost a race; running it again"
             );
-            tokio::time::sleep(backoff(attempt)).await;
+            tokio::time::sleep(RACE_PAUSES.pause(attempt - 1)).await;
         }
     }
 }
 
-/// A short jittered pause before running a unit again, growing with the attempt (at most about 26 ms), so that
-/// units that keep colliding spread out.
-fn backoff(attempt: u32) -> Duration {
-    use std::hash::{BuildHasher, RandomState};
-    let cap_micros = 400u64 << attempt.min(6);
-    let jitter = RandomState::new().hash_one(attempt) % cap_micros;
-    Duration::from_micros(cap_micros / 4 + jitter)
-}
+/// The pauses before running a unit again, growing with the attempt (at most about 26 ms), so that units that
+/// keep colliding spread out; how many runs there are is the store's `transaction_retries`.
+const RACE_PAUSES: RetryPolicy =
+    RetryPolicy::new(Duration::from_micros(800), Duration::from_micros(25_600), 0);

@@ -80,20 +80,13 @@ pub(crate) fn is_busy(error: &annals::Error) -> bool {
     }
 }
 
-/// The pause before retry `attempt` (1-based): 10 ms doubling up to 320 ms, plus up to half of it again, drawn
-/// from the clock, so that processes that met at a lock do not meet again.
-fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_millis(10) * 2u32.pow(attempt.saturating_sub(1).min(5));
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    let half = u32::try_from(base.as_millis() / 2).unwrap_or(0).max(1);
-    base + Duration::from_millis(u64::from(nanos % half))
-}
+/// The pauses between tries of a busy operation: up to 20 ms, doubling to at most 480 ms, each between half and
+/// all of that (jittered), so that processes that met at a lock do not meet again.
+pub(crate) const BUSY_PAUSES: annals::RetryPolicy =
+    annals::RetryPolicy::new(Duration::from_millis(20), Duration::from_millis(480), 0);
 
 /// Runs `attempt` until it succeeds, fails with anything but a busy file, or has been retried `retries` times
-/// after busy failures (each after a [`backoff`]). Every attempt must be safe to repeat: reads are, a write
+/// after busy failures (pausing by [`BUSY_PAUSES`]). Every attempt must be safe to repeat: reads are, a write
 /// transaction that failed was rolled back, and appends are idempotent by event id.
 pub(crate) async fn retry_busy<T, F, Fut>(
     operation: &'static str,
@@ -112,24 +105,19 @@ pub(crate) async fn retry<T, E, F, Fut>(
     operation: &'static str,
     retries: u32,
     busy: impl Fn(&E) -> bool,
-    mut attempt: F,
+    attempt: F,
 ) -> Result<T, E>
 where
     E: std::fmt::Display,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let mut tried = 0;
-    loop {
-        match attempt().await {
-            Err(error) if tried < retries && busy(&error) => {
-                tried += 1;
-                tracing::debug!(operation, tried, %error, "the file is busy; trying again");
-                tokio::time::sleep(backoff(tried)).await;
-            }
-            done => return done,
-        }
-    }
+    BUSY_PAUSES
+        .with_retries(retries)
+        .retry(attempt, busy, |error, pause| {
+            tracing::debug!(operation, %error, ?pause, "the file is busy; trying again");
+        })
+        .await
 }
 
 /// A count, version or position SQLite returned as an `INTEGER`, which must not be negative: a negative one
@@ -162,9 +150,10 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_bounded() {
-        assert!(backoff(1) >= Duration::from_millis(10));
-        assert!(backoff(1) < Duration::from_millis(20));
-        assert!(backoff(3) >= Duration::from_millis(40));
-        assert!(backoff(40) <= Duration::from_millis(480));
+        assert!(BUSY_PAUSES.pause(0) >= Duration::from_millis(10));
+        assert!(BUSY_PAUSES.pause(0) <= Duration::from_millis(20));
+        assert!(BUSY_PAUSES.pause(2) >= Duration::from_millis(40));
+        assert!(BUSY_PAUSES.pause(40) <= Duration::from_millis(480));
+        assert_eq!(BUSY_PAUSES.with_retries(7).pauses().count(), 7);
     }
 }

@@ -1,16 +1,12 @@
 //! The inbox's pauses between retries: doubling from a first pause, capped, with jitter so that consumers
-//! retrying after the same outage spread out.
+//! retrying after the same outage spread out; the one retry policy, [`annals::RetryPolicy`].
 
-use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
 /// The pause before retry `n` (0 for the first): `first` doubled `n` times, at most `cap`, of which a random
 /// part up to half is taken off (equal jitter: between half and all of it).
 pub(crate) fn backoff(first: Duration, n: u32, cap: Duration) -> Duration {
-    let full = first.saturating_mul(1u32 << n.min(20)).min(cap);
-    let half = full / 2;
-    let spread = u64::try_from(half.as_micros()).unwrap_or(u64::MAX).max(1);
-    half + Duration::from_micros(RandomState::new().hash_one(n) % spread)
+    annals::RetryPolicy::new(first, cap, 0).pause(n)
 }
 
 #[cfg(test)]

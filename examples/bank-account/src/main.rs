@@ -122,12 +122,20 @@ async fn main() -> anyhow::Result<ExitCode> {
             };
             // The event feed runs beside the server and stops with it.
             let (stop, stopped) = tokio::sync::watch::channel(false);
+            // Under the service's supervisor: the relay is started again after a transient failure (the
+            // database or NATS down longer than its retries), and stops for good only on a permanent one.
+            let supervisor = service.supervisor().clone();
             let relaying = tokio::spawn(async move {
                 let mut stopped = stopped;
-                let result = relay
-                    .run(async move {
-                        let _ = stopped.wait_for(|s| *s).await;
-                    })
+                let result = supervisor
+                    .run(
+                        "relay",
+                        async move {
+                            let _ = stopped.wait_for(|s| *s).await;
+                        },
+                        |stop| relay.run(stop.wait()),
+                        annals_nats::Error::is_transient,
+                    )
                     .await;
                 if let Err(error) = &result {
                     tracing::error!(%error, "the event feed stopped; events are no longer published");

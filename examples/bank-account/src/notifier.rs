@@ -4,6 +4,7 @@
 use std::future::Future;
 
 use annals_nats::{Delivery, Handler, HandlerError, Inbox, InboxOptions, async_nats, async_trait};
+use annals_projections::Supervisor;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -222,11 +223,18 @@ pub async fn run(
         let _ = stop.send(true);
     });
     let mut for_inbox = stopped.clone();
+    // Under a supervisor: the consumer is started again after a transient failure (its database or NATS down
+    // longer than its retries), and stops for good only on a permanent one.
     let consuming = tokio::spawn(async move {
-        inbox
-            .run(async move {
-                let _ = for_inbox.wait_for(|s| *s).await;
-            })
+        Supervisor::new()
+            .run(
+                "inbox",
+                async move {
+                    let _ = for_inbox.wait_for(|s| *s).await;
+                },
+                |stop| inbox.run(stop.wait()),
+                annals_nats::Error::is_transient,
+            )
             .await
     });
     let mut for_http = stopped;

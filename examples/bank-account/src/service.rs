@@ -9,7 +9,7 @@ use annals::{DEFAULT_MAX_RETRIES, EventStore, StreamLocks};
 use annals_memory::MemoryStore;
 use annals_postgres::PostgresStore;
 use annals_process::{Process, Timers};
-use annals_projections::Projections;
+use annals_projections::{Projections, Supervisor};
 use anyhow::Context;
 
 use crate::api::{self, AppState};
@@ -197,13 +197,21 @@ impl Service {
         &self.projections
     }
 
+    /// The supervisor every runner of the service runs under (the read models', the transfer process's and its
+    /// timers', and the event feed's relay in `bank serve`): a runner that ended on a transient failure (the
+    /// database down longer than its retries) is started again; its state and restarts are here.
+    pub fn supervisor(&self) -> &Supervisor {
+        self.projections.supervisor()
+    }
+
     /// The HTTP routes.
     pub fn router(&self) -> axum::Router {
         api::router(self.state.clone())
     }
 
-    /// Serves HTTP on `listener` and runs the read models until `shutdown` completes; then lets in-flight
-    /// requests finish and the projections commit their current batch.
+    /// Serves HTTP on `listener` and runs the read models, the transfer process and its timers, each under the
+    /// [`supervisor`](Self::supervisor), until `shutdown` completes; then lets in-flight requests finish and the
+    /// projections commit their current batch.
     ///
     /// # Errors
     /// When the server fails or every projection stopped on an error.
@@ -224,8 +232,9 @@ impl Service {
         });
         let timers = tokio::spawn({
             let transfers = self.transfers.clone();
+            let supervisor = self.projections.supervisor().clone();
             let stopped = signal(stopped.clone());
-            async move { transfers.run_timers(stopped).await }
+            async move { transfers.run_timers_supervised(&supervisor, stopped).await }
         });
         let server = axum::serve(listener, self.router())
             .with_graceful_shutdown(signal(stopped))

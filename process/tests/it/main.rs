@@ -11,6 +11,7 @@
 mod handled_once_in_effect;
 mod no_input_stops_a_process;
 mod pipeline;
+mod runners_restart_after_an_outage;
 mod stalled_target;
 mod support;
 mod timer_comes_back;

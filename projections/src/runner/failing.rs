@@ -7,7 +7,7 @@ use tracing::{debug, warn};
 use super::batch::BatchError;
 use super::{Engine, Registered, Shutdown, sleep_or_shutdown};
 use crate::backend::{Commit, Slot, parked_from};
-use crate::error::{BoxError, Error, Result};
+use crate::error::{BoxError, Error, Result, is_transient_cause};
 use crate::status::SlotState;
 
 /// What became of a failing event.
@@ -150,8 +150,7 @@ impl Engine {
         let policy = p.options.failure_policy;
         let mut error = first;
         let mut attempts = 1;
-        while attempts <= policy.retries {
-            let delay = policy.delay(attempts - 1);
+        for delay in policy.pauses() {
             warn!(projection = %p.name, position = event.position.get(), attempt = attempts,
                   ?delay, error = %error, "projection failed on an event; retrying");
             if sleep_or_shutdown(delay, &mut stop.clone()).await {
@@ -166,6 +165,18 @@ impl Engine {
                 Err(BatchError::Infra(e)) => return Err(e),
                 Err(BatchError::Apply { error: e, .. }) => error = e,
             }
+        }
+        if is_transient_cause(&*error) {
+            // The store or database is down: never park or fail an event for that. The runner ends here and a
+            // supervisor starts it again at this event.
+            warn!(projection = %p.name, position = event.position.get(), attempts, error = %error,
+                  "projection cannot apply an event for now; stopping the runner for a supervisor to restart");
+            return Err(Error::Interrupted {
+                projection: p.name.clone(),
+                position: event.position,
+                attempts,
+                cause: error.to_string(),
+            });
         }
         if policy.park {
             warn!(projection = %p.name, position = event.position.get(), stream = %event.stream_id,

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use annals::RetryPolicy;
+
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::rate::Rate;
@@ -11,11 +13,18 @@ use crate::backend::{Acquired, Slot};
 use crate::error::{Error, Result};
 use crate::status::SlotState;
 
+/// How often in a row a live runner retries a transient failure itself (at most 3 s in all, pauses up to 2 s)
+/// before it ends with the error for its supervisor to start it again (and show it in `status`).
+const RUNNER_RETRIES: RetryPolicy =
+    RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(2), 4);
+
 impl Engine {
     /// Runs one projection live until shutdown: acquires its lease, catches up, follows new events, re-acquires
     /// after losing ownership, rebuilds when its version changed.
     pub(crate) async fn run(&self, p: &Registered, mut shutdown: Shutdown) -> Result<()> {
-        let mut backoff = Duration::from_millis(100);
+        // Transient failures (acquiring, following) are retried here a bounded number of times in a row, by the
+        // one retry policy; past them the runner ends with the error, and a `Supervisor` starts it again.
+        let mut pauses = RUNNER_RETRIES.pauses();
         // How often a waiting runner asks again: a dead owner's session frees its lock at once, so the takeover
         // waits at most this long after the server noticed the death (never the whole TTL).
         let poll =
@@ -37,11 +46,13 @@ impl Engine {
                     continue;
                 }
                 Err(e) if e.is_transient() => {
+                    let Some(pause) = pauses.next() else {
+                        return Err(e);
+                    };
                     warn!(projection = %p.name, error = %e, "cannot acquire the projection; retrying");
-                    if sleep_or_shutdown(backoff, &mut shutdown).await {
+                    if sleep_or_shutdown(pause, &mut shutdown).await {
                         return Ok(());
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -69,6 +80,7 @@ impl Engine {
                     Err(e) => return Err(e),
                 }
             }
+            pauses = RUNNER_RETRIES.pauses();
             if slot.fresh {
                 p.reset_hook().await?;
             }
@@ -83,13 +95,16 @@ impl Engine {
                 Err(Error::LostOwnership { .. }) => {
                     debug!(projection = %p.name, "lost ownership; re-acquiring");
                 }
-                Err(e) if e.is_transient() => {
+                Err(e) if e.is_transient() && !matches!(e, Error::Interrupted { .. }) => {
+                    let Some(pause) = pauses.next() else {
+                        let _ = self.backend.release(&slot, self.owner).await;
+                        return Err(e);
+                    };
                     warn!(projection = %p.name, error = %e, "projection runner hit an error; retrying");
-                    if sleep_or_shutdown(backoff, &mut shutdown).await {
+                    if sleep_or_shutdown(pause, &mut shutdown).await {
                         let _ = self.backend.release(&slot, self.owner).await;
                         return Ok(());
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => {
                     let _ = self.backend.release(&slot, self.owner).await;

@@ -140,7 +140,9 @@ pub(crate) async fn follow(
     follower
 }
 
-/// The pause after `failures` failed reads in a row: 5 ms, doubling, at most half a second.
+/// The pause after `failures` failed reads in a row: up to 10 ms, doubling, at most half a second.
 fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(5u64 << failures.min(7)).min(Duration::from_millis(500))
+    const PAUSES: crate::RetryPolicy =
+        crate::RetryPolicy::new(Duration::from_millis(10), Duration::from_millis(500), 0);
+    PAUSES.pause(failures.saturating_sub(1))
 }

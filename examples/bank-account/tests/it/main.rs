@@ -38,3 +38,4 @@ mod support;
 mod transfer_legs;
 mod transfers;
 mod transfers_survive_a_crash;
+mod transfers_survive_a_database_outage;
