@@ -161,7 +161,7 @@ pub enum Error {
     /// retried by the runner (elsewhere retry later); data exceptions, integrity violations, program limits and
     /// undefined objects are permanent (inside a batch they go to the projection's failure policy; elsewhere fix
     /// the cause).
-    #[cfg(feature = "postgres")]
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
     #[error("read-model database: {operation} failed: {source}")]
     Database {
         /// What was being done.
@@ -221,7 +221,7 @@ pub enum Error {
 }
 
 impl Error {
-    #[cfg(feature = "postgres")]
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
     pub(crate) fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
         move |source| Self::Database { operation, source }
     }
@@ -238,12 +238,28 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Store(e) => e.is_retryable(),
-            #[cfg(feature = "postgres")]
-            Self::Database { source, .. } => is_transient_sqlx(source),
+            #[cfg(any(feature = "postgres", feature = "sqlite"))]
+            Self::Database { source, .. } => is_transient_database(source),
             Self::LostOwnership { .. } | Self::Busy { .. } => true,
             _ => false,
         }
     }
+}
+
+/// Whether a read-model database error may go away when the same work is tried again: SQLite's by its result
+/// code (feature `sqlite`), PostgreSQL's by SQLSTATE ([`is_transient_sqlx`]).
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+fn is_transient_database(e: &sqlx::Error) -> bool {
+    #[cfg(feature = "sqlite")]
+    if let sqlx::Error::Database(d) = e
+        && d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+    {
+        return crate::backend::sqlite::is_transient(e);
+    }
+    #[cfg(feature = "postgres")]
+    return is_transient_sqlx(e);
+    #[cfg(not(feature = "postgres"))]
+    return crate::backend::sqlite::is_transient(e);
 }
 
 /// Whether a database error may go away when the same work is tried again.

@@ -53,6 +53,7 @@
 //!
 //! # Features
 //! - `postgres` (default): the PostgreSQL backend ([`Projections::postgres`]), [`SqlProjection`] and [`SqlTx`].
+//! - `sqlite`: the SQLite backend ([`Projections::sqlite`]), in the file of an `annals_sqlite::SqliteStore`.
 //! - `cli` (default): [`ProjectionsCommand`], the operator subcommands, with a progress bar.
 //!
 //! Without them (`default-features = false`) the crate is the engine and the in-memory backend, and depends on
@@ -99,6 +100,11 @@ pub use projection::Projection;
 pub use projection::SqlProjection;
 pub use projections::{Projections, RebuildOptions};
 pub use reader::{DEFAULT_MAX_WAIT, DocumentReader};
+
+/// The lease time-to-live of [`Projections::sqlite`] (1 s): with no session to end when the owner dies, the TTL
+/// alone bounds a takeover, so it is short, and runners renew it about three times per period.
+#[cfg(feature = "sqlite")]
+pub const SQLITE_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 #[cfg(feature = "postgres")]
 pub use sql::SqlTx;
 pub use stateful::{STATE_COLLECTION, Snapshot, Snapshots, StatefulProjection};
