@@ -156,8 +156,9 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] annals::Error),
 
-    /// The read-model database failed (feature `postgres`). [`is_transient`](Error::is_transient) tells the kinds
-    /// apart by SQLSTATE: connection loss, serialization failures, deadlocks, resource exhaustion and shutdowns are
+    /// The read-model database failed (features `postgres`, `sqlite`). [`is_transient`](Error::is_transient) tells
+    /// the kinds apart: SQLite's by result code (busy, locked, I/O, full disk, memory are transient; constraints, a
+    /// corrupt or read-only file permanent), PostgreSQL's by SQLSTATE: connection loss, serialization failures, deadlocks, resource exhaustion and shutdowns are
     /// retried by the runner (elsewhere retry later); data exceptions, integrity violations, program limits and
     /// undefined objects are permanent (inside a batch they go to the projection's failure policy; elsewhere fix
     /// the cause).
