@@ -62,10 +62,10 @@
 //! The [guide] covers writing, running, querying, rebuilding and operating projections; the design decisions are
 //! in `docs/adr/0002-projections.md`.
 
-// The docs link to the PostgreSQL and CLI items, which exist only with those features (on by default, and on
+// The docs link to the PostgreSQL, SQLite and CLI items, which exist only with those features (on by default, and on
 // docs.rs): a build of the docs without them leaves those links as plain text.
 #![cfg_attr(
-    not(all(feature = "postgres", feature = "cli")),
+    not(all(feature = "postgres", feature = "sqlite", feature = "cli")),
     allow(rustdoc::broken_intra_doc_links)
 )]
 
