@@ -52,8 +52,8 @@ pub(crate) struct Slot {
     pub(crate) owned: bool,
     /// Whether its storage was just created (nothing applied yet).
     pub(crate) fresh: bool,
-    /// The fencing token the lease was taken with (SQLite; 0 on the backends that fence otherwise): every
-    /// acquisition draws a new one, and a batch commits only while the stored token is still this one.
+    /// The fencing token the lease was taken with (SQLite; 0 on the backends that fence otherwise): every change
+    /// of owner draws a new one, and a batch commits only while the stored token is still this one.
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) fence: u64,
 }

@@ -17,7 +17,9 @@ type Tx = Transaction<'static, Sqlite>;
 impl SqliteBackend {
     /// Takes the lease on the live (`live`) or rebuild generation of `p`, in one `BEGIN IMMEDIATE` transaction:
     /// busy while another owner's lease runs; otherwise the generation (created when missing, or replacing a
-    /// rebuild of another version) gets `owner`, a lease of `ttl` and a fresh fencing token.
+    /// rebuild of another version) gets `owner` and a lease of `ttl`, with a fresh fencing token unless `owner`
+    /// holds it already (the runner and a replay of parked events of one `Projections` share their lease, as on
+    /// PostgreSQL; every change of owner draws a new token).
     pub(super) async fn acquire(
         &self,
         p: Target<'_>,
@@ -32,7 +34,8 @@ impl SqliteBackend {
             .await
             .map_err(Error::db("acquire"))?;
         let row = sqlx::query(
-            "SELECT generation, version, owner, lease_until FROM projection_slots WHERE name = ?1 AND live = ?2",
+            "SELECT generation, version, owner, lease_until, fence FROM projection_slots \
+             WHERE name = ?1 AND live = ?2",
         )
         .bind(p.name)
         .bind(live)
@@ -40,11 +43,15 @@ impl SqliteBackend {
         .await
         .map_err(Error::db("acquire"))?;
         let mut generation = None;
+        let mut kept_fence = None;
         if let Some(row) = row {
             let current: Option<String> = column(&row, SLOTS, "owner")?;
             let until: Option<i64> = column(&row, SLOTS, "lease_until")?;
             let found = non_negative(&row, SLOTS, "generation")?;
             let mine = owner.to_string();
+            if current.as_deref() == Some(mine.as_str()) {
+                kept_fence = Some(non_negative(&row, SLOTS, "fence")?);
+            }
             if let Some(other) = current.filter(|o| *o != mine) {
                 if until.is_some_and(|until| until > now_ms()) {
                     return Ok(Acquired::Busy);
@@ -54,6 +61,7 @@ impl SqliteBackend {
             }
             if !live && non_negative(&row, SLOTS, "version")? != u64::from(p.version) {
                 drop_generation(&mut tx, p.name, found).await?;
+                kept_fence = None;
             } else {
                 generation = Some(found);
             }
@@ -63,12 +71,15 @@ impl SqliteBackend {
             Some(g) => g,
             None => create(&mut tx, p, live).await?,
         };
-        let fence: i64 = sqlx::query_scalar(
-            "UPDATE projection_fence SET last = last + 1 WHERE id = 1 RETURNING last",
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(Error::db("draw a fencing token"))?;
+        let fence = match kept_fence {
+            Some(fence) => int(fence),
+            None => sqlx::query_scalar(
+                "UPDATE projection_fence SET last = last + 1 WHERE id = 1 RETURNING last",
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(Error::db("draw a fencing token"))?,
+        };
         let row = sqlx::query(AssertSqlSafe(format!(
             "UPDATE projection_slots SET owner = ?3, lease_until = ?4, fence = ?5, updated_at = ?6, error = NULL, \
              state = CASE WHEN live = 1 THEN (CASE WHEN state = 'failed' THEN 'catching_up' ELSE state END) \

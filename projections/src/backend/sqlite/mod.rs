@@ -6,8 +6,9 @@
 //! projection and generation), `projection_dead_letters`, and `projection_fence`, the counter fencing tokens are
 //! drawn from.
 //!
-//! Ownership has no advisory lock to lean on: a lease row with a **fencing token**. Every acquisition draws a
-//! new token (a takeover, a restart, a re-acquisition after a lost lease); the owner renews its lease well
+//! Ownership has no advisory lock to lean on: a lease row with a **fencing token**. Every change of owner draws
+//! a new token (a takeover, a restart: a new process is a new owner, a re-acquisition after the lease was released
+//! or taken); the runner and a replay of one `Projections` share theirs. The owner renews its lease well
 //! inside the TTL; and every batch commits in one `BEGIN IMMEDIATE` transaction whose first statement moves the
 //! checkpoint only where name, generation, owner, token and the checkpoint the batch started from all still
 //! match. SQLite lets one writer in at a time, so no takeover can slip between that check and the commit: an
