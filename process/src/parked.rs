@@ -10,6 +10,8 @@ use crate::error::Result;
 pub(crate) mod memory;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite;
 
 /// One parked input of a process manager: an event of the log it could not handle.
 #[derive(Debug, Clone, PartialEq, Eq)]

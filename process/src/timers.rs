@@ -1,4 +1,5 @@
-//! [`Timers`]: durable "wake instance I at T with this payload", on the memory store or in PostgreSQL.
+//! [`Timers`]: durable "wake instance I at T with this payload", on the memory store, in PostgreSQL or in
+//! SQLite.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,8 @@ use crate::parked::ParkedStore;
 pub(crate) mod memory;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite;
 
 /// One pending timer, as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +112,19 @@ impl Timers {
                 store.pool().clone(),
                 store.schema(),
             )),
+        )
+    }
+
+    /// Timers kept in `store`'s SQLite file, table `process_timers`, and parked inputs in `process_parked`
+    /// (created by the store's migrations, 0003). Claims go through the store's writer, one statement each, so
+    /// pollers in several processes on the file claim disjoint timers; the due poll reads an index on when a
+    /// timer may next be claimed.
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite(store: &annals_sqlite::SqliteStore) -> Self {
+        let (writer, readers) = (store.writer_pool().clone(), store.reader_pool().clone());
+        Self::from_stores(
+            Arc::new(sqlite::SqliteTimers::new(writer.clone(), readers.clone())),
+            Arc::new(crate::parked::sqlite::SqliteParked::new(writer, readers)),
         )
     }
 

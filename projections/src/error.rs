@@ -175,12 +175,13 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] annals::Error),
 
-    /// The read-model database failed (feature `postgres`). [`is_transient`](Error::is_transient) tells the kinds
-    /// apart by SQLSTATE: connection loss, serialization failures, deadlocks, resource exhaustion and shutdowns are
+    /// The read-model database failed (features `postgres`, `sqlite`). [`is_transient`](Error::is_transient) tells
+    /// the kinds apart: SQLite's by result code (busy, locked, I/O, full disk, memory are transient; constraints, a
+    /// corrupt or read-only file permanent), PostgreSQL's by SQLSTATE: connection loss, serialization failures, deadlocks, resource exhaustion and shutdowns are
     /// retried by the runner (elsewhere retry later); data exceptions, integrity violations, program limits and
     /// undefined objects are permanent (inside a batch they go to the projection's failure policy; elsewhere fix
     /// the cause).
-    #[cfg(feature = "postgres")]
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
     #[error("read-model database: {operation} failed: {source}")]
     Database {
         /// What was being done.
@@ -240,7 +241,7 @@ pub enum Error {
 }
 
 impl Error {
-    #[cfg(feature = "postgres")]
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
     pub(crate) fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
         move |source| Self::Database { operation, source }
     }
@@ -257,8 +258,8 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Store(e) => e.is_retryable(),
-            #[cfg(feature = "postgres")]
-            Self::Database { source, .. } => is_transient_sqlx(source),
+            #[cfg(any(feature = "postgres", feature = "sqlite"))]
+            Self::Database { source, .. } => is_transient_database(source),
             Self::LostOwnership { .. } | Self::Busy { .. } | Self::Interrupted { .. } => true,
             _ => false,
         }
@@ -277,13 +278,29 @@ pub fn is_transient_cause(error: &(dyn std::error::Error + 'static)) -> bool {
         if let Some(own) = e.downcast_ref::<Error>() {
             return own.is_transient();
         }
-        #[cfg(feature = "postgres")]
+        #[cfg(any(feature = "postgres", feature = "sqlite"))]
         if let Some(db) = e.downcast_ref::<sqlx::Error>() {
-            return is_transient_sqlx(db);
+            return is_transient_database(db);
         }
         next = e.source();
     }
     false
+}
+
+/// Whether a read-model database error may go away when the same work is tried again: SQLite's by its result
+/// code (feature `sqlite`), PostgreSQL's by SQLSTATE ([`is_transient_sqlx`]).
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+fn is_transient_database(e: &sqlx::Error) -> bool {
+    #[cfg(feature = "sqlite")]
+    if let sqlx::Error::Database(d) = e
+        && d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+    {
+        return crate::backend::sqlite::is_transient(e);
+    }
+    #[cfg(feature = "postgres")]
+    return is_transient_sqlx(e);
+    #[cfg(not(feature = "postgres"))]
+    return crate::backend::sqlite::is_transient(e);
 }
 
 /// Whether a database error may go away when the same work is tried again.

@@ -53,6 +53,7 @@
 //!
 //! # Features
 //! - `postgres` (default): the PostgreSQL backend ([`Projections::postgres`]), [`SqlProjection`] and [`SqlTx`].
+//! - `sqlite`: the SQLite backend ([`Projections::sqlite`]), in the file of an `annals_sqlite::SqliteStore`.
 //! - `cli` (default): [`ProjectionsCommand`], the operator subcommands, with a progress bar.
 //!
 //! Without them (`default-features = false`) the crate is the engine and the in-memory backend, and depends on
@@ -61,10 +62,10 @@
 //! The [guide] covers writing, running, querying, rebuilding and operating projections; the design decisions are
 //! in `docs/adr/0002-projections.md`.
 
-// The docs link to the PostgreSQL and CLI items, which exist only with those features (on by default, and on
+// The docs link to the PostgreSQL, SQLite and CLI items, which exist only with those features (on by default, and on
 // docs.rs): a build of the docs without them leaves those links as plain text.
 #![cfg_attr(
-    not(all(feature = "postgres", feature = "cli")),
+    not(all(feature = "postgres", feature = "sqlite", feature = "cli")),
     allow(rustdoc::broken_intra_doc_links)
 )]
 
@@ -100,6 +101,11 @@ pub use projection::Projection;
 pub use projection::SqlProjection;
 pub use projections::{Projections, RebuildOptions};
 pub use reader::{DEFAULT_MAX_WAIT, DocumentReader};
+
+/// The lease time-to-live of [`Projections::sqlite`] (1 s): with no session to end when the owner dies, the TTL
+/// alone bounds a takeover, so it is short, and runners renew it about three times per period.
+#[cfg(feature = "sqlite")]
+pub const SQLITE_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 #[cfg(feature = "postgres")]
 pub use sql::SqlTx;
 pub use stateful::{STATE_COLLECTION, Snapshot, Snapshots, StatefulProjection};

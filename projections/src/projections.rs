@@ -16,6 +16,8 @@ use crate::backend::Backend;
 use crate::backend::memory::MemoryBackend;
 #[cfg(feature = "postgres")]
 use crate::backend::postgres::PostgresBackend;
+#[cfg(feature = "sqlite")]
+use crate::backend::sqlite::SqliteBackend;
 use crate::error::{Error, Result, check_name};
 use crate::policy::ProjectionOptions;
 use crate::projection::Projection;
@@ -152,6 +154,20 @@ impl Projections {
             Arc::new(store),
             Arc::new(PostgresBackend::new(pool, schema, prefix)),
         ))
+    }
+
+    /// Projections whose read models, checkpoints, leases and dead letters live in the SQLite file of `store`
+    /// (feature `sqlite`), beside its events, reading events from it. The tables (`projection_*`) are created on
+    /// first use (or by [`migrate`](Self::migrate)); several processes may run and operate them on one file.
+    ///
+    /// Ownership is a lease row with a fencing token (ADR 0008): the lease TTL defaults to
+    /// [`SQLITE_LEASE_TTL`](crate::SQLITE_LEASE_TTL) (1 s), renewed about three times per period, so a dead
+    /// owner's projections are taken over within about a second; an owner whose lease was taken can never commit
+    /// again.
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite(store: annals_sqlite::SqliteStore) -> Self {
+        let backend = Arc::new(SqliteBackend::new(&store));
+        Self::with_backend(Arc::new(store), backend).lease_ttl(crate::SQLITE_LEASE_TTL)
     }
 
     fn with_backend(store: Arc<dyn EventStore>, backend: Arc<dyn Backend>) -> Self {

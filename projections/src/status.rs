@@ -15,8 +15,8 @@ pub(crate) enum SlotState {
     Stopped,
 }
 
-/// How PostgreSQL stores a state (the `state` column of the slots table).
-#[cfg(feature = "postgres")]
+/// How PostgreSQL and SQLite store a state (the `state` column of the slots table).
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 impl SlotState {
     pub(crate) fn as_str(self) -> &'static str {
         match self {

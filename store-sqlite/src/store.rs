@@ -105,6 +105,20 @@ impl SqliteStore {
         &self.inner.settings
     }
 
+    /// The store's writer: a pool of one connection, for companions that keep their tables in the store's file
+    /// (the projections and the process managers' timers), so that their writes queue behind this process's
+    /// appends instead of meeting them at SQLite's lock. Begin every write transaction on it with
+    /// `BEGIN IMMEDIATE` and keep it short: the store's appends wait for it.
+    pub fn writer_pool(&self) -> &SqlitePool {
+        &self.inner.writer
+    }
+
+    /// The store's readers (see [`writer_pool`](SqliteStore::writer_pool)); in WAL mode they never wait for the
+    /// writer.
+    pub fn reader_pool(&self) -> &SqlitePool {
+        &self.inner.readers
+    }
+
     /// Closes every connection, waiting for operations in flight to finish; later operations fail with
     /// [`annals::Error::Unavailable`]. Dropping the last clone closes them too, without waiting.
     pub async fn close(&self) {

@@ -32,7 +32,7 @@ pub async fn relay(store: &StoreConfig, feed: &FeedConfig) -> anyhow::Result<Opt
     };
     let Some(database_url) = &store.database_url else {
         anyhow::bail!(
-            "--nats-url needs --database-url: the event feed relays a durable log, and the embedded memory store is not one"
+            "--nats-url needs --database-url: the event feed's relay runs on PostgreSQL (not yet on the embedded stores)"
         );
     };
     let schema = &store.schema;

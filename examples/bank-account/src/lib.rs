@@ -27,4 +27,4 @@ pub mod transfer;
 pub mod transfer_legs;
 pub mod transfer_process;
 
-pub use service::{DEFAULT_SCHEMA, Service, StoreConfig, projections};
+pub use service::{DATA_FILE, DEFAULT_DATA_DIR, DEFAULT_SCHEMA, Service, StoreConfig, projections};

@@ -47,9 +47,16 @@ fn init_logs(format: LogFormat) {
 
 #[derive(clap::Args)]
 struct StoreArgs {
-    /// PostgreSQL URL; the embedded memory store when absent.
+    /// PostgreSQL URL; without it, the embedded SQLite store in `--data-dir`.
     #[arg(long, env = "DATABASE_URL", global = true)]
     database_url: Option<String>,
+    /// Without a database URL: the directory of the one SQLite file holding events, read models and timers
+    /// (created if missing). Every `bank` command run with the same directory works on the same data.
+    #[arg(long, env = "BANK_DATA_DIR", default_value = bank_account::DEFAULT_DATA_DIR, global = true)]
+    data_dir: std::path::PathBuf,
+    /// Without a database URL: keep everything in this process's memory instead (lost when it stops).
+    #[arg(long, global = true)]
+    memory: bool,
     /// The PostgreSQL schema for events and command records (1 to 8 lowercase characters); the read models live
     /// in `<schema>_projections` and `<schema>_rm_<name>`.
     #[arg(long, env = "BANK_SCHEMA", default_value = "bank", global = true)]
@@ -91,6 +98,7 @@ impl StoreArgs {
         StoreConfig {
             database_url: self.database_url,
             schema: self.schema,
+            data_dir: (!self.memory).then_some(self.data_dir),
         }
     }
 }
@@ -113,7 +121,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot listen on {listen}"))?;
             tracing::info!(
                 address = %listener.local_addr()?,
-                store = if config.database_url.is_some() { "postgres" } else { "memory" },
+                store = config.kind(),
                 "bank-account service listening"
             );
             let Some(relay) = relay else {
@@ -160,10 +168,10 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Projections { store, command } => {
             let config = store.config();
-            if config.database_url.is_none() {
+            if config.kind() == "memory" {
                 tracing::warn!(
-                    "no --database-url: operating on a new, empty embedded store (the service's memory store lives \
-                     only inside its own process)"
+                    "--memory: operating on a new, empty memory store (the service's memory store lives only \
+                     inside its own process)"
                 );
             }
             let projections = bank_account::projections(&config).await?;

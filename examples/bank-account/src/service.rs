@@ -1,7 +1,8 @@
-//! Assembling the service: the store (embedded memory or PostgreSQL), the read models, and
+//! Assembling the service: the store (embedded SQLite by default, memory, or PostgreSQL), the read models, and
 //! the HTTP server.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use annals_memory::MemoryStore;
 use annals_postgres::PostgresStore;
 use annals_process::{Process, Timers};
 use annals_projections::{Projections, Supervisor};
+use annals_sqlite::SqliteStore;
 use anyhow::Context;
 
 use crate::api::{self, AppState};
@@ -19,15 +21,24 @@ use crate::transfer_process::{self as transfers, TransferProcess};
 /// The schema used when none is given.
 pub const DEFAULT_SCHEMA: &str = "bank";
 
-/// Where the service keeps its events: PostgreSQL when a database URL is given, the embedded memory store
-/// otherwise.
+/// The data directory used when none is given: everything in one SQLite file inside it.
+pub const DEFAULT_DATA_DIR: &str = "bank-data";
+
+/// The file of the embedded store inside the data directory.
+pub const DATA_FILE: &str = "bank.db";
+
+/// Where the service keeps its events: PostgreSQL when a database URL is given; else the embedded SQLite store
+/// in a data directory (the default); else (neither) the embedded memory store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
-    /// `postgres://...`; `None` for the embedded memory store.
+    /// `postgres://...`; `None` for an embedded store.
     pub database_url: Option<String>,
     /// The PostgreSQL schema of the events and command records; the read models live in `{schema}_projections`
     /// (bookkeeping) and `{schema}_rm_{name}` (one per read model).
     pub schema: String,
+    /// Without a database URL: the directory of the SQLite file ([`DATA_FILE`]) holding events, command
+    /// records, read models and timers; `None` for the memory store (nothing survives the process).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl StoreConfig {
@@ -36,6 +47,15 @@ impl StoreConfig {
         Self {
             database_url: None,
             schema: DEFAULT_SCHEMA.to_owned(),
+            data_dir: None,
+        }
+    }
+
+    /// The embedded SQLite store in `dir` (created if missing).
+    pub fn sqlite(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: Some(dir.into()),
+            ..Self::memory()
         }
     }
 
@@ -43,7 +63,16 @@ impl StoreConfig {
     pub fn postgres(url: impl Into<String>) -> Self {
         Self {
             database_url: Some(url.into()),
-            schema: DEFAULT_SCHEMA.to_owned(),
+            ..Self::memory()
+        }
+    }
+
+    /// What the configuration stores in, for logs: `postgres`, `sqlite` or `memory`.
+    pub fn kind(&self) -> &'static str {
+        match (&self.database_url, &self.data_dir) {
+            (Some(_), _) => "postgres",
+            (None, Some(_)) => "sqlite",
+            (None, None) => "memory",
         }
     }
 }
@@ -51,6 +80,7 @@ impl StoreConfig {
 /// The store and the projections of one configuration.
 struct Backend {
     pool: Option<sqlx::PgPool>,
+    file: Option<SqliteStore>,
     store: Arc<dyn EventStore>,
     projections: Projections,
     transfers: Process<TransferProcess>,
@@ -60,6 +90,11 @@ struct Backend {
 impl Backend {
     async fn connect(config: &StoreConfig) -> anyhow::Result<Self> {
         let writers = StreamLocks::default();
+        if config.database_url.is_none()
+            && let Some(dir) = &config.data_dir
+        {
+            return Self::sqlite(dir, writers).await;
+        }
         let Some(url) = &config.database_url else {
             let store = MemoryStore::new();
             let (transfers, projections) = transfers::wire(
@@ -70,6 +105,7 @@ impl Backend {
             );
             return Ok(Self {
                 pool: None,
+                file: None,
                 projections,
                 store: Arc::new(store),
                 transfers,
@@ -101,6 +137,40 @@ impl Backend {
             .context("cannot create the projections' tables")?;
         Ok(Self {
             pool: Some(store.pool().clone()),
+            file: None,
+            store: Arc::new(store),
+            projections,
+            transfers,
+            writers,
+        })
+    }
+}
+
+impl Backend {
+    /// Everything in one SQLite file in `dir`: events, command records, read models, timers. Several processes
+    /// may open it at once (`bank serve` and `bank projections ...`).
+    async fn sqlite(dir: &Path, writers: StreamLocks) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        let file = dir.join(DATA_FILE);
+        let store = SqliteStore::open(&file).await?;
+        store
+            .migrate()
+            .await
+            .with_context(|| format!("cannot migrate the event store {}", file.display()))?;
+        let (transfers, projections) = transfers::wire(
+            Arc::new(store.clone()),
+            Timers::sqlite(&store),
+            &writers,
+            read_models::register(Projections::sqlite(store.clone())),
+        );
+        projections
+            .migrate()
+            .await
+            .context("cannot create the projections' tables")?;
+        Ok(Self {
+            pool: None,
+            file: Some(store.clone()),
             store: Arc::new(store),
             projections,
             transfers,
@@ -143,6 +213,7 @@ pub struct Service {
     projections: Projections,
     transfers: Process<TransferProcess>,
     pool: Option<sqlx::PgPool>,
+    file: Option<SqliteStore>,
 }
 
 impl Service {
@@ -164,15 +235,19 @@ impl Service {
             projections: backend.projections,
             transfers: backend.transfers,
             pool: backend.pool,
+            file: backend.file,
         })
     }
 
     /// Closes the database connections once every other clone of the service is gone (after
     /// [`serve`](Self::serve) returned), so that the database can be dropped at once.
     pub async fn close(self) {
-        let Self { pool, .. } = self;
+        let Self { pool, file, .. } = self;
         if let Some(pool) = pool {
             pool.close().await;
+        }
+        if let Some(file) = file {
+            file.close().await;
         }
     }
 

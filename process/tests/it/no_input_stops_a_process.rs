@@ -34,6 +34,16 @@ macro_rules! on_both_stores_at {
                 let projections = Projections::postgres(store.clone(), pool);
                 $body(Arc::new(store), timers, projections, $due).await;
             }
+
+            #[tokio::test]
+            async fn sqlite() {
+                let scratch = Scratch::new();
+                let store = scratch.store().await;
+                let timers = Timers::sqlite(&store);
+                let projections = Projections::sqlite(store.clone());
+                $body(Arc::new(store.clone()), timers, projections, $due).await;
+                store.close().await;
+            }
         }
     };
 }

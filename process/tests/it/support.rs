@@ -371,3 +371,31 @@ pub async fn pg_store(pool: sqlx::PgPool) -> annals_postgres::PostgresStore {
     store.migrate().await.unwrap();
     store
 }
+
+/// A scratch directory holding one SQLite event store file, removed when dropped.
+pub struct Scratch {
+    dir: std::path::PathBuf,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("annals-process-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self { dir }
+    }
+
+    /// A migrated store on the file.
+    pub async fn store(&self) -> annals_sqlite::SqliteStore {
+        let store = annals_sqlite::SqliteStore::open(self.dir.join("events.db"))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

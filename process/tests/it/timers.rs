@@ -28,6 +28,15 @@ macro_rules! on_both_stores {
                 let timers = Timers::postgres(&store);
                 $body(Arc::new(store), timers).await;
             }
+
+            #[tokio::test]
+            async fn sqlite() {
+                let scratch = Scratch::new();
+                let store = scratch.store().await;
+                let timers = Timers::sqlite(&store);
+                $body(Arc::new(store.clone()), timers).await;
+                store.close().await;
+            }
         }
     };
 }
@@ -225,6 +234,51 @@ async fn postgres_pollers_claim_disjoint_timers(pool: sqlx::PgPool) {
     for n in 0..40 {
         assert_eq!(counter_value(&store, &format!("q{n}")).await, 1);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_pollers_on_one_file_claim_disjoint_timers() {
+    let scratch = Scratch::new();
+    let file = scratch.store().await;
+    let store: Arc<dyn EventStore> = Arc::new(file.clone());
+    let (process, _) = process(&store, &Timers::sqlite(&file));
+    for n in 0..40 {
+        let requested = request(
+            &*store,
+            &format!("p{n}"),
+            &format!("q{n}"),
+            1,
+            Some(Utc::now()),
+        )
+        .await;
+        process.handle_event(&requested).await.unwrap();
+    }
+    // Four pollers, each on a connection of its own to the file (as four processes would), fire concurrently.
+    let mut pollers = Vec::new();
+    for _ in 0..4 {
+        let own = scratch.store().await;
+        let (p, _) = self::process(&store, &Timers::sqlite(&own));
+        pollers.push(tokio::spawn(async move {
+            let mut fired = 0;
+            loop {
+                let n = p.fire_due_timers().await.unwrap();
+                if n == 0 {
+                    own.close().await;
+                    return fired;
+                }
+                fired += n;
+            }
+        }));
+    }
+    let mut total = 0;
+    for p in pollers {
+        total += p.await.unwrap();
+    }
+    assert_eq!(total, 40, "each timer fired by exactly one poller");
+    for n in 0..40 {
+        assert_eq!(counter_value(&store, &format!("q{n}")).await, 1);
+    }
+    file.close().await;
 }
 
 /// Counts the `JobStarted` events of job `id`.

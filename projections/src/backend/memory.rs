@@ -79,6 +79,7 @@ impl MemSlot {
             throughput: self.throughput,
             owned: self.owner.is_some() && self.lease_until > Instant::now(),
             fresh: self.fresh,
+            fence: 0,
         }
     }
 }
@@ -90,9 +91,9 @@ fn deadline(ttl: Duration) -> Instant {
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
-/// Refuses what PostgreSQL cannot store in a `jsonb` document: a NUL character in a string or an object key
+/// Refuses what PostgreSQL cannot store (and SQLite refuses alike, so every backend stores the same documents) in a `jsonb` document: a NUL character in a string or an object key
 /// (a key longer than [`MAX_KEY_BYTES`](crate::MAX_KEY_BYTES) is refused earlier, by `Documents`).
-fn storable(collection: &str, key: &str, value: &Value) -> Result<()> {
+pub(crate) fn storable(collection: &str, key: &str, value: &Value) -> Result<()> {
     fn has_nul(value: &Value) -> bool {
         match value {
             Value::String(s) => s.contains('\0'),

@@ -5,6 +5,8 @@ pub(crate) mod memory;
 mod owner_session;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite;
 
 use std::time::Duration;
 
@@ -50,6 +52,10 @@ pub(crate) struct Slot {
     pub(crate) owned: bool,
     /// Whether its storage was just created (nothing applied yet).
     pub(crate) fresh: bool,
+    /// The fencing token the lease was taken with (SQLite; 0 on the backends that fence otherwise): every change
+    /// of owner draws a new one, and a batch commits only while the stored token is still this one.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fence: u64,
 }
 
 /// Everything one batch commits, atomically.

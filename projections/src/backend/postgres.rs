@@ -136,6 +136,7 @@ impl PostgresBackend {
             throughput: column(row, t, "throughput")?,
             owned: column(row, t, "owned")?,
             fresh,
+            fence: 0,
         })
     }
 

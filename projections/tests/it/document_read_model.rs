@@ -115,6 +115,15 @@ async fn postgres_document_read_model_serves_and_matches_from_scratch(pool: PgPo
     live_run_matches_from_scratch(projections, store).await;
 }
 
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_document_read_model_serves_and_matches_from_scratch() {
+    let scratch = ScratchFile::new();
+    let store = scratch.store().await;
+    let projections = Projections::sqlite(store.clone()).with(Tallies::new());
+    live_run_matches_from_scratch(projections, store).await;
+}
+
 struct Named(&'static str);
 
 #[async_trait]
@@ -233,6 +242,18 @@ async fn postgres_read_ahead_settings_build_the_same_read_model(pool: PgPool) {
     let runner_store = store.clone();
     every_read_ahead_setting_builds_the_same_read_model(store, move |p, options| {
         Projections::postgres(runner_store.clone(), pool.clone()).with_options(p, options)
+    })
+    .await;
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_read_ahead_settings_build_the_same_read_model() {
+    let scratch = ScratchFile::new();
+    let store = scratch.store().await;
+    let runner_store = store.clone();
+    every_read_ahead_setting_builds_the_same_read_model(store, move |p, options| {
+        Projections::sqlite(runner_store.clone()).with_options(p, options)
     })
     .await;
 }

@@ -212,6 +212,35 @@ async fn memory_poison_event_is_retried_until_it_succeeds() {
     retry_policy(p, store).await;
 }
 
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_poison_event_stops_by_default() {
+    let scratch = ScratchFile::new();
+    let store = scratch.store().await;
+    let p = Projections::sqlite(store.clone())
+        .with_options(broken(), ProjectionOptions::new().batch_size(3));
+    stop_policy(p, store).await;
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_poison_event_is_parked_and_replayed() {
+    let scratch = ScratchFile::new();
+    let store = scratch.store().await;
+    let picky = broken();
+    let p = Projections::sqlite(store.clone()).with_options(picky.clone(), park());
+    park_policy(p, picky, store).await;
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_poison_event_is_retried_until_it_succeeds() {
+    let scratch = ScratchFile::new();
+    let store = scratch.store().await;
+    let p = Projections::sqlite(store.clone()).with_options(flaky(), retry());
+    retry_policy(p, store).await;
+}
+
 #[cfg(feature = "postgres")]
 #[sqlx::test]
 async fn postgres_poison_event_stops_by_default(pool: PgPool) {

@@ -22,6 +22,10 @@ mod rebuilds_leave_nothing_behind;
 mod renamed_events;
 #[cfg(feature = "postgres")]
 mod sql_projection;
+#[cfg(feature = "sqlite")]
+mod sqlite_backend;
+#[cfg(feature = "sqlite")]
+mod sqlite_leases_and_fencing;
 mod stateful_projections;
 mod support;
 #[cfg(feature = "postgres")]

@@ -254,9 +254,26 @@ async fn postgres_version_bump_rebuilds_when_run(pool: PgPool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_rebuild_while_the_runner_follows_equals_from_scratch() {
     let store = memory_store();
-    write_events(&store, "acc", 20, 20).await;
     let projections = Projections::memory(store.clone())
         .with_options(Tallies::new(), ProjectionOptions::new().batch_size(10));
+    rebuild_while_the_runner_follows(store, projections).await;
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_rebuild_while_the_runner_follows_equals_from_scratch() {
+    let scratch = ScratchFile::new();
+    let store = scratch.store().await;
+    let projections = Projections::sqlite(store.clone())
+        .with_options(Tallies::new(), ProjectionOptions::new().batch_size(10));
+    rebuild_while_the_runner_follows(store, projections).await;
+}
+
+async fn rebuild_while_the_runner_follows(
+    store: impl EventStore + Clone + 'static,
+    projections: Projections,
+) {
+    write_events(&store, "acc", 20, 20).await;
     let (stop, task) = spawn_run(&projections);
     eventually("the runner to catch up", Duration::from_secs(30), || {
         caught_up(&projections, &store)

@@ -243,6 +243,18 @@ async fn memory_documents_are_listed_page_by_page() {
     .await;
 }
 
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn sqlite_documents_are_listed_page_by_page() {
+    let scratch = ScratchFile::new();
+    let store = scratch.store().await;
+    pages_cover_the_list(
+        store.clone(),
+        Projections::sqlite(store).with(Tallies::new()),
+    )
+    .await;
+}
+
 #[cfg(feature = "postgres")]
 #[sqlx::test]
 async fn postgres_documents_are_listed_page_by_page(pool: PgPool) {

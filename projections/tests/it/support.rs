@@ -205,3 +205,36 @@ pub async fn caught_up(projections: &Projections, store: &dyn EventStore) -> boo
         >= head
         && head > Position::START
 }
+
+/// A scratch directory with one event store file, removed when dropped.
+#[cfg(feature = "sqlite")]
+pub struct ScratchFile {
+    pub dir: std::path::PathBuf,
+}
+
+#[cfg(feature = "sqlite")]
+impl ScratchFile {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("annals-proj-sqlite-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self { dir }
+    }
+
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.join("events.db")
+    }
+
+    /// A migrated store on the file.
+    pub async fn store(&self) -> annals_sqlite::SqliteStore {
+        let store = annals_sqlite::SqliteStore::open(self.path()).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

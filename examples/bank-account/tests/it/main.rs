@@ -33,6 +33,7 @@ mod logs;
 mod read_models;
 mod rebuild;
 mod restart_after_sigkill;
+mod sqlite_default;
 mod stops_gracefully_on_sigterm;
 mod support;
 mod transfer_legs;

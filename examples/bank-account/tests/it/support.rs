@@ -191,6 +191,7 @@ pub(crate) fn postgres_config(pool: &sqlx::PgPool) -> StoreConfig {
     StoreConfig {
         database_url: Some(database_url(pool)),
         schema: DEFAULT_SCHEMA.to_owned(),
+        data_dir: None,
     }
 }
 
