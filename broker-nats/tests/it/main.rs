@@ -12,5 +12,6 @@ mod delivery;
 mod inbox;
 mod inbox_faults;
 mod inbox_outage;
+mod relay_faults;
 mod support;
 mod two_relays;
