@@ -13,5 +13,6 @@ mod inbox;
 mod inbox_faults;
 mod inbox_outage;
 mod relay_faults;
+mod relay_outage;
 mod support;
 mod two_relays;
