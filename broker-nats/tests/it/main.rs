@@ -13,6 +13,7 @@ mod inbox;
 mod inbox_faults;
 mod inbox_outage;
 mod relay_faults;
+mod relay_memory;
 mod relay_outage;
 mod support;
 mod two_relays;
