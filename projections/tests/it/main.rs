@@ -13,6 +13,8 @@ mod cli_subcommands;
 mod document_read_model;
 mod failure_policies;
 #[cfg(feature = "postgres")]
+mod leased;
+#[cfg(feature = "postgres")]
 mod leases_and_crashes;
 mod live_follow_concurrent_writers;
 mod permanent_errors;
