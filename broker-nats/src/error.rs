@@ -65,6 +65,17 @@ pub enum Error {
         cause: String,
     },
 
+    /// The relay's checkpoint database (the projections backend) did not answer in time: the lease renewal, the
+    /// checkpoint commit or the acquisition was abandoned. Transient: the relay stops publishing before its lease
+    /// could have expired and tries again with backoff.
+    #[error("the relay's {operation} did not finish within {after:?}")]
+    TimedOut {
+        /// What was being done.
+        operation: &'static str,
+        /// How long the relay waited.
+        after: std::time::Duration,
+    },
+
     /// The event store failed. Usually retryable when it is [`annals::Error::Unavailable`].
     #[error(transparent)]
     Store(#[from] annals::Error),
@@ -106,9 +117,10 @@ impl Error {
     /// Whether retrying the same operation later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Unavailable { .. } | Self::Database { .. } | Self::HandlerTransient { .. } => {
-                true
-            }
+            Self::Unavailable { .. }
+            | Self::Database { .. }
+            | Self::HandlerTransient { .. }
+            | Self::TimedOut { .. } => true,
             Self::Publish { transient, .. } => *transient,
             Self::Store(e) => e.is_retryable(),
             Self::Projections(e) => e.is_transient(),

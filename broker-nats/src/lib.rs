@@ -2,9 +2,10 @@
 //! that applies each one exactly once on their side.
 //!
 //! - [`Relay`] follows the event log from a checkpoint and publishes each event to JetStream (the event log is
-//!   the outbox: an event is published if and only if its append committed). It runs as a projection, so the
-//!   checkpoint commits only after the broker acknowledged the batch, one relay publishes at a time across
-//!   processes, and a dead relay's lease is taken over.
+//!   the outbox: an event is published if and only if its append committed). It publishes each page outside any
+//!   database transaction, then commits the checkpoint under a projections lease: the checkpoint moves only past
+//!   events the broker acknowledged, one relay publishes at a time across processes (a relay stops sending before
+//!   its lease could expire), and a dead relay's lease is taken over once it expires.
 //! - [`Inbox`] (feature `inbox`) consumes a durable pull consumer and runs a [`Handler`] inside the
 //!   consumer's own PostgreSQL transaction, which also records the event id; redeliveries and re-publishes are
 //!   acknowledged without running the handler again, malformed messages are parked and terminated.
@@ -39,6 +40,9 @@ mod inbox;
 mod options;
 mod publisher;
 mod relay;
+mod relay_loop;
+mod relay_page;
+mod relay_stats;
 mod stream;
 mod subject;
 
@@ -52,8 +56,9 @@ pub use headers::{
 #[cfg(feature = "inbox")]
 pub use inbox::{Delivery, Handler, HandlerError, Inbox, InboxOptions, Outcome, Parked};
 pub use options::RelayOptions;
-pub use publisher::{Published, Publisher};
-pub use relay::{Relay, RelayStatus, STATS_TABLE};
+pub use publisher::{Page, Published, Publisher};
+pub use relay::{Relay, RelayStatus, Retrying};
+pub use relay_stats::STATS_COLLECTION;
 pub use stream::FeedStream;
 pub use subject::{Subjects, escape_token, unescape_token};
 

@@ -1,7 +1,7 @@
 //! [`Publisher`]: publishes a batch of events to JetStream, pipelined, keeping each stream's events in order.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use annals::RecordedEvent;
 use async_nats::jetstream::context::{Context, PublishError, PublishErrorKind};
@@ -9,6 +9,7 @@ use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::error::Error;
@@ -25,6 +26,19 @@ pub struct Published {
     pub duplicates: usize,
     /// Messages sent again after a timed-out or lost acknowledgement.
     pub resent: usize,
+}
+
+/// What publishing a page that may stop early did ([`Publisher::publish_until`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Page {
+    /// What was acknowledged (every acknowledged event counts, also those after the first unacknowledged one).
+    pub published: Published,
+    /// How many leading events of the page (in its order) are acknowledged: the checkpoint may move past them.
+    pub acked: usize,
+    /// Why the page stopped before every event was acknowledged, when it failed (`None` when it was complete or
+    /// stopped at the caller's instant).
+    pub failure: Option<Error>,
 }
 
 /// Publishes events to JetStream with a bounded number of acknowledgements in flight.
@@ -97,6 +111,41 @@ impl Publisher {
         &self,
         events: &[&RecordedEvent],
     ) -> std::result::Result<Published, (usize, Error)> {
+        let page = self.publish_page(events, None).await;
+        match page.failure {
+            None if page.acked == events.len() => Ok(page.published),
+            failure => Err((
+                page.acked,
+                failure.unwrap_or_else(|| Error::Publish {
+                    position: events
+                        .get(page.acked)
+                        .map_or(annals::Position::START, |e| e.position),
+                    attempts: 0,
+                    transient: true,
+                    cause: "not every event was sent".to_owned(),
+                }),
+            )),
+        }
+    }
+
+    /// Publishes `events` (in position order) like [`publish`](Self::publish), but sends nothing (no first
+    /// attempt, no re-send) from the instant `stop` holds on: the caller moves it (later when it renewed the lease
+    /// it publishes under, earlier when it lost it). Then it awaits every outstanding acknowledgement and says
+    /// how many leading events are acknowledged. Whatever is not is published again by the next page.
+    pub async fn publish_until(
+        &self,
+        events: &[&RecordedEvent],
+        stop: watch::Receiver<Instant>,
+    ) -> Page {
+        self.publish_page(events, Some(stop)).await
+    }
+
+    async fn publish_page(
+        &self,
+        events: &[&RecordedEvent],
+        stop: Option<watch::Receiver<Instant>>,
+    ) -> Page {
+        let stop_at = || stop.as_ref().map(|s| *s.borrow());
         let mut stats = Published::default();
         let mut acked = vec![false; events.len()];
         let mut tries = vec![0u32; events.len()];
@@ -106,11 +155,14 @@ impl Publisher {
         let mut next = 0;
         let mut in_flight = FuturesUnordered::new();
         let mut failure: Option<(usize, u32, bool, String)> = None;
+        let mut halted = false;
+        // The last unknown outcome, reported when the page stops at its instant before it was acknowledged.
+        let mut unknown: Option<String> = None;
         let mut bodies: Vec<Option<(String, Bytes)>> = vec![None; events.len()];
 
         loop {
-            // Fill the window, unless the batch already failed (then only drain).
-            while failure.is_none() && in_flight.len() < self.max_in_flight {
+            // Fill the window, unless the page failed or reached its stop (then only drain).
+            while failure.is_none() && !halted && in_flight.len() < self.max_in_flight {
                 let index = if let Some(i) = ready.pop_front() {
                     i
                 } else if next < events.len() {
@@ -127,17 +179,23 @@ impl Publisher {
                 };
                 let event = events[index];
                 busy.insert(event.stream_id.as_str());
-                tries[index] += 1;
-                if tries[index] > 1 {
-                    stats.resent += 1;
-                    let delay = backoff(tries[index] - 1);
+                if tries[index] > 0 {
+                    let delay = backoff(tries[index]);
                     debug!(
                         position = event.position.get(),
-                        attempt = tries[index],
+                        attempt = tries[index] + 1,
                         ?delay,
                         "re-publishing"
                     );
                     tokio::time::sleep(delay).await;
+                }
+                if stop_at().is_some_and(|at| Instant::now() >= at) {
+                    halted = true;
+                    break;
+                }
+                tries[index] += 1;
+                if tries[index] > 1 {
+                    stats.resent += 1;
                 }
                 let (subject, payload) = bodies[index]
                     .get_or_insert_with(|| {
@@ -150,7 +208,18 @@ impl Publisher {
                 let message = PublishMessage::build()
                     .payload(payload)
                     .headers(headers_of(event));
-                let sent = self.context.send_publish(subject, message).await;
+                let sending = self.context.send_publish(subject, message);
+                let sent = match stop_at() {
+                    // A send that waits (a full client buffer) past the stop is abandoned unsent.
+                    Some(at) => match tokio::time::timeout_at(at.into(), sending).await {
+                        Ok(sent) => sent,
+                        Err(_) => {
+                            halted = true;
+                            break;
+                        }
+                    },
+                    None => sending.await,
+                };
                 in_flight.push(async move {
                     let outcome = match sent {
                         Ok(ack) => match ack.await {
@@ -180,6 +249,7 @@ impl Publisher {
                     }
                 }
                 Outcome::Unknown(cause) if tries[index] < self.attempts && failure.is_none() => {
+                    unknown = Some(cause.clone());
                     warn!(position = event.position.get(), stream, attempt = tries[index], error = %cause,
                           url = %self.url, "acknowledgement lost or timed out; publishing again with the same message id");
                     // Stays busy: nothing later of this stream goes out before this one is acknowledged.
@@ -193,26 +263,21 @@ impl Publisher {
                 }
             }
         }
-        match failure {
-            None if acked.iter().all(|a| *a) => Ok(stats),
-            failure => {
-                let first = acked.iter().position(|a| !a).unwrap_or(0);
-                let (attempts, transient, cause) = match failure {
-                    Some((_, attempts, transient, cause)) => (attempts, transient, cause),
-                    None => (0, true, "not every event was sent".to_owned()),
-                };
-                Err((
-                    first,
-                    Error::Publish {
-                        position: events
-                            .get(first)
-                            .map_or(annals::Position::START, |e| e.position),
-                        attempts,
-                        transient,
-                        cause,
-                    },
-                ))
-            }
+        let first = acked.iter().position(|a| !a).unwrap_or(events.len());
+        if halted && first < events.len() {
+            failure = failure.or(unknown.map(|cause| (first, tries[first], true, cause)));
+        }
+        Page {
+            published: stats,
+            acked: first,
+            failure: failure.map(|(_, attempts, transient, cause)| Error::Publish {
+                position: events
+                    .get(first)
+                    .map_or(annals::Position::START, |e| e.position),
+                attempts,
+                transient,
+                cause,
+            }),
         }
     }
 }

@@ -77,6 +77,18 @@ pub trait EventStore: Send + Sync {
     /// then. Returns at once when the head is already past `after`.
     async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<Position>;
 
+    /// The highest position the store has handed out to an append (committed, still committing, or rolled
+    /// back), [`Position::START`] when none: every position a write answered with is at most this, so a position
+    /// beyond it was never handed out, while one at or below it that is beyond [`head`](EventStore::head) is
+    /// held back only by appends still in flight. Never below `head` as read before it.
+    ///
+    /// The default is [`head`](EventStore::head): right for stores whose appends become readable as they are
+    /// given their positions (the memory store, under its write lock; SQLite, in its one write transaction).
+    /// Stores with gaps in flight override it (PostgreSQL: the position sequence's last value).
+    async fn allocated_head(&self) -> Result<Position> {
+        self.head().await
+    }
+
     /// Reads every event of `stream`, in version order.
     async fn load_stream(&self, stream: &StreamId) -> Result<Vec<RecordedEvent>> {
         self.read_stream(stream, StreamVersion::FIRST, usize::MAX)
@@ -222,6 +234,10 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
 
     async fn head(&self) -> Result<Position> {
         (**self).head().await
+    }
+
+    async fn allocated_head(&self) -> Result<Position> {
+        (**self).allocated_head().await
     }
 
     async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<Position> {

@@ -28,21 +28,21 @@ impl MinPosition {
     /// [`reachable_within`](Self::reachable_within) [`DEFAULT_WAIT`](Self::DEFAULT_WAIT).
     ///
     /// # Errors
-    /// `422 position_beyond_head`, or the store's error mapped by [`HttpError`].
+    /// `422 position_beyond_head`, `504 position_pending`, or the store's error mapped by [`HttpError`].
     pub async fn reachable(self, store: &dyn annals::EventStore) -> Result<Self, HttpError> {
         self.reachable_within(store, Self::DEFAULT_WAIT).await
     }
 
-    /// Waits, at most `max_wait`, until `store`'s head reaches the position, and refuses it with
-    /// `422 position_beyond_head` when it does not.
+    /// Refuses at once, with `422 position_beyond_head`, a position the store never handed out (beyond its
+    /// [`allocated_head`](annals::EventStore::allocated_head)); waits, at most `max_wait`, until the store's
+    /// head reaches one it did.
     ///
     /// The head is gap-safe: a position a write just answered with can be beyond it while an append that took a
-    /// lower position is still committing, so such a position is waited for, never refused. A position no write
-    /// was handed is refused only once `max_wait` has passed: the [`EventStore`](annals::EventStore) trait tells
-    /// a position not yet readable from one never handed out by no other means.
+    /// lower position is still committing, so such a position is waited for, never refused; when the wait ends
+    /// first, the answer is `504 position_pending` (retry later).
     ///
     /// # Errors
-    /// `422 position_beyond_head`, or the store's error mapped by [`HttpError`].
+    /// `422 position_beyond_head`, `504 position_pending`, or the store's error mapped by [`HttpError`].
     pub async fn reachable_within(
         self,
         store: &dyn annals::EventStore,
@@ -53,15 +53,29 @@ impl MinPosition {
         };
         let deadline = Instant::now() + max_wait;
         let mut head = store.head().await?;
+        if head >= wanted {
+            return Ok(self);
+        }
+        let allocated = store.allocated_head().await?;
+        if wanted > allocated {
+            return Err(HttpError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "position_beyond_head",
+                format!(
+                    "min_position {wanted} is beyond the last position the store handed out ({allocated}); use a \
+                     position a write answered with"
+                ),
+            ));
+        }
         while head < wanted {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(HttpError::new(
-                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                    "position_beyond_head",
+                    axum::http::StatusCode::GATEWAY_TIMEOUT,
+                    "position_pending",
                     format!(
-                        "min_position {wanted} is beyond the last stored event ({head}); use a position a write \
-                         answered with"
+                        "min_position {wanted} was handed out, but an append below it is still committing (the \
+                         readable head is {head}); retry later"
                     ),
                 ));
             }

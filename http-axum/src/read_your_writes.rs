@@ -8,8 +8,9 @@ use crate::min_position::MinPosition;
 
 impl MinPosition {
     /// Read-your-writes in one call: waits until `store`'s head reaches the position
-    /// ([`reachable_within`](Self::reachable_within): a position a write answered with is waited for while an
-    /// append below it commits; one still beyond the head after the wait is `422 position_beyond_head`), then
+    /// ([`reachable_within`](Self::reachable_within): a position the store never handed out is
+    /// `422 position_beyond_head` at once; one a write answered with is waited for while an append below it
+    /// commits, `504 position_pending` when the wait ends first), then
     /// until `reader`'s read model has processed it: both within the reader's
     /// [`max_wait`](DocumentReader::max_wait) (then `504 projection_lagging`). Without `?min_position` it
     /// returns at once.
@@ -29,7 +30,8 @@ impl MinPosition {
     /// ```
     ///
     /// # Errors
-    /// `422 position_beyond_head`, `504 projection_lagging`, or the store's or read model's error mapped by
+    /// `422 position_beyond_head`, `504 position_pending`, `504 projection_lagging`, or the store's or read
+    /// model's error mapped by
     /// [`HttpError`].
     pub async fn wait_for(
         self,

@@ -325,6 +325,11 @@ impl annals::EventStore for Gapped {
         self.visible_head().await
     }
 
+    // Every position the inner store gave out was handed to an append, committed or still "committing".
+    async fn allocated_head(&self) -> annals::Result<Position> {
+        self.inner.head().await
+    }
+
     async fn wait_for_events(
         &self,
         after: Position,

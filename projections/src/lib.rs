@@ -74,6 +74,7 @@ mod backend;
 mod cli;
 mod documents;
 mod error;
+mod lease;
 mod policy;
 mod projection;
 mod projections;
@@ -95,6 +96,7 @@ pub use documents::{Documents, MAX_KEY_BYTES};
 pub use error::{BoxError, Error, Result, is_transient_cause};
 #[cfg(feature = "postgres")]
 pub use error::{is_transient_sqlstate, is_transient_sqlx};
+pub use lease::Lease;
 pub use policy::{DEFAULT_READ_AHEAD, FailurePolicy, ProjectionOptions};
 pub use projection::Projection;
 #[cfg(feature = "postgres")]

@@ -12,13 +12,14 @@ use sqlx::PgPool;
 use tokio::sync::{OnceCell, watch};
 use uuid::Uuid;
 
-use crate::backend::Backend;
 use crate::backend::memory::MemoryBackend;
 #[cfg(feature = "postgres")]
 use crate::backend::postgres::PostgresBackend;
 #[cfg(feature = "sqlite")]
 use crate::backend::sqlite::SqliteBackend;
+use crate::backend::{Acquired, Backend};
 use crate::error::{Error, Result, check_name};
+use crate::lease::Lease;
 use crate::policy::ProjectionOptions;
 use crate::projection::Projection;
 #[cfg(feature = "postgres")]
@@ -311,6 +312,60 @@ impl Projections {
         this
     }
 
+    /// Registers `name` as a projection that its caller processes itself: no runner, rebuild or replay touches
+    /// it; the caller takes its lease with [`try_lease`](Self::try_lease), does its work between checkpoints
+    /// (outside any backend transaction) and commits each checkpoint through the [`Lease`]. It has a
+    /// checkpoint, a lease, a status and a document read model (for the holder's own bookkeeping) like any
+    /// registered projection, on every backend; [`reset`](Self::reset) makes its holder start again from the first
+    /// event.
+    pub fn leased(self, name: &str) -> Self {
+        self.register(Registered {
+            name: name.to_owned(),
+            version: 1,
+            event_types: Vec::new(),
+            kind: Kind::Leased,
+            options: ProjectionOptions::default(),
+        })
+    }
+
+    /// Takes the live lease of `name` (registered with [`leased`](Self::leased)) when it is free, expired or
+    /// already this set's; `None` while another owner holds it. Another owner's lease is taken over only once
+    /// it has expired or was released (on PostgreSQL, not as soon as its session ends: the holder's work outside
+    /// the backend may still be going on).
+    ///
+    /// # Errors
+    /// [`Error::UnknownProjection`]; [`Error::Config`] when `name` was not registered with `leased`; database
+    /// errors.
+    pub async fn try_lease(&self, name: &str) -> Result<Option<Lease>> {
+        let p = self.find(name)?;
+        if !matches!(p.kind, Kind::Leased) {
+            return Err(Error::Config {
+                reason: format!(
+                    "projection {name:?} is run by a runner; only a leased one hands out its lease"
+                ),
+            });
+        }
+        self.migrate().await?;
+        let started = std::time::Instant::now();
+        let ttl = self.engine.lease_ttl;
+        match self
+            .engine
+            .backend
+            .acquire_live_after_expiry(p.target(), self.engine.owner, ttl)
+            .await?
+        {
+            Acquired::Busy => Ok(None),
+            Acquired::Slot(slot) => Ok(Some(Lease {
+                backend: Arc::clone(&self.engine.backend),
+                owner: self.engine.owner,
+                ttl,
+                slot,
+                valid_until: started + ttl,
+                notifier: self.engine.notifier(&p.name),
+            })),
+        }
+    }
+
     /// Makes the set invalid with `error` (the first error wins): every use of it then answers the error.
     pub(crate) fn refuse(mut self, error: Error) -> Self {
         if self.error.is_none() {
@@ -408,6 +463,9 @@ impl Projections {
         let stop = shutdown_from(Some(Box::pin(shutdown)));
         let mut tasks = tokio::task::JoinSet::new();
         for p in self.registered.iter().cloned() {
+            if matches!(p.kind, Kind::Leased) {
+                continue;
+            }
             let engine = Arc::clone(&self.engine);
             let stop = stop.clone();
             let supervisor = self.supervisor.clone();
@@ -471,6 +529,7 @@ impl Projections {
     pub async fn rebuild_with(&self, name: &str, options: RebuildOptions) -> Result<RebuildReport> {
         let p = self.find(name)?.clone();
         refuse_replay(&p)?;
+        refuse_leased(&p)?;
         self.migrate().await?;
         let cancel = shutdown_from(options.cancel);
         let progress = options.progress.unwrap_or_else(|| Box::new(|_| {}));
@@ -600,9 +659,23 @@ impl Projections {
     /// [`Error::Busy`] when another process owns the projection; store and database errors.
     pub async fn replay_parked(&self, name: &str) -> Result<ReplayReport> {
         let p = self.find(name)?.clone();
+        refuse_leased(&p)?;
         self.migrate().await?;
         self.engine.replay_parked(&p).await
     }
+}
+
+/// Refuses to rebuild or replay `p` when its lease holder processes it (there is no code to run).
+fn refuse_leased(p: &Registered) -> Result<()> {
+    if matches!(p.kind, Kind::Leased) {
+        return Err(Error::Config {
+            reason: format!(
+                "projection {:?} is processed by the holder of its lease; reset it instead",
+                p.name
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Refuses to replay `p` from the first event when it was registered with side effects.

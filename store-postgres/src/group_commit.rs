@@ -255,6 +255,10 @@ impl EventStore for GroupCommitStore {
         self.store.head().await
     }
 
+    async fn allocated_head(&self) -> annals::Result<Position> {
+        self.store.allocated_head().await
+    }
+
     async fn find_command(&self, command_id: &CommandId) -> annals::Result<Option<CommandRecord>> {
         self.store.find_command(command_id).await
     }

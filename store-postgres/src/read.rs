@@ -392,6 +392,19 @@ impl PostgresStore {
         )?))
     }
 
+    /// The last position drawn from the position sequence (0 before the first append), never below the head.
+    pub(crate) async fn allocated_head_position(&self) -> annals::Result<Position> {
+        let last: i64 = sqlx::query_scalar(self.inner.statements.allocated.clone())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| store_error("allocated_head", e))?;
+        Ok(Position(non_negative(
+            "allocated_head",
+            "pg_sequence_last_value(events_position_seq)",
+            last,
+        )?))
+    }
+
     /// The stored events carrying any of `ids`, read through `executor`.
     pub(crate) async fn events_by_ids<'c>(
         &self,

@@ -66,6 +66,7 @@ pub(crate) struct Statements {
     pub(crate) read_below_lean: SqlStr,
     pub(crate) safe_position: SqlStr,
     pub(crate) head: SqlStr,
+    pub(crate) allocated: SqlStr,
     pub(crate) await_oldest_append: SqlStr,
     pub(crate) by_ids: SqlStr,
     pub(crate) version: SqlStr,
@@ -160,6 +161,9 @@ impl Statements {
                         (SELECT system_identifier FROM pg_control_system()), pg_postmaster_start_time()"
             )),
             head: sql(format!("SELECT {s}.head_position()")),
+            allocated: sql(format!(
+                "SELECT coalesce(pg_sequence_last_value('{s}.events_position_seq'::regclass), 0)"
+            )),
             await_oldest_append: sql(format!("SELECT {s}.await_oldest_append($1)")),
             by_ids: sql(format!(
                 "SELECT {EVENT_COLUMNS}, stream_id FROM {s}.events WHERE event_id = ANY($1)"

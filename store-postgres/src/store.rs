@@ -283,6 +283,10 @@ impl EventStore for PostgresStore {
         self.safe_head().await
     }
 
+    async fn allocated_head(&self) -> annals::Result<Position> {
+        self.allocated_head_position().await
+    }
+
     async fn find_command(
         &self,
         command_id: &annals::CommandId,

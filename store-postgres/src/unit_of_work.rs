@@ -426,6 +426,10 @@ impl EventStore for UnitOfWork {
         self.store.head().await
     }
 
+    async fn allocated_head(&self) -> annals::Result<Position> {
+        self.store.allocated_head().await
+    }
+
     async fn wait_for_events(
         &self,
         after: Position,

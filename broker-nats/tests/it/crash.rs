@@ -29,7 +29,7 @@ async fn relay_killed_after_publishing_before_checkpointing_duplicates_no_effect
         Duration::from_secs(60),
         || async {
             sqlx::query_scalar::<_, bool>(
-                "SELECT to_regclass('rm_nats_relay.relay_stats') IS NOT NULL",
+                "SELECT to_regclass('rm_nats_relay.documents') IS NOT NULL",
             )
             .fetch_one(&pool)
             .await
@@ -37,17 +37,17 @@ async fn relay_killed_after_publishing_before_checkpointing_duplicates_no_effect
         },
     )
     .await;
-    // Hold the relay's stats row: its batch transaction blocks on it after every acknowledgement came in and
-    // before the checkpoint commits.
+    // Hold writes to the relay's bookkeeping: its checkpoint transaction blocks on them after every
+    // acknowledgement came in and before the checkpoint commits.
     let mut blocker = pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM rm_nats_relay.relay_stats WHERE id = 1 FOR UPDATE")
+    sqlx::query("LOCK TABLE rm_nats_relay.documents IN EXCLUSIVE MODE")
         .execute(&mut *blocker)
         .await
         .unwrap();
     let events = write_events(&store, "account", 10, 10).await;
     eventually("the relay to publish and wait to checkpoint", Duration::from_secs(60), || async {
         let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE %relay_stats%'",
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO %documents%'",
         )
         .fetch_one(&pool)
         .await

@@ -12,5 +12,8 @@ mod delivery;
 mod inbox;
 mod inbox_faults;
 mod inbox_outage;
+mod relay_faults;
+mod relay_memory;
+mod relay_outage;
 mod support;
 mod two_relays;

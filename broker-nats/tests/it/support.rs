@@ -422,3 +422,108 @@ pub(crate) async fn parked_reasons(pool: &PgPool, consumer: &str) -> Vec<String>
     .await
     .unwrap_or_default()
 }
+
+/// A pool on the test's database whose connections name themselves `application` (in `pg_stat_activity`) and
+/// go through `port` on 127.0.0.1 when given (a `FaultProxy` in front of PostgreSQL).
+pub(crate) async fn pool_via(pool: &PgPool, port: Option<u16>, application: &str) -> PgPool {
+    let mut options = (*pool.connect_options())
+        .clone()
+        .application_name(application);
+    if let Some(port) = port {
+        options = options.host("127.0.0.1").port(port);
+    }
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_with(options)
+        .await
+        .unwrap()
+}
+
+/// Runs `relay` in a task until the returned sender fires.
+pub(crate) fn spawn_relay(
+    relay: &Relay,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<annals_nats::Result<()>>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let relay = relay.clone();
+    let handle = tokio::spawn(async move {
+        relay
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (stop, handle)
+}
+
+/// Every message published to a feed's subjects, as the broker received it (a core NATS subscriber sees each
+/// publish, duplicates included, with the reply subject of the publisher's acknowledgement).
+pub(crate) struct Wire {
+    seen: Arc<Mutex<Vec<String>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Wire {
+    pub(crate) async fn watch(feed: &TestStream) -> Self {
+        use futures::StreamExt;
+        let client = async_nats::connect(&feed.url).await.unwrap();
+        let mut sub = client
+            .subscribe(format!("{}.>", feed.prefix))
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            let _client = client;
+            while let Some(m) = sub.next().await {
+                let sender = m
+                    .reply
+                    .as_ref()
+                    .and_then(|r| r.as_str().split('.').next().map(str::to_owned))
+                    .unwrap_or_default();
+                sink.lock().unwrap().push(sender);
+            }
+        });
+        Self { seen, _task: task }
+    }
+
+    /// The inbox prefix of each publish's sender, in the order the broker received them.
+    pub(crate) fn senders(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// How many publishes came from the client with inbox prefix `sender`.
+    pub(crate) fn sent_by(&self, sender: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| *s == sender)
+            .count()
+    }
+}
+
+/// Asserts the feed's JetStream stream holds exactly `total` events, each once, each stream in version order.
+pub(crate) async fn assert_feed_complete(feed: &TestStream, total: usize) {
+    let messages = feed.messages().await;
+    let mut ids = std::collections::HashSet::new();
+    let mut last: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for m in &messages {
+        let h = annals_nats::FeedHeaders::parse(Some(&m.headers)).unwrap();
+        assert!(ids.insert(h.event_id), "event {} stored twice", h.event_id);
+        let v = last.entry(h.stream_id.to_string()).or_insert(0);
+        assert_eq!(
+            h.stream_version.0,
+            *v + 1,
+            "stream {} out of order at sequence {}",
+            h.stream_id,
+            m.sequence
+        );
+        *v = h.stream_version.0;
+    }
+    assert_eq!(ids.len(), total, "every event arrived once");
+}

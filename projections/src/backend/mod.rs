@@ -109,6 +109,19 @@ pub(crate) trait Backend: Send + Sync {
     /// Takes (or renews) the lease on the live generation, creating generation 1 when there is none.
     async fn acquire_live(&self, p: Target<'_>, owner: Uuid, ttl: Duration) -> Result<Acquired>;
 
+    /// Like [`acquire_live`](Self::acquire_live), but takes the lease over from another owner only once it has
+    /// expired or was released, never because that owner's session ended: for holders with effects outside the
+    /// backend, which may still be going on after their session died ([`crate::Lease`]). By default
+    /// `acquire_live`, for backends that have no owner sessions (their takeover waits for expiry anyway).
+    async fn acquire_live_after_expiry(
+        &self,
+        p: Target<'_>,
+        owner: Uuid,
+        ttl: Duration,
+    ) -> Result<Acquired> {
+        self.acquire_live(p, owner, ttl).await
+    }
+
     /// Takes the lease on the rebuild generation, creating it (or replacing one of another version).
     async fn acquire_building(&self, p: Target<'_>, owner: Uuid, ttl: Duration)
     -> Result<Acquired>;

@@ -197,6 +197,7 @@ impl PostgresBackend {
         owner: Uuid,
         ttl: Duration,
         live: bool,
+        after_expiry: bool,
     ) -> Result<Acquired> {
         let meta = &self.meta;
         let t = &self.slots_table();
@@ -220,6 +221,9 @@ impl PostgresBackend {
                 if let Some(other) = current.filter(|o| *o != owner)
                     && unexpired == Some(true)
                 {
+                    if after_expiry {
+                        return Ok(Acquired::Busy);
+                    }
                     // The lease is unexpired: the owner keeps it while its session (and lock) lives.
                     let (class, key) = lock_key(other);
                     let gone: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
@@ -369,7 +373,16 @@ impl Backend for PostgresBackend {
     }
 
     async fn acquire_live(&self, p: Target<'_>, owner: Uuid, ttl: Duration) -> Result<Acquired> {
-        self.acquire(p, owner, ttl, true).await
+        self.acquire(p, owner, ttl, true, false).await
+    }
+
+    async fn acquire_live_after_expiry(
+        &self,
+        p: Target<'_>,
+        owner: Uuid,
+        ttl: Duration,
+    ) -> Result<Acquired> {
+        self.acquire(p, owner, ttl, true, true).await
     }
 
     async fn acquire_building(
@@ -378,7 +391,7 @@ impl Backend for PostgresBackend {
         owner: Uuid,
         ttl: Duration,
     ) -> Result<Acquired> {
-        self.acquire(p, owner, ttl, false).await
+        self.acquire(p, owner, ttl, false, false).await
     }
 
     async fn release(&self, slot: &Slot, owner: Uuid) -> Result<()> {

@@ -158,6 +158,14 @@ impl Engine {
                         classify(index, e)
                     })?;
             }
+            Kind::Leased => {
+                return Err(BatchError::Infra(Error::Config {
+                    reason: format!(
+                        "projection {:?} is processed by the holder of its lease, not by a runner",
+                        p.name
+                    ),
+                }));
+            }
         }
         Ok(wanted.into_iter().map(|(index, _)| index).collect())
     }

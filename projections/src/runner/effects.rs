@@ -37,6 +37,7 @@ impl Engine {
             Kind::Docs(projection) => projection,
             #[cfg(feature = "postgres")]
             Kind::Sql(_) => return all,
+            Kind::Leased => return all,
         };
         let started = Instant::now();
         let budget = self.effects_budget();

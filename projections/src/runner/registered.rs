@@ -17,6 +17,9 @@ pub(crate) enum Kind {
     Docs(Arc<dyn Projection>),
     #[cfg(feature = "postgres")]
     Sql(Arc<dyn SqlProjection>),
+    /// No code: the caller processes the events itself and holds the lease through a
+    /// [`Lease`](crate::Lease) (`Projections::leased`); runners, rebuilds and replays leave it alone.
+    Leased,
 }
 
 /// One registered projection.
@@ -37,7 +40,7 @@ impl Registered {
             version: self.version,
             #[cfg(feature = "postgres")]
             sql: match &self.kind {
-                Kind::Docs(_) => None,
+                Kind::Docs(_) | Kind::Leased => None,
                 Kind::Sql(p) => Some(&**p),
             },
         }
@@ -56,6 +59,7 @@ impl Registered {
             })?,
             #[cfg(feature = "postgres")]
             Kind::Sql(_) => {}
+            Kind::Leased => {}
         }
         Ok(())
     }
@@ -65,6 +69,7 @@ impl Registered {
             Kind::Docs(p) => p.caught_up(position).await,
             #[cfg(feature = "postgres")]
             Kind::Sql(p) => p.caught_up(position).await,
+            Kind::Leased => {}
         }
     }
 }

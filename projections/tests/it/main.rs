@@ -14,6 +14,8 @@ mod document_read_model;
 mod effects;
 mod failure_policies;
 #[cfg(feature = "postgres")]
+mod leased;
+#[cfg(feature = "postgres")]
 mod leases_and_crashes;
 mod live_follow_concurrent_writers;
 mod permanent_errors;
