@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use annals_nats::async_nats;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -198,4 +199,123 @@ async fn projections_status_and_rebuild_in_a_second_process_work_on_the_running_
     .await;
     let position = reply["position"].as_u64().unwrap();
     assert_eq!(balance(&client, &service, "ops", position).await, 51);
+}
+
+/// Deletes the test's JetStream stream at the end.
+struct StreamGuard(String);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(c) = async_nats::connect("127.0.0.1:4222").await {
+                    let _ = async_nats::jetstream::new(c).delete_stream(&name).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_publishes_from_the_data_file_and_feed_status_in_a_second_process_sees_it() {
+    let dir = DataDir::new();
+    let client = reqwest::Client::new();
+    let tag = uuid::Uuid::now_v7().simple().to_string();
+    let stream = format!("BANKS{}", &tag[tag.len() - 10..]).to_uppercase();
+    let prefix = format!("banks{}", &tag[tag.len() - 10..]);
+    let _cleanup = StreamGuard(stream.clone());
+    let feed = [
+        "--nats-url",
+        "127.0.0.1:4222",
+        "--nats-stream",
+        &stream,
+        "--nats-prefix",
+        &prefix,
+    ];
+    let port = free_port();
+    let child = bank("serve", &dir.0)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(feed)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the bank binary runs");
+    let service = Bank {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !matches!(
+        client.get(format!("{}/health", service.base)).send().await,
+        Ok(reply) if reply.status() == StatusCode::OK
+    ) {
+        assert!(
+            Instant::now() < deadline,
+            "bank serve never answered /health"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    post(
+        &client,
+        format!("{}/accounts", service.base),
+        json!({"id": "fed", "owner": "Fed"}),
+    )
+    .await;
+    let deposited = post(
+        &client,
+        format!("{}/accounts/fed/deposit", service.base),
+        json!({"amount": 70}),
+    )
+    .await;
+    let head = deposited["position"].as_u64().unwrap();
+
+    // Every event reaches JetStream, once.
+    let jetstream =
+        async_nats::jetstream::new(async_nats::connect("127.0.0.1:4222").await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let messages = match jetstream.get_stream(&stream).await {
+            Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+            Err(_) => 0,
+        };
+        if messages >= head {
+            assert_eq!(messages, head, "each event once on {stream}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{messages} of {head} events published"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // `bank feed status`, run beside the service on the same directory, sees the relay's checkpoint.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let output = bank("feed", &dir.0)
+            .args(feed)
+            .arg("status")
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(
+            output.status.success(),
+            "bank feed status: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if said.contains(&format!("checkpoint {head} of {head}")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "feed status never caught up: {said}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
