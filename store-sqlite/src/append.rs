@@ -98,30 +98,32 @@ impl SqliteStore {
         encoded: &[Encoded<'_>],
     ) -> annals::Result<AppendResult> {
         let fail = |e| store_error("append", e);
-        let mut conn = self.inner.writer.acquire().await.map_err(fail)?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
-        let current = stream_version(&mut tx, stream).await?;
-        let stored = events_by_ids(&mut tx, encoded).await?;
-        if !stored.is_empty() {
-            return resolve_replayed_append(stream, expected, events, &stored, current);
-        }
-        if !expected.matches(current) {
-            return Err(annals::Error::Conflict {
-                stream: stream.clone(),
-                expected,
-                actual: current,
-            });
-        }
-        let (first, last) = insert(&mut tx, stream, current, encoded).await?;
-        // Waiters look again after this attempt whatever its outcome: a commit whose answer is lost (the future
-        // dropped at the await) may still have committed.
-        let _wake = self.wake_on_drop();
-        tx.commit().await.map_err(fail)?;
-        Ok(AppendResult {
-            stream_version: StreamVersion(current.get() + encoded.len() as u64),
-            first_position: first,
-            last_position: last,
+        crate::writer::write(&self.inner.writer, "append", async |conn| {
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
+            let current = stream_version(&mut tx, stream).await?;
+            let stored = events_by_ids(&mut tx, encoded).await?;
+            if !stored.is_empty() {
+                return resolve_replayed_append(stream, expected, events, &stored, current);
+            }
+            if !expected.matches(current) {
+                return Err(annals::Error::Conflict {
+                    stream: stream.clone(),
+                    expected,
+                    actual: current,
+                });
+            }
+            let (first, last) = insert(&mut tx, stream, current, encoded).await?;
+            // Waiters look again after this attempt whatever its outcome: a commit whose answer is lost (the
+            // future dropped at the await) may still have committed.
+            let _wake = self.wake_on_drop();
+            tx.commit().await.map_err(fail)?;
+            Ok(AppendResult {
+                stream_version: StreamVersion(current.get() + encoded.len() as u64),
+                first_position: first,
+                last_position: last,
+            })
         })
+        .await
     }
 }
 

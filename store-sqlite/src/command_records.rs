@@ -49,49 +49,51 @@ impl SqliteStore {
         let record = &record;
         retry_busy("record_command", retries, || async move {
             let fail = |e| store_error("record_command", e);
-            let mut conn = self.inner.writer.acquire().await.map_err(fail)?;
-            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
-            let used_in: Option<String> =
-                sqlx::query_scalar("SELECT stream_id FROM events WHERE event_id = ?1")
-                    .bind(
-                        record
-                            .command_id
-                            .event_id(0)
-                            .as_uuid()
-                            .as_bytes()
-                            .as_slice(),
-                    )
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(fail)?;
-            if let Some(stream) = used_in {
-                return Err(annals::Error::CommandIdUsed {
-                    command_id: record.command_id.clone(),
-                    stream: StreamId::new(stream)?,
-                });
-            }
-            sqlx::query(
-                "INSERT INTO command_outcomes \
+            crate::writer::write(&self.inner.writer, "record_command", async |conn| {
+                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
+                let used_in: Option<String> =
+                    sqlx::query_scalar("SELECT stream_id FROM events WHERE event_id = ?1")
+                        .bind(
+                            record
+                                .command_id
+                                .event_id(0)
+                                .as_uuid()
+                                .as_bytes()
+                                .as_slice(),
+                        )
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(fail)?;
+                if let Some(stream) = used_in {
+                    return Err(annals::Error::CommandIdUsed {
+                        command_id: record.command_id.clone(),
+                        stream: StreamId::new(stream)?,
+                    });
+                }
+                sqlx::query(
+                    "INSERT INTO command_outcomes \
                  (command_id, stream_id, stream_version, position, outcome, reason, recorded_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (command_id) DO NOTHING",
-            )
-            .bind(record.command_id.as_str())
-            .bind(record.stream.as_str())
-            .bind(version)
-            .bind(position)
-            .bind(record.outcome.kind())
-            .bind(record.outcome.reason())
-            .bind(micros(Utc::now()))
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
-            let row = sqlx::query(SELECT)
+                )
                 .bind(record.command_id.as_str())
-                .fetch_one(&mut *tx)
+                .bind(record.stream.as_str())
+                .bind(version)
+                .bind(position)
+                .bind(record.outcome.kind())
+                .bind(record.outcome.reason())
+                .bind(micros(Utc::now()))
+                .execute(&mut *tx)
                 .await
                 .map_err(fail)?;
-            tx.commit().await.map_err(fail)?;
-            decode(&row)
+                let row = sqlx::query(SELECT)
+                    .bind(record.command_id.as_str())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(fail)?;
+                tx.commit().await.map_err(fail)?;
+                decode(&row)
+            })
+            .await
         })
         .await
     }
@@ -110,17 +112,20 @@ impl SqliteStore {
         let retries = self.inner.settings.busy_retries;
         retry_busy("forget_commands", retries, || async {
             let fail = |e| store_error("forget_commands", e);
-            let mut conn = self.inner.writer.acquire().await.map_err(fail)?;
-            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
-            let done = sqlx::query("DELETE FROM command_outcomes WHERE recorded_at < ?1")
-                .bind(micros(cutoff))
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
-            tx.commit().await.map_err(fail)?;
-            Ok(done.rows_affected())
+            crate::writer::write(&self.inner.writer, "forget_commands", async |conn| {
+                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
+                let done = sqlx::query("DELETE FROM command_outcomes WHERE recorded_at < ?1")
+                    .bind(micros(cutoff))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(fail)?;
+                tx.commit().await.map_err(fail)?;
+                Ok(done.rows_affected())
+            })
+            .await
         })
         .await
+        .map_err(|e| self.on_file(e))
     }
 }
 

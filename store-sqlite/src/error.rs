@@ -23,6 +23,21 @@ pub enum Error {
         source: sqlx::Error,
     },
 
+    /// The file cannot be written: it is read-only, or its directory does not let SQLite create the `-wal` and
+    /// `-shm` files that WAL mode keeps beside it (or does not exist). Nothing was changed. Make the file and its
+    /// directory writable by this process and open it again.
+    #[error(
+        "the SQLite event store {path:?} cannot be opened for writing: {source}; the file and its directory \
+         must exist and be writable by this process (SQLite creates the -wal and -shm files beside the file)"
+    )]
+    NotWritable {
+        /// The database file.
+        path: PathBuf,
+        /// The driver's error (`SQLITE_READONLY` or `SQLITE_CANTOPEN`).
+        #[source]
+        source: sqlx::Error,
+    },
+
     /// Applying the embedded migrations failed: the file is read-only, the disk is full, or the file holds
     /// migrations this version does not know (a newer release wrote it). Fix the cause and call `migrate` again;
     /// the migrations run in one transaction, so a failure leaves the file as it was.

@@ -2,6 +2,7 @@
 //! and the bounded, backed-off retry of operations that found the file busy.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// What a failure of the driver means for the operation.
@@ -24,7 +25,9 @@ pub(crate) enum Transience {
 const SQLITE_BUSY: i64 = 5;
 const SQLITE_LOCKED: i64 = 6;
 const SQLITE_NOMEM: i64 = 7;
+const SQLITE_READONLY: i64 = 8;
 const SQLITE_IOERR: i64 = 10;
+const SQLITE_CANTOPEN: i64 = 14;
 const SQLITE_FULL: i64 = 13;
 const SQLITE_PROTOCOL: i64 = 15;
 
@@ -52,6 +55,61 @@ pub(crate) fn transience(error: &sqlx::Error) -> Transience {
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::BeginFailed => Transience::Transient,
         _ => Transience::Permanent,
+    }
+}
+
+/// Whether `error` says the file cannot be written or opened for writing: `SQLITE_READONLY` (a read-only file,
+/// or a directory in which the `-wal` and `-shm` files cannot be created) or `SQLITE_CANTOPEN` (the file or one
+/// of its companions cannot be opened or created).
+pub(crate) fn is_not_writable(error: &sqlx::Error) -> bool {
+    matches!(
+        result_code(error).map(|code| code & 0xff),
+        Some(SQLITE_READONLY | SQLITE_CANTOPEN)
+    )
+}
+
+/// A driver error met on the store's file: the source of every [`annals::Error::Unavailable`] and
+/// [`annals::Error::Backend`] a [`SqliteStore`](crate::SqliteStore) returns for a failure of SQLite, so that the
+/// message names the file (a full disk, a file made read-only, a corrupt page).
+#[derive(Debug, thiserror::Error)]
+#[error("{source} (SQLite file {path:?})")]
+pub struct FileError {
+    path: PathBuf,
+    source: sqlx::Error,
+}
+
+impl FileError {
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The driver's error (`sqlx::Error::Database` carries SQLite's extended result code).
+    pub fn driver_error(&self) -> &sqlx::Error {
+        &self.source
+    }
+}
+
+/// `error` as the caller sees it: a driver error inside [`annals::Error::Unavailable`] or
+/// [`annals::Error::Backend`] becomes a [`FileError`] naming `path`; everything else is returned as it is.
+pub(crate) fn on_file(path: &Path, error: annals::Error) -> annals::Error {
+    let named = |source: annals::BoxError| match source.downcast::<sqlx::Error>() {
+        Ok(source) => Box::new(FileError {
+            path: path.to_owned(),
+            source: *source,
+        }) as annals::BoxError,
+        Err(other) => other,
+    };
+    match error {
+        annals::Error::Unavailable { operation, source } => annals::Error::Unavailable {
+            operation,
+            source: named(source),
+        },
+        annals::Error::Backend { operation, source } => annals::Error::Backend {
+            operation,
+            source: named(source),
+        },
+        other => other,
     }
 }
 
@@ -146,6 +204,17 @@ mod tests {
         assert!(store_error("append", sqlx::Error::WorkerCrashed).is_retryable());
         assert!(!store_error("append", sqlx::Error::RowNotFound).is_retryable());
         assert!(!is_busy(&store_error("append", sqlx::Error::PoolTimedOut)));
+    }
+
+    #[test]
+    fn driver_errors_name_the_file_and_keep_their_kind() {
+        let path = Path::new("/data/events.db");
+        let error = on_file(path, store_error("append", sqlx::Error::PoolTimedOut));
+        assert!(error.is_retryable());
+        assert!(error.to_string().contains("/data/events.db"), "{error}");
+        let error = on_file(path, store_error("append", sqlx::Error::RowNotFound));
+        assert!(matches!(error, annals::Error::Backend { .. }));
+        assert!(error.to_string().contains("/data/events.db"), "{error}");
     }
 
     #[test]

@@ -37,8 +37,10 @@ mod row;
 mod settings;
 mod store;
 mod wait;
+mod writer;
 
 pub use error::{Error, Result};
+pub use failure::FileError;
 pub use settings::{
     DEFAULT_BUSY_RETRIES, DEFAULT_BUSY_TIMEOUT, DEFAULT_POLL_INTERVAL, DEFAULT_READERS, Settings,
     Synchronous,

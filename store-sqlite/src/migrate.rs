@@ -27,10 +27,19 @@ pub(crate) async fn migrate(path: &Path, pool: &SqlitePool, retries: u32) -> Res
     };
     retry("migrate", retries, busy, || async {
         let mut conn = pool.acquire().await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        MIGRATOR.run(&mut *tx).await?;
-        tx.commit().await?;
-        Ok::<_, MigrateError>(())
+        let done = async {
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            MIGRATOR.run(&mut *tx).await?;
+            tx.commit().await?;
+            Ok::<_, MigrateError>(())
+        }
+        .await;
+        // SQLite may have rolled a failed transaction back by itself, which sqlx does not notice (`writer.rs`):
+        // the connection is closed rather than reused.
+        if done.is_err() {
+            conn.close_on_drop();
+        }
+        done
     })
     .await
     .map_err(fail)?;

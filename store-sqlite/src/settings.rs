@@ -49,6 +49,7 @@ pub struct Settings {
     pub(crate) busy_retries: u32,
     pub(crate) poll_interval: Duration,
     pub(crate) readers: u32,
+    pub(crate) max_page_count: Option<u32>,
 }
 
 impl Default for Settings {
@@ -59,6 +60,7 @@ impl Default for Settings {
             busy_retries: DEFAULT_BUSY_RETRIES,
             poll_interval: DEFAULT_POLL_INTERVAL,
             readers: DEFAULT_READERS,
+            max_page_count: None,
         }
     }
 }
@@ -96,6 +98,15 @@ impl Settings {
     /// Readers never wait for the writer in WAL mode.
     pub fn with_readers(mut self, readers: u32) -> Self {
         self.readers = readers.max(1);
+        self
+    }
+
+    /// Caps the file at `pages` pages (`PRAGMA max_page_count` on the writer; a page is 4 KiB unless the file
+    /// says otherwise): an append that would grow the file past the cap fails as on a full disk
+    /// ([`annals::Error::Unavailable`], `SQLITE_FULL`) and writes nothing. A quota on the store's size, and a
+    /// full disk for tests. A cap below the file's size is raised to it. Default: none (SQLite's own limit).
+    pub fn with_max_page_count(mut self, pages: u32) -> Self {
+        self.max_page_count = Some(pages);
         self
     }
 

@@ -51,7 +51,10 @@ impl SqliteStore {
     /// file.
     ///
     /// # Errors
-    /// [`Error::Open`] naming the file when it cannot be opened or created, or is not a SQLite database.
+    /// [`Error::Open`] naming the file when it cannot be opened or created, or is not a SQLite database;
+    /// [`Error::NotWritable`] when the file or its directory is read-only; [`Error::Misconfigured`] when it is the
+    /// database of another application (tables, but not the store's migration record). A refused file is left
+    /// as it was.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
         Self::open_with(path, Settings::default()).await
     }
@@ -95,6 +98,11 @@ impl SqliteStore {
         crate::migrate::verify(&self.inner.path, &self.inner.readers).await
     }
 
+    /// `error` with the driver's error inside it naming the store's file ([`FileError`](crate::FileError)).
+    pub(crate) fn on_file(&self, error: annals::Error) -> annals::Error {
+        crate::failure::on_file(&self.inner.path, error)
+    }
+
     /// The file the store lives in.
     pub fn path(&self) -> &Path {
         &self.inner.path
@@ -135,7 +143,9 @@ impl EventStore for SqliteStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> annals::Result<AppendResult> {
-        self.append_events(stream, expected, events).await
+        self.append_events(stream, expected, events)
+            .await
+            .map_err(|e| self.on_file(e))
     }
 
     async fn read_stream(
@@ -149,16 +159,19 @@ impl EventStore for SqliteStore {
             events.push(event);
             Ok(())
         })
-        .await?;
+        .await
+        .map_err(|e| self.on_file(e))?;
         Ok(events)
     }
 
     async fn read_all(&self, after: Position, limit: usize) -> annals::Result<Vec<RecordedEvent>> {
-        self.read_all_page(after, limit).await
+        self.read_all_page(after, limit)
+            .await
+            .map_err(|e| self.on_file(e))
     }
 
     async fn head(&self) -> annals::Result<Position> {
-        self.head_position().await
+        self.head_position().await.map_err(|e| self.on_file(e))
     }
 
     async fn wait_for_events(
@@ -166,7 +179,9 @@ impl EventStore for SqliteStore {
         after: Position,
         timeout: Duration,
     ) -> annals::Result<Position> {
-        self.wait_until_past(after, timeout).await
+        self.wait_until_past(after, timeout)
+            .await
+            .map_err(|e| self.on_file(e))
     }
 
     async fn visit_stream(
@@ -178,6 +193,7 @@ impl EventStore for SqliteStore {
             visit(&event)
         })
         .await
+        .map_err(|e| self.on_file(e))
     }
 
     async fn visit_all(
@@ -185,7 +201,9 @@ impl EventStore for SqliteStore {
         after: Position,
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> annals::Result<()> + Send),
     ) -> annals::Result<Position> {
-        self.visit_all_rows(after, Columns::Whole, visit).await
+        self.visit_all_rows(after, Columns::Whole, visit)
+            .await
+            .map_err(|e| self.on_file(e))
     }
 
     /// Reads only what a fold reads (no event id, `recorded_at` or metadata).
@@ -194,14 +212,20 @@ impl EventStore for SqliteStore {
         after: Position,
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> annals::Result<()> + Send),
     ) -> annals::Result<Position> {
-        self.visit_all_rows(after, Columns::Lean, visit).await
+        self.visit_all_rows(after, Columns::Lean, visit)
+            .await
+            .map_err(|e| self.on_file(e))
     }
 
     async fn find_command(&self, command_id: &CommandId) -> annals::Result<Option<CommandRecord>> {
-        self.find_command_row(command_id).await
+        self.find_command_row(command_id)
+            .await
+            .map_err(|e| self.on_file(e))
     }
 
     async fn record_command(&self, record: CommandRecord) -> annals::Result<CommandRecord> {
-        self.record_command_row(record).await
+        self.record_command_row(record)
+            .await
+            .map_err(|e| self.on_file(e))
     }
 }

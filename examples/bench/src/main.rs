@@ -12,6 +12,7 @@ mod cpu;
 mod domain;
 mod harness;
 mod raw;
+mod raw_sqlite;
 mod scenarios;
 mod settings;
 mod trips;
@@ -67,6 +68,10 @@ struct Args {
     /// default; sizes above it are skipped).
     #[arg(long, default_value_t = 1_000_000)]
     growth_max: usize,
+    /// The directory the SQLite scenarios create their database files in (removed after each run); keep it on
+    /// the disk whose durability you mean to measure (the system's temporary directory by default).
+    #[arg(long)]
+    sqlite_dir: Option<std::path::PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -92,6 +97,7 @@ fn main() -> anyhow::Result<()> {
         notify: !args.no_notify,
         sides: Sides(args.only),
         growth_max: args.growth_max,
+        sqlite_dir: args.sqlite_dir.unwrap_or_else(std::env::temp_dir),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

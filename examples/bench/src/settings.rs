@@ -30,6 +30,8 @@ pub(crate) struct Settings {
     pub(crate) sides: crate::harness::Sides,
     /// The largest size of the growth curves' global fold and rebuild.
     pub(crate) growth_max: usize,
+    /// Where the SQLite scenarios create their files.
+    pub(crate) sqlite_dir: std::path::PathBuf,
 }
 
 impl Settings {

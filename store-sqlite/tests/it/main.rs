@@ -10,7 +10,9 @@
 mod bad_files_are_refused;
 mod conformance;
 mod cross_process;
+mod full_disk;
 mod model_checker;
 mod positions_stay_contiguous_after_rollbacks;
+mod read_only_files;
 mod support;
 mod values_beyond_i64;

@@ -141,3 +141,103 @@ pub fn event(n: u64) -> NewEvent {
 pub fn contiguous(n: u64) -> Vec<u64> {
     (1..=n).collect()
 }
+
+/// A temporary directory, removed (with everything in it) when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("annals-sqlite-dir-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A file or directory made read-only for as long as this lives: its permission bits, and, for a process that
+/// would write anyway (root ignores permission bits), the immutable attribute (`chattr +i`, which binds root
+/// too). Both are undone when dropped.
+#[derive(Debug)]
+pub struct ReadOnly {
+    path: PathBuf,
+    mode: u32,
+    immutable: bool,
+}
+
+impl ReadOnly {
+    pub fn new(path: &Path) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        let read_only = if path.is_dir() { 0o555 } else { 0o444 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(read_only)).unwrap();
+        let mut guard = Self {
+            path: path.to_owned(),
+            mode,
+            immutable: false,
+        };
+        if writable(path) {
+            let done = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(path)
+                .status()
+                .expect("chattr, to make a path read-only for root");
+            assert!(done.success(), "chattr +i {path:?} failed");
+            guard.immutable = true;
+        }
+        assert!(!writable(path), "{path:?} is still writable");
+        guard
+    }
+}
+
+/// Whether this process can write `path` (a file: open it for writing; a directory: create a file in it).
+fn writable(path: &Path) -> bool {
+    if path.is_dir() {
+        let probe = path.join(".probe");
+        let created = std::fs::File::create(&probe).is_ok();
+        let _ = std::fs::remove_file(&probe);
+        created
+    } else {
+        std::fs::OpenOptions::new().write(true).open(path).is_ok()
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if self.immutable {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.path)
+                .status();
+        }
+        let _ = std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(self.mode));
+    }
+}
+
+/// The bytes of the file at `path` and of its `-wal` companion (empty when missing): what a refused open must
+/// leave as it was.
+pub fn contents(path: &Path) -> (Vec<u8>, Vec<u8>) {
+    let mut wal = path.to_owned().into_os_string();
+    wal.push("-wal");
+    (
+        std::fs::read(path).unwrap_or_default(),
+        std::fs::read(wal).unwrap_or_default(),
+    )
+}
+
+/// `path` with `suffix` appended (`-wal`, `-shm`).
+pub fn companion(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.to_owned().into_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}

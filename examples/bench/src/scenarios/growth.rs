@@ -79,21 +79,25 @@ async fn logs(settings: &Settings, events: usize) -> anyhow::Result<Vec<String>>
 }
 
 /// The process's peak resident set size (Linux: `VmHWM`, reset through `/proc/self/clear_refs`).
-mod peak {
+pub(crate) mod peak {
     /// Starts a new peak from the current resident size.
-    pub(super) fn reset() {
+    pub(crate) fn reset() {
         if let Err(e) = std::fs::write("/proc/self/clear_refs", "5") {
             eprintln!("  (cannot reset the peak RSS: {e})");
         }
     }
 
-    /// The peak since the last reset, as `<n> MiB` (or `unknown`).
-    pub(super) fn read() -> String {
+    /// The peak since the last reset in KiB, if the system tells.
+    pub(crate) fn kib() -> Option<u64> {
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         status
             .lines()
             .find_map(|line| line.strip_prefix("VmHWM:"))
             .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or_else(|| "unknown".to_owned(), |kb| format!("{} MiB", kb / 1024))
+    }
+
+    /// The peak since the last reset, as `<n> MiB` (or `unknown`).
+    pub(crate) fn read() -> String {
+        kib().map_or_else(|| "unknown".to_owned(), |kb| format!("{} MiB", kb / 1024))
     }
 }

@@ -4,11 +4,12 @@ mod append_batch;
 mod command;
 mod fill;
 mod fold_all;
-mod growth;
+pub(crate) mod growth;
 mod load_stream;
 mod read_all;
 mod rebuild;
 mod relay_nats;
+mod sqlite;
 mod transfer;
 
 use crate::scenarios::command::Variant;
@@ -81,7 +82,24 @@ pub(crate) enum Scenario {
     /// commands sent by the clients themselves (not part of `all`).
     #[value(name = "transfer")]
     Transfer,
-    /// Every scenario above but `relay-nats` and `transfer`, in this order.
+    /// `command-1` on SQLite: `SqliteStore` (default settings) against a plain-sqlx SQLite baseline.
+    #[value(name = "sqlite-command-1")]
+    SqliteCommand1,
+    /// `command-8` on SQLite.
+    #[value(name = "sqlite-command-8")]
+    SqliteCommand8,
+    /// `load-10k` on SQLite.
+    #[value(name = "sqlite-load-10k")]
+    SqliteLoad10k,
+    /// `fold-all` on SQLite (through `fold_all`), with each side's peak RSS.
+    #[value(name = "sqlite-fold-all")]
+    SqliteFoldAll,
+    /// A fold of 1,000,000 events on SQLite, with each side's peak RSS.
+    #[value(name = "sqlite-fold-1m")]
+    SqliteFold1m,
+    /// Every SQLite scenario above, in this order (not part of `all`).
+    Sqlite,
+    /// Every scenario above but `relay-nats`, `transfer` and the SQLite ones, in this order.
     All,
 }
 
@@ -103,6 +121,13 @@ impl Scenario {
                 Self::RebuildMemory,
                 Self::RebuildPostgres,
                 Self::Growth,
+            ],
+            Self::Sqlite => vec![
+                Self::SqliteCommand1,
+                Self::SqliteCommand8,
+                Self::SqliteLoad10k,
+                Self::SqliteFoldAll,
+                Self::SqliteFold1m,
             ],
             one => vec![one],
         }
@@ -126,6 +151,12 @@ impl Scenario {
             Self::Growth => "growth",
             Self::RelayNats => "relay-nats",
             Self::Transfer => "transfer",
+            Self::SqliteCommand1 => "sqlite-command-1",
+            Self::SqliteCommand8 => "sqlite-command-8",
+            Self::SqliteLoad10k => "sqlite-load-10k",
+            Self::SqliteFoldAll => "sqlite-fold-all",
+            Self::SqliteFold1m => "sqlite-fold-1m",
+            Self::Sqlite => "sqlite",
             Self::All => "all",
         }
     }
@@ -151,7 +182,14 @@ impl Scenario {
             Self::RebuildPostgres => rebuild::run(settings, name, rebuild::Target::Postgres).await,
             Self::RelayNats => relay_nats::run(settings, name).await,
             Self::Transfer => transfer::run(settings, name).await,
-            Self::All => anyhow::bail!("`all` is not a single scenario; expand it first"),
+            Self::SqliteCommand1 => sqlite::commands(settings, name, 1, 10_000).await,
+            Self::SqliteCommand8 => sqlite::commands(settings, name, 8, 20_000).await,
+            Self::SqliteLoad10k => sqlite::load(settings, name).await,
+            Self::SqliteFoldAll => sqlite::fold_all(settings, name).await,
+            Self::SqliteFold1m => sqlite::fold_million(settings, name).await,
+            Self::Sqlite | Self::All => {
+                anyhow::bail!("`{name}` is not a single scenario; expand it first")
+            }
         };
         Ok(vec![line?])
     }
