@@ -20,6 +20,7 @@ mod nats;
 mod phases;
 mod produce;
 
+use std::io::Write as _;
 use std::time::Duration;
 
 use clap::Parser;
@@ -83,10 +84,15 @@ async fn main() -> anyhow::Result<()> {
     for run in 1..=args.runs {
         eprintln!("feed: run {run} of {}", args.runs);
         let result = phases::one_run(&args).await?;
-        println!("run {run}: {}", result.line());
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "run {run}: {}", result.line())?;
+        stdout.flush()?;
         results.push(result);
     }
-    println!();
-    print!("{}", phases::report(&args, &results));
+    write!(
+        std::io::stdout().lock(),
+        "\n{}",
+        phases::report(&args, &results)
+    )?;
     Ok(())
 }
