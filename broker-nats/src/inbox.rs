@@ -1,11 +1,16 @@
 //! [`Inbox`]: an idempotent consumer of the feed. The handler runs in the consumer's own PostgreSQL
-//! transaction, which also records `(consumer, event id)`; the broker message is acknowledged after the commit.
-//! Transient database failures are retried for as long as they last; only the handler's own failures count
-//! toward parking (`docs/event-feed.md`, "The inbox's failure model").
+//! transaction, which also records `(consumer, event id)`, for a batch of messages at a time; the broker
+//! messages are acknowledged after the commit. An order fence keeps each Annals stream's events in order
+//! across redeliveries and instances (ADR 0011). Transient database failures are retried for as long as they
+//! last; only the handler's own failures count toward parking (`docs/event-feed.md`, "The inbox's failure
+//! model").
 
+mod acks;
 mod attempt;
 mod backoff;
+mod batch;
 mod decode;
+mod fence;
 mod handler;
 mod options;
 mod parked;
@@ -18,7 +23,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::pull::Config as PullConfig;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{AckKind, Message};
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use sqlx::{AssertSqlSafe, PgPool};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -51,6 +56,9 @@ pub enum Outcome {
     Duplicate,
     /// Parked and terminated at the broker.
     Parked,
+    /// An earlier event of its stream is not applied yet (held by another instance, or by one that died):
+    /// nothing was recorded, and the message is handed back to the broker for a later redelivery.
+    Held,
 }
 
 /// An idempotent consumer: a durable JetStream pull consumer with explicit acknowledgements, an inbox table and
@@ -169,6 +177,17 @@ impl<H: Handler> Inbox<H> {
         .execute(&mut *tx)
         .await
         .map_err(Error::db("migrate inbox"))?;
+        let fenced: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(format!("{s}.inbox_streams"))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(Error::db("migrate inbox"))?;
+        if !fenced {
+            sqlx::raw_sql(AssertSqlSafe(fence::create_sql(s) + &fence::seed_sql(s)))
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::db("migrate inbox"))?;
+        }
         tx.commit().await.map_err(Error::db("migrate inbox"))
     }
 
@@ -195,11 +214,12 @@ impl<H: Handler> Inbox<H> {
             .map_err(|e| unavailable("create consumer", e))
     }
 
-    /// Consumes until `shutdown` completes: every message is applied once (or parked), in delivery order.
-    /// Transient failures (the broker or the database out of reach, a deadlock, a serialization failure, a lock
-    /// or statement timeout) are retried with capped, jittered backoff for as long as they last, the message
-    /// handed back to the broker meanwhile; inbox rows older than the retention are pruned about every tenth
-    /// of it (at most hourly).
+    /// Consumes until `shutdown` completes: every message is applied once (or parked), each Annals stream's
+    /// events in order, in batches of what has arrived (at most [`InboxOptions::batch_size`]) whose
+    /// acknowledgements go out while the next batch is applied. Transient failures (the broker or the database
+    /// out of reach, a deadlock, a serialization failure, a lock or statement timeout) are retried with capped,
+    /// jittered backoff for as long as they last, the batch kept in hand meanwhile; inbox rows older than the
+    /// retention are pruned about every tenth of it (at most hourly).
     ///
     /// # Errors
     /// Configuration errors; an error that retrying cannot fix.
@@ -212,6 +232,17 @@ impl<H: Handler> Inbox<H> {
                 () = stop.closed() => {}
             }
         });
+        let mut acks = acks::Acks::default();
+        let result = self.consume_until_stopped(&mut acks, &mut stopped).await;
+        acks.flush().await;
+        result
+    }
+
+    async fn consume_until_stopped(
+        &self,
+        acks: &mut acks::Acks,
+        stopped: &mut watch::Receiver<bool>,
+    ) -> Result<()> {
         let mut failures = 0;
         let mut pruning = Pruning::new(self.options.retention);
         'connect: loop {
@@ -222,7 +253,7 @@ impl<H: Handler> Inbox<H> {
                 Ok(m) => m,
                 Err(e) => {
                     warn!(consumer = %self.name, error = %e, "cannot consume; retrying");
-                    if pause(&mut failures, &mut stopped).await.is_none() {
+                    if pause(&mut failures, stopped).await.is_none() {
                         return Ok(());
                     }
                     continue;
@@ -235,33 +266,29 @@ impl<H: Handler> Inbox<H> {
                     _ = stopped.wait_for(|s| *s) => return Ok(()),
                     () = tokio::time::sleep_until(pruning.next) => continue,
                 };
-                let message = match next {
-                    Some(Ok(m)) => m,
+                let mut batch = match next {
+                    Some(Ok(m)) => vec![m],
                     Some(Err(e)) => {
                         warn!(consumer = %self.name, error = %e, "receiving failed; reconnecting");
-                        if pause(&mut failures, &mut stopped).await.is_none() {
+                        if pause(&mut failures, stopped).await.is_none() {
                             return Ok(());
                         }
                         continue 'connect;
                     }
                     None => continue 'connect,
                 };
-                match self.process(&message).await {
-                    Ok(outcome) => {
-                        failures = 0;
-                        debug!(consumer = %self.name, ?outcome, "message processed");
+                // What has arrived meanwhile joins the batch; nothing waits to fill it.
+                while batch.len() < self.options.batch_size {
+                    match messages.next().now_or_never() {
+                        Some(Some(Ok(m))) => batch.push(m),
+                        _ => break,
                     }
-                    Err(e) if e.is_transient() => {
-                        warn!(consumer = %self.name, error = %e, "processing failed; retrying");
-                        let redeliver = next_pause(failures);
-                        // Handed back: the broker redelivers it after the pause (and keeps the order).
-                        let _ = message.ack_with(AckKind::Nak(Some(redeliver))).await;
-                        if pause(&mut failures, &mut stopped).await.is_none() {
-                            return Ok(());
-                        }
-                    }
-                    Err(e) => return Err(e),
                 }
+                let Some(settle) = self.consume(&batch, &mut failures, stopped).await? else {
+                    return Ok(());
+                };
+                debug!(consumer = %self.name, messages = batch.len(), "batch applied");
+                acks.send(&self.name, batch, settle).await;
             }
         }
     }
@@ -275,10 +302,11 @@ impl<H: Handler> Inbox<H> {
             .map_err(|e| unavailable("pull messages", e))
     }
 
-    /// Applies one message: parks it when malformed, acknowledges a duplicate, else runs the handler in a
-    /// transaction that records the inbox row, and commits it once it proved it is alive. The handler's own
-    /// errors (and a transaction it left aborted) are retried in place with backoff up to the attempts, then
-    /// the message is parked. The message is acknowledged (or terminated) only after the commit.
+    /// Applies one message: parks it when malformed, acknowledges a duplicate, hands it back when its stream's
+    /// earlier event is not applied yet, else runs the handler in a transaction that records the inbox row, and
+    /// commits it once it proved it is alive. The handler's own errors (and a transaction it left aborted) are
+    /// retried in place with backoff up to the attempts, then the message is parked. The message is
+    /// acknowledged (or terminated) only after the commit. [`run`](Self::run) applies batches instead.
     ///
     /// # Errors
     /// A transient failure, never counted toward the attempts: [`Error::Database`] (the inbox's own
@@ -290,36 +318,79 @@ impl<H: Handler> Inbox<H> {
         let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
         let delivery = match decode::delivery::<H::Event>(message, sequence) {
             Ok(d) => d,
-            Err(m) => return self.park(message, sequence, m.event_id, m.reason, 0).await,
+            Err(m) => {
+                let stream = m.stream.as_ref().map(|(s, v)| (s.as_str(), *v));
+                return self
+                    .park(message, sequence, m.event_id, stream, m.reason, 0)
+                    .await;
+            }
         };
-        let mut failures = 0;
+        let outcome = self.apply_one(message, &delivery, 0, None).await?;
+        match outcome {
+            Outcome::Applied | Outcome::Duplicate => self.ack(message, AckKind::Ack).await?,
+            Outcome::Held => {
+                self.ack(message, AckKind::Nak(Some(TRANSIENT_FIRST)))
+                    .await?;
+            }
+            Outcome::Parked => {}
+        }
+        Ok(outcome)
+    }
+
+    /// Applies one delivery in a transaction of its own, retrying the handler's own failures in place up to the
+    /// attempts (`failed` of them already spent, the last with `cause`), then parking it. Acknowledges nothing
+    /// but a parked message (terminated).
+    async fn apply_one(
+        &self,
+        message: &Message,
+        delivery: &Delivery<H::Event>,
+        failed: u32,
+        cause: Option<String>,
+    ) -> Result<Outcome> {
+        let mut failures = failed;
+        let mut cause = cause;
         loop {
-            match self.attempt(&delivery).await {
-                Ok(Attempt::Applied) => {
-                    self.ack(message, AckKind::Ack).await?;
-                    return Ok(Outcome::Applied);
+            if let Some(cause) = cause.take() {
+                let event_id = delivery.headers.event_id;
+                if failures >= self.options.attempts {
+                    let reason = format!("the handler failed {failures} time(s): {cause}");
+                    let stream = (
+                        delivery.headers.stream_id.as_str(),
+                        delivery.headers.stream_version.0,
+                    );
+                    return self
+                        .park(
+                            message,
+                            delivery.sequence,
+                            Some(event_id.0),
+                            Some(stream),
+                            reason,
+                            failures,
+                        )
+                        .await;
                 }
-                Ok(Attempt::Duplicate) => {
-                    debug!(consumer = %self.name, event_id = %delivery.headers.event_id, "duplicate; acknowledging");
-                    self.ack(message, AckKind::Ack).await?;
-                    return Ok(Outcome::Duplicate);
+                let wait = backoff(self.options.backoff, failures - 1, HANDLER_CAP);
+                warn!(consumer = %self.name, %event_id, attempt = failures, ?wait, error = %cause,
+                      "handler failed; retrying");
+                // Tell the broker we are still on it, so it does not redeliver meanwhile.
+                let _ = message.ack_with(AckKind::Progress).await;
+                tokio::time::sleep(wait).await;
+            }
+            match self.attempt(&[delivery]).await {
+                Ok(outcomes) => {
+                    return Ok(match outcomes.first() {
+                        Some(Attempt::Applied) => Outcome::Applied,
+                        Some(Attempt::Duplicate) => {
+                            debug!(consumer = %self.name, event_id = %delivery.headers.event_id, "duplicate; acknowledging");
+                            Outcome::Duplicate
+                        }
+                        Some(Attempt::Held) | None => Outcome::Held,
+                    });
                 }
                 Err(Failure::Transient(e)) => return Err(e),
-                Err(Failure::Permanent(cause)) => {
+                Err(Failure::Permanent { cause: c, .. }) => {
                     failures += 1;
-                    let event_id = delivery.headers.event_id;
-                    if failures >= self.options.attempts {
-                        let reason = format!("the handler failed {failures} time(s): {cause}");
-                        return self
-                            .park(message, sequence, Some(event_id.0), reason, failures)
-                            .await;
-                    }
-                    let wait = backoff(self.options.backoff, failures - 1, HANDLER_CAP);
-                    warn!(consumer = %self.name, %event_id, attempt = failures, ?wait, error = %cause,
-                          "handler failed; retrying");
-                    // Tell the broker we are still on it, so it does not redeliver meanwhile.
-                    let _ = message.ack_with(AckKind::Progress).await;
-                    tokio::time::sleep(wait).await;
+                    cause = Some(c);
                 }
             }
         }

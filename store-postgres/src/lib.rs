@@ -51,6 +51,7 @@ pub use schema::DEFAULT_SCHEMA;
 pub use sqlx::PgPool;
 pub use store::{DEFAULT_POLL_INTERVAL, PostgresStore};
 pub use unit_of_work::{UnitOfWork, UnitState, UnitTransaction};
+pub use wait::DEFAULT_NOTIFY_COALESCE;
 
 #[doc = include_str!("../../docs/postgres.md")]
 pub mod guide {}

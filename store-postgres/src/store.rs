@@ -35,6 +35,7 @@ pub(crate) struct Config {
     pub(crate) schema: String,
     pub(crate) poll_interval: Duration,
     pub(crate) notify: bool,
+    pub(crate) notify_coalesce: Duration,
     pub(crate) transaction_retries: u32,
 }
 
@@ -100,6 +101,7 @@ impl PostgresStore {
                 schema: DEFAULT_SCHEMA.to_owned(),
                 poll_interval: DEFAULT_POLL_INTERVAL,
                 notify: true,
+                notify_coalesce: crate::wait::DEFAULT_NOTIFY_COALESCE,
                 transaction_retries: annals::DEFAULT_MAX_RETRIES,
             },
         )
@@ -168,6 +170,15 @@ impl PostgresStore {
     /// other processes see new events within their poll interval.
     pub fn with_notify(self, notify: bool) -> Self {
         self.reconfigure(|config| config.notify = notify)
+    }
+
+    /// Sets the shortest time between two of this store's notifications (default
+    /// [`DEFAULT_NOTIFY_COALESCE`](crate::DEFAULT_NOTIFY_COALESCE), 1 ms). An isolated append is announced at
+    /// once; appends that commit within this time of the last notification are announced together when it has
+    /// passed. Longer means fewer NOTIFY transactions under load, and a waiter in another process (a relay, a
+    /// projection runner) learns of an append up to this much later.
+    pub fn with_notify_coalesce(self, every: Duration) -> Self {
+        self.reconfigure(|config| config.notify_coalesce = every)
     }
 
     /// Sets how many times [`transaction`](PostgresStore::transaction) runs a unit of work again after it lost a

@@ -22,9 +22,12 @@ use tracing::Instrument;
 
 use crate::store::PostgresStore;
 
-/// The shortest time between two notifications of one store. An isolated append is announced at once; a burst
-/// is announced at most every this often, which keeps NOTIFY traffic small under load.
-const NOTIFY_COALESCE: Duration = Duration::from_millis(10);
+/// The default shortest time between two notifications of one store
+/// ([`PostgresStore::with_notify_coalesce`]). An isolated append is announced at once; a burst is announced at
+/// most every this often, which keeps NOTIFY traffic to at most 1,000 small transactions a second under load
+/// while a waiter in another process learns of an append at most 1 ms late (10 ms cost the event feed's
+/// consumers 5 ms of latency on average at a few hundred appends a second: `docs/benchmarks.md`, `feed`).
+pub const DEFAULT_NOTIFY_COALESCE: Duration = Duration::from_millis(1);
 
 /// The wake-up machinery one store (and its clones) shares with its background tasks.
 pub(crate) struct Signals {
@@ -83,7 +86,7 @@ impl PostgresStore {
         if committed && self.inner.config.notify {
             signals.sender_started.get_or_init(|| {
                 tokio::spawn(
-                    send_notifications(self.pool.clone(), self.inner.signals.clone())
+                    send_notifications(self.pool.clone(), self.inner.signals.clone(), self.inner.config.notify_coalesce)
                         .instrument(tracing::debug_span!("annals_postgres.notifier", channel = %signals.channel)),
                 );
             });
@@ -142,7 +145,7 @@ impl PostgresStore {
 
 /// Sends one NOTIFY per burst of local appends, after they committed, on a pool connection of its own. The
 /// NOTIFY commits asynchronously: a notification lost in a crash costs a waiter one poll interval.
-async fn send_notifications(pool: PgPool, signals: Arc<Signals>) {
+async fn send_notifications(pool: PgPool, signals: Arc<Signals>, coalesce: Duration) {
     let mut shutdown = signals.shutdown.subscribe();
     loop {
         tokio::select! {
@@ -163,7 +166,7 @@ async fn send_notifications(pool: PgPool, signals: Arc<Signals>) {
         }
         // Appends committed meanwhile collapse into the next notification: under load, at most one per interval.
         tokio::select! {
-            () = tokio::time::sleep(NOTIFY_COALESCE) => {}
+            () = tokio::time::sleep(coalesce) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }

@@ -11,6 +11,8 @@ use crate::headers::FeedHeaders;
 pub(super) struct Malformed {
     /// The event id, when its header was readable.
     pub(super) event_id: Option<uuid::Uuid>,
+    /// The Annals stream and version, when the headers were readable (the order fence moves past it).
+    pub(super) stream: Option<(String, u64)>,
     /// What is wrong, naming the header or the decode error.
     pub(super) reason: String,
 }
@@ -22,14 +24,20 @@ pub(super) fn delivery<E: Event>(
 ) -> Result<Delivery<E>, Malformed> {
     let headers = FeedHeaders::parse(message.headers.as_ref()).map_err(|reason| Malformed {
         event_id: None,
+        stream: None,
         reason,
     })?;
     let event_id = Some(headers.event_id.0);
+    let stream = Some((
+        headers.stream_id.as_str().to_owned(),
+        headers.stream_version.0,
+    ));
     let payload = std::str::from_utf8(&message.payload)
         .map_err(|e| e.to_string())
         .and_then(|s| Payload::from_json(s).map_err(|e| e.to_string()))
         .map_err(|e| Malformed {
             event_id,
+            stream: stream.clone(),
             reason: format!("the payload is not JSON: {e}"),
         })?;
     let recorded = RecordedEvent {
@@ -49,6 +57,7 @@ pub(super) fn delivery<E: Event>(
     };
     let event = recorded.decode::<E>().map_err(|e| Malformed {
         event_id,
+        stream,
         reason: format!("the event does not decode: {e}"),
     })?;
     Ok(Delivery {

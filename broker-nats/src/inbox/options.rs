@@ -11,6 +11,8 @@ pub struct InboxOptions {
     pub(crate) backoff: Duration,
     pub(crate) ack_wait: Duration,
     pub(crate) max_ack_pending: i64,
+    pub(crate) batch_size: usize,
+    pub(crate) order_wait: Option<Duration>,
     pub(crate) retention: Duration,
 }
 
@@ -22,7 +24,9 @@ impl Default for InboxOptions {
             attempts: 5,
             backoff: Duration::from_millis(100),
             ack_wait: Duration::from_secs(30),
-            max_ack_pending: 1,
+            max_ack_pending: 512,
+            batch_size: 256,
+            order_wait: None,
             retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
@@ -61,11 +65,34 @@ impl InboxOptions {
         self
     }
 
-    /// Messages delivered but not yet acknowledged (default 1: strict per-stream order, even across
-    /// redeliveries; raise it only if your handler tolerates reordering after a crash).
+    /// Messages delivered but not yet acknowledged, across every instance of the consumer (default 512: the
+    /// batch being applied, the next one arriving, and the previous one's acknowledgements in flight). Set when
+    /// the durable consumer is created; an existing consumer keeps its value. Per-stream order does not depend
+    /// on it: the inbox's order fence keeps each stream's events in order whatever the broker redelivers.
     pub fn max_ack_pending(mut self, n: i64) -> Self {
         self.max_ack_pending = n.max(1);
         self
+    }
+
+    /// The most messages applied in one transaction (default 256). A batch is what has arrived when the inbox
+    /// is ready: one message when the feed is quiet (no waiting to fill a batch), up to this many when it is
+    /// behind. 1 gives one transaction per message.
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+
+    /// How long a message whose stream has a gap before it (an earlier event not yet applied: held by an
+    /// instance that died, parked unreadable, or removed from the JetStream stream) is held back before it is
+    /// applied anyway (default twice `ack_wait`, so a message held by a dead instance is redelivered first).
+    pub fn order_wait(mut self, wait: Duration) -> Self {
+        self.order_wait = Some(wait);
+        self
+    }
+
+    /// The order fence's wait: [`order_wait`](Self::order_wait), by default twice `ack_wait`.
+    pub(crate) fn gap_wait(&self) -> Duration {
+        self.order_wait.unwrap_or(self.ack_wait.saturating_mul(2))
     }
 
     /// How long inbox rows are kept (default 7 days). Must exceed the longest time after which the same event

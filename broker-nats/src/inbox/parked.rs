@@ -5,7 +5,7 @@ use async_nats::jetstream::{AckKind, Message};
 use sqlx::AssertSqlSafe;
 use tracing::warn;
 
-use super::{Handler, Inbox, Outcome};
+use super::{Handler, Inbox, Outcome, fence};
 use crate::error::{Error, Result};
 
 /// A parked message: one the inbox could not apply, with the reason.
@@ -26,12 +26,14 @@ pub struct Parked {
 }
 
 impl<H: Handler> Inbox<H> {
-    /// Records the message in `inbox_parked` with `reason`, then terminates it at the broker.
+    /// Records the message in `inbox_parked` with `reason` and moves the order fence of its Annals `stream`
+    /// (when known) past it, in one transaction, then terminates it at the broker.
     pub(super) async fn park(
         &self,
         message: &Message,
         sequence: u64,
         event_id: Option<uuid::Uuid>,
+        stream: Option<(&str, u64)>,
         reason: String,
         attempts: u32,
     ) -> Result<Outcome> {
@@ -48,6 +50,7 @@ impl<H: Handler> Inbox<H> {
                 (k.to_string(), serde_json::Value::from(values))
             })
             .collect();
+        let mut tx = self.pool.begin().await.map_err(Error::db("park message"))?;
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {} (consumer, sequence, subject, event_id, reason, attempts, headers, payload) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (consumer, sequence) DO NOTHING",
@@ -61,9 +64,15 @@ impl<H: Handler> Inbox<H> {
         .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
         .bind(sqlx::types::Json(serde_json::Value::Object(headers)))
         .bind(message.payload.as_ref())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(Error::db("park message"))?;
+        if let Some((stream, version)) = stream {
+            fence::pass(&mut tx, &self.options.schema, &self.name, stream, version)
+                .await
+                .map_err(Error::db("park message"))?;
+        }
+        tx.commit().await.map_err(Error::db("park message"))?;
         self.ack(message, AckKind::Term).await?;
         Ok(Outcome::Parked)
     }

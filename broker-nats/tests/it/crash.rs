@@ -8,7 +8,7 @@ use annals_nats::{Inbox, InboxOptions, Relay, RelayOptions, async_nats};
 use sqlx::PgPool;
 
 use crate::support::{
-    Effects, RelayProcess, SHARED_NATS, TestStream, effect_counts, eventually, pg_store,
+    Effects, RelayProcess, TestStream, effect_counts, eventually, pg_store, shared_nats,
     spawn_inbox, write_events,
 };
 
@@ -22,7 +22,7 @@ async fn checkpoint(pool: &PgPool) -> i64 {
 #[sqlx::test(migrations = false)]
 async fn relay_killed_after_publishing_before_checkpointing_duplicates_no_effect(pool: PgPool) {
     let store = pg_store(&pool).await;
-    let feed = TestStream::new(SHARED_NATS);
+    let feed = TestStream::new(shared_nats());
     let mut child = RelayProcess::spawn(&pool, &feed, "doomed", &["--batch-size", "500"]);
     eventually(
         "the relay to set up its tables",
@@ -65,7 +65,7 @@ async fn relay_killed_after_publishing_before_checkpointing_duplicates_no_effect
     );
 
     // A new relay starts from the old checkpoint and publishes the batch again.
-    let client = async_nats::connect(SHARED_NATS).await.unwrap();
+    let client = async_nats::connect(shared_nats()).await.unwrap();
     let relay = Relay::new(
         store.clone(),
         pool.clone(),

@@ -8,12 +8,12 @@ use annals::{EventStore, ExpectedVersion, Metadata, NewEvent, Position, StreamId
 use annals_nats::{FeedHeaders, Relay, RelayOptions, async_nats};
 use sqlx::PgPool;
 
-use crate::support::{SHARED_NATS, TestStream, eventually, pg_store, write_events};
+use crate::support::{TestStream, eventually, pg_store, shared_nats, write_events};
 
 #[sqlx::test(migrations = false)]
 async fn every_committed_event_arrives_once_in_stream_order_with_its_headers(pool: PgPool) {
     let store = pg_store(&pool).await;
-    let feed = TestStream::new(SHARED_NATS);
+    let feed = TestStream::new(shared_nats());
     let mut committed = write_events(&store, "account", 12, 15).await;
     // Stream ids that would change a subject's meaning unescaped, and metadata that needs encoding.
     for id in ["account-a.b", "odd *>", "spaced out-x y"] {
@@ -46,7 +46,7 @@ async fn every_committed_event_arrives_once_in_stream_order_with_its_headers(poo
     unit.rollback().await;
     committed += write_events(&store, "account", 2, 5).await; // after the rollback: positions past its gap
 
-    let client = async_nats::connect(SHARED_NATS).await.unwrap();
+    let client = async_nats::connect(shared_nats()).await.unwrap();
     let options = RelayOptions::new(&feed.prefix, &feed.name)
         .unwrap()
         .batch_size(40)

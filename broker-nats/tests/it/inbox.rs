@@ -10,17 +10,17 @@ use annals_nats::{Inbox, InboxOptions};
 use sqlx::PgPool;
 
 use crate::support::{
-    Effects, SHARED_NATS, TestStream, effect_counts, eventually, inbox_rows, pg_store, publish_all,
+    Effects, TestStream, effect_counts, eventually, inbox_rows, pg_store, publish_all, shared_nats,
     spawn_inbox, write_events,
 };
 
 #[sqlx::test(migrations = false)]
 async fn redeliveries_and_republishes_are_applied_once(pool: PgPool) {
     let store = pg_store(&pool).await;
-    let feed = TestStream::new(SHARED_NATS);
+    let feed = TestStream::new(shared_nats());
     let events = write_events(&store, "account", 5, 4).await as i64;
     let relay = publish_all(&pool, &store, &feed).await;
-    let client = async_nats::connect(SHARED_NATS).await.unwrap();
+    let client = async_nats::connect(shared_nats()).await.unwrap();
     let options = || InboxOptions::default().schema("inbox_t").max_ack_pending(8);
     let effects = Effects::new(&pool, "svc").await;
     let calls = effects.calls.clone();
@@ -112,12 +112,12 @@ fn message_headers(pairs: &[(&str, &str)]) -> HeaderMap {
 #[sqlx::test(migrations = false)]
 async fn malformed_messages_are_parked_with_their_reason_and_terminated(pool: PgPool) {
     let store = pg_store(&pool).await;
-    let feed = TestStream::new(SHARED_NATS);
+    let feed = TestStream::new(shared_nats());
     write_events(&store, "account", 1, 1).await;
     let relay = publish_all(&pool, &store, &feed).await;
     let good = feed.messages().await.remove(0);
     let subject = good.subject.to_string();
-    let client = async_nats::connect(SHARED_NATS).await.unwrap();
+    let client = async_nats::connect(shared_nats()).await.unwrap();
     let js = async_nats::jetstream::new(client.clone());
     let with = |name: &str, value: &str| {
         let mut h = good.headers.clone();
@@ -233,11 +233,11 @@ async fn malformed_messages_are_parked_with_their_reason_and_terminated(pool: Pg
 #[sqlx::test(migrations = false)]
 async fn handler_errors_are_retried_then_parked(pool: PgPool) {
     let store = pg_store(&pool).await;
-    let feed = TestStream::new(SHARED_NATS);
+    let feed = TestStream::new(shared_nats());
     // amounts 1, 2, 3 in one stream: amount 2 fails twice (then succeeds), a second consumer gives up on it.
     write_events(&store, "account", 1, 3).await;
     let relay = publish_all(&pool, &store, &feed).await;
-    let client = async_nats::connect(SHARED_NATS).await.unwrap();
+    let client = async_nats::connect(shared_nats()).await.unwrap();
 
     let mut flaky = Effects::new(&pool, "retry").await;
     flaky.fail_amount = Some(2);

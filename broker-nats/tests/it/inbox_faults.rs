@@ -9,8 +9,8 @@ use annals_nats::{Delivery, Handler, HandlerError, Inbox, InboxOptions, async_na
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 
 use crate::support::{
-    Effects, SHARED_NATS, TestEvent, TestStream, effect_counts, eventually, inbox_rows,
-    parked_reasons, pg_store, publish_all, spawn_inbox, write_events,
+    Effects, TestEvent, TestStream, effect_counts, eventually, inbox_rows, parked_reasons,
+    pg_store, publish_all, shared_nats, spawn_inbox, write_events,
 };
 
 /// A handler whose update waits at most 50 ms for its row lock (`lock_timeout`: SQLSTATE 55P03), then writes
@@ -48,7 +48,7 @@ async fn a_lock_timeout_in_the_handler_is_retried_until_the_lock_is_released_and
     pool: PgPool,
 ) {
     let store = pg_store(&pool).await;
-    let feed = TestStream::new(SHARED_NATS);
+    let feed = TestStream::new(shared_nats());
     write_events(&store, "account", 1, 1).await;
     let relay = publish_all(&pool, &store, &feed).await;
     let effects = Effects::new(&pool, "locked").await;
@@ -74,7 +74,7 @@ async fn a_lock_timeout_in_the_handler_is_retried_until_the_lock_is_released_and
         .schema("inbox_t")
         .attempts(attempts)
         .backoff(Duration::from_millis(20));
-    let client = async_nats::connect(SHARED_NATS).await.unwrap();
+    let client = async_nats::connect(shared_nats()).await.unwrap();
     let inbox = Inbox::new(pool.clone(), client, &feed.name, "locked", handler, options).unwrap();
     let (stop, done) = spawn_inbox(inbox);
     // Held for twice the attempts' worth of tries (or until the inbox gives up on the message).
@@ -136,7 +136,7 @@ impl Handler for Swallowing {
 #[sqlx::test(migrations = false)]
 async fn a_handler_that_swallows_a_sql_error_is_never_acknowledged_as_applied(pool: PgPool) {
     let store = pg_store(&pool).await;
-    let feed = TestStream::new(SHARED_NATS);
+    let feed = TestStream::new(shared_nats());
     write_events(&store, "account", 1, 1).await;
     let relay = publish_all(&pool, &store, &feed).await;
     let effects = Effects::new(&pool, "swallow").await;
@@ -146,7 +146,7 @@ async fn a_handler_that_swallows_a_sql_error_is_never_acknowledged_as_applied(po
         .schema("inbox_t")
         .attempts(attempts)
         .backoff(Duration::from_millis(20));
-    let client = async_nats::connect(SHARED_NATS).await.unwrap();
+    let client = async_nats::connect(shared_nats()).await.unwrap();
     let js = async_nats::jetstream::new(client.clone());
     let handler = Swallowing { effects };
     let inbox = Inbox::new(

@@ -15,8 +15,8 @@ use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use tokio::sync::{Notify, mpsc};
 
 use crate::support::{
-    Effects, SHARED_NATS, TestEvent, TestStream, effect_counts, eventually, parked_reasons,
-    pg_store, publish_all, spawn_inbox, write_events,
+    Effects, TestEvent, TestStream, effect_counts, eventually, parked_reasons, pg_store,
+    publish_all, shared_nats, spawn_inbox, write_events,
 };
 
 /// How long the outages last: longer than any of the inbox's retry budgets (attempts × backoff, the pool's
@@ -81,18 +81,18 @@ async fn pg_proxy(pool: &PgPool) -> FaultProxy {
 /// stopped.
 async fn ride_out(pool: PgPool, cut: Cut) {
     let store = pg_store(&pool).await;
-    let feed = TestStream::new(SHARED_NATS);
+    let feed = TestStream::new(shared_nats());
     let before = write_events(&store, "account", 3, 2).await as i64;
     let relay = publish_all(&pool, &store, &feed).await;
     let (proxy, inbox_pool, client) = match cut {
         Cut::Database => {
             let proxy = pg_proxy(&pool).await;
             let inbox_pool = pool_through(&pool, &proxy).await;
-            let client = async_nats::connect(SHARED_NATS).await.unwrap();
+            let client = async_nats::connect(shared_nats()).await.unwrap();
             (proxy, inbox_pool, client)
         }
         Cut::Broker => {
-            let nats: SocketAddr = SHARED_NATS.parse().unwrap();
+            let nats: SocketAddr = shared_nats().parse().unwrap();
             let proxy = FaultProxy::start(nats).await.unwrap();
             let client = async_nats::connect(proxy.addr().to_string()).await.unwrap();
             (proxy, pool.clone(), client)
@@ -210,7 +210,7 @@ async fn a_connection_cut_inside_the_handler_is_transient_under_the_handlers_own
     pool: PgPool,
 ) {
     let store = pg_store(&pool).await;
-    let feed = TestStream::new(SHARED_NATS);
+    let feed = TestStream::new(shared_nats());
     write_events(&store, "account", 1, 1).await;
     let relay = publish_all(&pool, &store, &feed).await;
     let proxy = pg_proxy(&pool).await;
@@ -224,7 +224,7 @@ async fn a_connection_cut_inside_the_handler_is_transient_under_the_handlers_own
     };
     // One attempt: a handler failure would park at once.
     let options = InboxOptions::default().schema("inbox_t").attempts(1);
-    let client = async_nats::connect(SHARED_NATS).await.unwrap();
+    let client = async_nats::connect(shared_nats()).await.unwrap();
     let inbox_pool = pool_through(&pool, &proxy).await;
     let inbox = Inbox::new(inbox_pool, client, &feed.name, "svc", handler, options).unwrap();
     let (stop, done) = spawn_inbox(inbox);

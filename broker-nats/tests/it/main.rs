@@ -10,6 +10,7 @@ mod broker_restart;
 mod crash;
 mod delivery;
 mod inbox;
+mod inbox_batch;
 mod inbox_faults;
 mod inbox_outage;
 mod relay_faults;

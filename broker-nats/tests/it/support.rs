@@ -14,8 +14,19 @@ use annals_nats::{Relay, RelayOptions, async_nats};
 use annals_postgres::PostgresStore;
 use sqlx::{ConnectOptions, PgPool};
 
-/// The shared server from `scripts/services.sh`.
-pub(crate) const SHARED_NATS: &str = "127.0.0.1:4222";
+/// The shared server from `scripts/services.sh`: `NATS_URL`, by default Debian's nats-server on 127.0.0.1:4222
+/// (`scripts/services.sh nats-new` starts a current one on 127.0.0.1:4223).
+pub(crate) fn shared_nats() -> &'static str {
+    static URL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        std::env::var("NATS_URL").unwrap_or_else(|_| "127.0.0.1:4222".to_owned())
+    });
+    &URL
+}
+
+/// The nats-server binary of the tests' private servers: `NATS_SERVER_BIN`, by default Debian's.
+pub(crate) fn nats_server_bin() -> String {
+    std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "/usr/sbin/nats-server".to_owned())
+}
 
 /// A unique token for names (stream, prefix).
 pub(crate) fn unique(tag: &str) -> String {
@@ -181,7 +192,7 @@ impl NatsServer {
     /// Starts it (again) on the same port and store directory, and waits until it answers.
     pub(crate) async fn restart(&mut self) {
         self.stop();
-        let child = Command::new("/usr/sbin/nats-server")
+        let child = Command::new(nats_server_bin())
             .args([
                 "-a",
                 "127.0.0.1",
@@ -194,7 +205,7 @@ impl NatsServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("/usr/sbin/nats-server runs");
+            .expect("the nats-server binary (NATS_SERVER_BIN) runs");
         self.child = Some(child);
         let url = self.url();
         eventually("the private nats-server to answer", Duration::from_secs(20), || {
@@ -387,7 +398,7 @@ pub(crate) async fn publish_all(
     store: &annals_postgres::PostgresStore,
     feed: &TestStream,
 ) -> Relay {
-    let client = async_nats::connect(SHARED_NATS).await.unwrap();
+    let client = async_nats::connect(shared_nats()).await.unwrap();
     let relay = Relay::new(
         store.clone(),
         pool.clone(),

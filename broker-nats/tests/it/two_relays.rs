@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 use annals_nats::FeedHeaders;
 use sqlx::PgPool;
 
-use crate::support::{RelayProcess, SHARED_NATS, TestStream, eventually, pg_store, write_events};
+use crate::support::{RelayProcess, TestStream, eventually, pg_store, shared_nats, write_events};
 
 #[sqlx::test(migrations = false)]
 async fn two_relays_publish_one_at_a_time_and_a_killed_one_hands_over(pool: PgPool) {
     let store = pg_store(&pool).await;
-    let feed = TestStream::new(SHARED_NATS);
+    let feed = TestStream::new(shared_nats());
     let ttl = ["--lease-ttl-ms", "5000", "--batch-size", "50"];
     let mut first = RelayProcess::spawn(&pool, &feed, "first", &ttl);
     eventually(

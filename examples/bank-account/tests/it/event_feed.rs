@@ -29,7 +29,7 @@ impl Drop for StreamGuard {
                 .build()
                 .unwrap();
             rt.block_on(async {
-                if let Ok(c) = async_nats::connect("127.0.0.1:4222").await {
+                if let Ok(c) = async_nats::connect(nats_url()).await {
                     let _ = async_nats::jetstream::new(c).delete_stream(&name).await;
                 }
             });
@@ -79,7 +79,7 @@ async fn the_notifier_service_sees_every_account_event_once(pool: sqlx::PgPool) 
             ])
             .args([
                 "--nats-url",
-                "127.0.0.1:4222",
+                &nats_url(),
                 "--nats-stream",
                 &stream,
                 "--nats-prefix",
@@ -101,7 +101,7 @@ async fn the_notifier_service_sees_every_account_event_once(pool: sqlx::PgPool) 
             ])
             .args([
                 "--nats-url",
-                "127.0.0.1:4222",
+                &nats_url(),
                 "--nats-stream",
                 &stream,
                 "--nats-prefix",
@@ -197,4 +197,9 @@ async fn the_notifier_service_sees_every_account_event_once(pool: sqlx::PgPool) 
         .await;
         assert!(status.success(), "{name} exits 0 on SIGTERM: {status:?}");
     }
+}
+
+/// The NATS server of the test: `NATS_URL`, by default the shared one from `scripts/services.sh`.
+fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "127.0.0.1:4222".to_owned())
 }
