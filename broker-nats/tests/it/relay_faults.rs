@@ -10,7 +10,7 @@ use annals_test_support::FaultProxy;
 use sqlx::PgPool;
 
 use crate::support::{
-    SHARED_NATS, TestStream, Wire, assert_feed_complete, eventually, pg_store, pool_via,
+    TestStream, Wire, assert_feed_complete, eventually, pg_store, pool_via, shared_nats,
     spawn_relay, write_events,
 };
 
@@ -30,8 +30,8 @@ async fn long_transactions(pool: &PgPool, application: &str, limit: Duration) ->
 #[sqlx::test(migrations = false)]
 async fn acks_held_past_the_lease_keep_no_transaction_open_and_lose_nothing(pool: PgPool) {
     let store = pg_store(&pool).await;
-    let feed = TestStream::new(SHARED_NATS);
-    let nats = FaultProxy::start(SHARED_NATS.parse::<std::net::SocketAddr>().unwrap())
+    let feed = TestStream::new(shared_nats());
+    let nats = FaultProxy::start(shared_nats().parse::<std::net::SocketAddr>().unwrap())
         .await
         .unwrap();
     let ttl = Duration::from_secs(3);
@@ -80,7 +80,7 @@ async fn acks_held_past_the_lease_keep_no_transaction_open_and_lose_nothing(pool
 #[sqlx::test(migrations = false)]
 async fn a_lease_expiring_under_the_publisher_never_lets_two_relays_publish_at_once(pool: PgPool) {
     let store = pg_store(&pool).await;
-    let feed = TestStream::new(SHARED_NATS);
+    let feed = TestStream::new(shared_nats());
     let wire = Wire::watch(&feed).await;
     let ttl = Duration::from_secs(2);
     let options = |instance: &str| {
@@ -94,7 +94,7 @@ async fn a_lease_expiring_under_the_publisher_never_lets_two_relays_publish_at_o
     let database = FaultProxy::start("127.0.0.1:5432".parse::<std::net::SocketAddr>().unwrap())
         .await
         .unwrap();
-    let nats = FaultProxy::start(SHARED_NATS.parse::<std::net::SocketAddr>().unwrap())
+    let nats = FaultProxy::start(shared_nats().parse::<std::net::SocketAddr>().unwrap())
         .await
         .unwrap();
     nats.delay(Duration::from_millis(10));
@@ -118,7 +118,7 @@ async fn a_lease_expiring_under_the_publisher_never_lets_two_relays_publish_at_o
     let second_pool = pool_via(&pool, None, "relay_b").await;
     let second_client = async_nats::ConnectOptions::new()
         .custom_inbox_prefix("_INBOX_B")
-        .connect(SHARED_NATS)
+        .connect(shared_nats())
         .await
         .unwrap();
     let second = Relay::new(store.clone(), second_pool, second_client, options("second")).unwrap();

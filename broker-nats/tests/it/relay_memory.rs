@@ -8,13 +8,13 @@ use annals_memory::MemoryStore;
 use annals_nats::{Relay, RelayOptions, async_nats};
 use annals_projections::Projections;
 
-use crate::support::{SHARED_NATS, TestStream, assert_feed_complete, eventually, spawn_relay};
+use crate::support::{TestStream, assert_feed_complete, eventually, shared_nats, spawn_relay};
 
 #[tokio::test]
 async fn the_relay_runs_on_the_memory_backend() {
     let store = MemoryStore::new();
-    let feed = TestStream::new(SHARED_NATS);
-    let client = async_nats::connect(SHARED_NATS).await.unwrap();
+    let feed = TestStream::new(shared_nats());
+    let client = async_nats::connect(shared_nats()).await.unwrap();
     let options = RelayOptions::new(&feed.prefix, &feed.name)
         .unwrap()
         .lease_ttl(Duration::from_secs(2));

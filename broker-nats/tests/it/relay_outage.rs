@@ -10,14 +10,14 @@ use annals_test_support::FaultProxy;
 use sqlx::PgPool;
 
 use crate::support::{
-    SHARED_NATS, TestStream, assert_feed_complete, eventually, pg_store, spawn_relay, write_events,
+    TestStream, assert_feed_complete, eventually, pg_store, shared_nats, spawn_relay, write_events,
 };
 
 #[sqlx::test(migrations = false)]
 async fn a_sixty_second_broker_outage_pauses_the_feed_and_it_resumes_by_itself(pool: PgPool) {
     let store = pg_store(&pool).await;
-    let feed = TestStream::new(SHARED_NATS);
-    let nats = FaultProxy::start(SHARED_NATS.parse::<std::net::SocketAddr>().unwrap())
+    let feed = TestStream::new(shared_nats());
+    let nats = FaultProxy::start(shared_nats().parse::<std::net::SocketAddr>().unwrap())
         .await
         .unwrap();
     let client = async_nats::ConnectOptions::new()
