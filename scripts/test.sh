@@ -9,7 +9,8 @@ export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres
 cargo test --workspace --locked "$@"
 scripts/services.sh nats-new
 echo "== the event feed's tests against $("$(scripts/services.sh nats-new-bin)" --version)"
+# The 60 s broker outage runs once, in the first pass: it tests the relay's retries, not the server's version.
 NATS_URL=127.0.0.1:4223 NATS_SERVER_BIN="$(scripts/services.sh nats-new-bin)" \
-  cargo test --locked -p annals-nats --test it "$@"
+  cargo test --locked -p annals-nats --test it "$@" -- --skip relay_outage
 NATS_URL=127.0.0.1:4223 NATS_SERVER_BIN="$(scripts/services.sh nats-new-bin)" \
   cargo test --locked -p bank-account --test it event_feed "$@"

@@ -18,9 +18,9 @@ pub enum Error {
 
     /// The NATS server cannot be reached or did not answer in time. Transient: retry later (the relay and the
     /// inbox do so by themselves, with backoff).
-    #[error("NATS at {url}: {operation} failed: {cause}")]
+    #[error("NATS{}: {operation} failed: {cause}", at(url))]
     Unavailable {
-        /// The server URL (no credentials).
+        /// The server URL (no credentials); empty where the client does not say which server it was talking to.
         url: String,
         /// What was being done.
         operation: &'static str,
@@ -130,5 +130,14 @@ impl Error {
 
     pub(crate) fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
         move |source| Self::Database { operation, source }
+    }
+}
+
+/// ` at <url>` when the server is known, else nothing (never a dangling "NATS at :").
+fn at(url: &str) -> String {
+    if url.is_empty() {
+        String::new()
+    } else {
+        format!(" at {url}")
     }
 }

@@ -5,8 +5,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use annals_nats::async_nats;
 use serde_json::{Value, json};
+
+use crate::jetstream::{fresh_feed, nats_url};
 
 struct Killed(Child);
 
@@ -14,27 +15,6 @@ impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// Deletes the test's JetStream stream at the end.
-struct StreamGuard(String);
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        let name = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(c) = async_nats::connect(nats_url()).await {
-                    let _ = async_nats::jetstream::new(c).delete_stream(&name).await;
-                }
-            });
-        })
-        .join();
     }
 }
 
@@ -63,10 +43,7 @@ async fn until<T>(what: &str, deadline: Duration, mut probe: impl AsyncFnMut() -
 #[sqlx::test(migrations = false)]
 async fn the_notifier_service_sees_every_account_event_once(pool: sqlx::PgPool) {
     let url = sqlx::ConnectOptions::to_url_lossy(&*pool.connect_options()).to_string();
-    let tag = uuid::Uuid::now_v7().simple().to_string();
-    let stream = format!("BANKT{}", &tag[tag.len() - 10..]).to_uppercase();
-    let prefix = format!("bankt{}", &tag[tag.len() - 10..]);
-    let _cleanup = StreamGuard(stream.clone());
+    let (_cleanup, stream, prefix) = fresh_feed("bankt");
     let (bank_port, notifier_port) = (free_port(), free_port());
     let mut bank_process = Killed(
         Command::new(env!("CARGO_BIN_EXE_bank"))
@@ -197,9 +174,4 @@ async fn the_notifier_service_sees_every_account_event_once(pool: sqlx::PgPool) 
         .await;
         assert!(status.success(), "{name} exits 0 on SIGTERM: {status:?}");
     }
-}
-
-/// The NATS server of the test: `NATS_URL`, by default the shared one from `scripts/services.sh`.
-fn nats_url() -> String {
-    std::env::var("NATS_URL").unwrap_or_else(|_| "127.0.0.1:4222".to_owned())
 }

@@ -29,6 +29,7 @@ mod event_feed;
 mod history_pages;
 mod hostile_execute_at;
 mod idempotency;
+mod jetstream;
 mod logs;
 mod read_models;
 mod rebuild;

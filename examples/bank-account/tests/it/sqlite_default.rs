@@ -11,6 +11,8 @@ use annals_nats::async_nats;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::jetstream::{fresh_feed, nats_url};
+
 /// A scratch data directory, removed when dropped.
 struct DataDir(PathBuf);
 
@@ -201,38 +203,15 @@ async fn projections_status_and_rebuild_in_a_second_process_work_on_the_running_
     assert_eq!(balance(&client, &service, "ops", position).await, 51);
 }
 
-/// Deletes the test's JetStream stream at the end.
-struct StreamGuard(String);
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        let name = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(c) = async_nats::connect("127.0.0.1:4222").await {
-                    let _ = async_nats::jetstream::new(c).delete_stream(&name).await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_publishes_from_the_data_file_and_feed_status_in_a_second_process_sees_it() {
     let dir = DataDir::new();
     let client = reqwest::Client::new();
-    let tag = uuid::Uuid::now_v7().simple().to_string();
-    let stream = format!("BANKS{}", &tag[tag.len() - 10..]).to_uppercase();
-    let prefix = format!("banks{}", &tag[tag.len() - 10..]);
-    let _cleanup = StreamGuard(stream.clone());
+    let (_cleanup, stream, prefix) = fresh_feed("banks");
+    let nats = nats_url();
     let feed = [
         "--nats-url",
-        "127.0.0.1:4222",
+        &nats,
         "--nats-stream",
         &stream,
         "--nats-prefix",
@@ -276,8 +255,7 @@ async fn the_relay_publishes_from_the_data_file_and_feed_status_in_a_second_proc
     let head = deposited["position"].as_u64().unwrap();
 
     // Every event reaches JetStream, once.
-    let jetstream =
-        async_nats::jetstream::new(async_nats::connect("127.0.0.1:4222").await.unwrap());
+    let jetstream = async_nats::jetstream::new(async_nats::connect(nats.as_str()).await.unwrap());
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let messages = match jetstream.get_stream(&stream).await {
