@@ -24,6 +24,7 @@ macro_rules! on_both_stores {
 }
 
 mod api_contract;
+mod bank_process;
 mod concurrency;
 mod event_feed;
 mod history_pages;

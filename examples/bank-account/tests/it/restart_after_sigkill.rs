@@ -2,66 +2,25 @@
 //! it is up: its projections take over from the dead process without waiting for its lease (TTL 10 s) to run
 //! out. A real `bank serve` child process, really killed.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 use annals::{EventStore, ExpectedVersion, NewEvent, StreamId};
 use annals_postgres::PostgresStore;
 use reqwest::StatusCode;
 use serde_json::json;
 
+use crate::bank_process::Bank;
 use crate::support::postgres_config;
-
-/// A `bank serve` process; killed (SIGKILL) when dropped.
-pub(crate) struct Bank {
-    pub(crate) child: Child,
-    pub(crate) base: String,
-}
-
-impl Drop for Bank {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Starts `bank serve` on `url` and waits until `/health` answers; returns it and when it first answered.
 pub(crate) async fn serve(url: &str, schema: &str, client: &reqwest::Client) -> (Bank, Instant) {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_bank"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bank"));
+    command
+        .arg("serve")
         .args(["--database-url", url, "--schema", schema])
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the bank binary runs");
-    let bank = Bank {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(reply) = client.get(format!("{}/health", bank.base)).send().await
-            && reply.status() == StatusCode::OK
-        {
-            return (bank, Instant::now());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "bank serve never answered /health"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        .env_remove("DATABASE_URL");
+    Bank::start(command, client).await
 }
 
 #[sqlx::test(migrations = false)]

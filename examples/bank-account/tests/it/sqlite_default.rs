@@ -4,13 +4,14 @@
 //! without stopping it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use annals_nats::async_nats;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::bank_process::Bank;
 use crate::jetstream::{fresh_feed, nats_url};
 
 /// A scratch data directory, removed when dropped.
@@ -29,27 +30,6 @@ impl Drop for DataDir {
     }
 }
 
-/// A `bank serve` process; killed (SIGKILL) when dropped.
-struct Bank {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Bank {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `bank <subcommand> --data-dir <dir>`, with no database URL in its environment.
 fn bank(subcommand: &str, dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_bank"));
@@ -64,30 +44,7 @@ fn bank(subcommand: &str, dir: &Path) -> Command {
 
 /// Starts `bank serve` on `dir` and waits until `/health` answers.
 async fn serve(dir: &Path, client: &reqwest::Client) -> Bank {
-    let port = free_port();
-    let child = bank("serve", dir)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the bank binary runs");
-    let bank = Bank {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(reply) = client.get(format!("{}/health", bank.base)).send().await
-            && reply.status() == StatusCode::OK
-        {
-            return bank;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "bank serve never answered /health"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    Bank::start(bank("serve", dir), client).await.0
 }
 
 async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
@@ -217,29 +174,9 @@ async fn the_relay_publishes_from_the_data_file_and_feed_status_in_a_second_proc
         "--nats-prefix",
         &prefix,
     ];
-    let port = free_port();
-    let child = bank("serve", &dir.0)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(feed)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the bank binary runs");
-    let service = Bank {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !matches!(
-        client.get(format!("{}/health", service.base)).send().await,
-        Ok(reply) if reply.status() == StatusCode::OK
-    ) {
-        assert!(
-            Instant::now() < deadline,
-            "bank serve never answered /health"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let mut command = bank("serve", &dir.0);
+    command.args(feed);
+    let (service, _) = Bank::start(command, &client).await;
     post(
         &client,
         format!("{}/accounts", service.base),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::bank_process::free_port;
 use crate::support::postgres_config;
 use crate::transfers::{check, prepare, send_all};
 
@@ -59,11 +60,6 @@ impl Drop for Bank {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 async fn post(base: &str, path: &str, body: Value) -> (StatusCode, Value) {
